@@ -1,0 +1,17 @@
+//! The Confab wire contract: serde types for REST bodies and socket frames,
+//! the validation both sides share, and the client-side state machines as
+//! plain functions over plain data (no I/O, compiles for wasm32).
+
+pub mod client;
+pub mod model;
+pub mod rest;
+pub mod socket;
+pub mod time;
+pub mod validate;
+
+pub use model::{
+    Block, LastTurn, LiveReply, Message, MessageStatus, PermissionMode, Role, SessionStatus,
+    SessionSummary, TurnOutcome, Usage,
+};
+pub use socket::{ClientFrame, ServerEvent};
+pub use time::Timestamp;

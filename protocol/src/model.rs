@@ -1,0 +1,207 @@
+//! The objects of the contract: session summaries, messages and their blocks.
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Idle,
+    Running,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PermissionMode {
+    #[default]
+    Default,
+    AcceptEdits,
+    BypassPermissions,
+    Plan,
+}
+
+impl PermissionMode {
+    pub const ALL: [PermissionMode; 4] = [
+        PermissionMode::Default,
+        PermissionMode::AcceptEdits,
+        PermissionMode::BypassPermissions,
+        PermissionMode::Plan,
+    ];
+
+    /// The wire spelling, e.g. `acceptEdits`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionMode::Default => "default",
+            PermissionMode::AcceptEdits => "acceptEdits",
+            PermissionMode::BypassPermissions => "bypassPermissions",
+            PermissionMode::Plan => "plan",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+        }
+    }
+}
+
+/// How a turn ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnOutcome {
+    Completed,
+    Stopped,
+    Failed,
+    Interrupted,
+}
+
+impl TurnOutcome {
+    /// The status of the assistant message a turn with this outcome stores.
+    pub fn message_status(self) -> MessageStatus {
+        match self {
+            TurnOutcome::Completed => MessageStatus::Complete,
+            TurnOutcome::Stopped => MessageStatus::Stopped,
+            TurnOutcome::Failed => MessageStatus::Failed,
+            TurnOutcome::Interrupted => MessageStatus::Interrupted,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastTurn {
+    pub id: String,
+    pub outcome: TurnOutcome,
+    pub error: Option<String>,
+}
+
+/// What lists show and what `session.*` events carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    pub id: String,
+    pub project_id: String,
+    pub title: String,
+    pub status: SessionStatus,
+    pub permission_mode: PermissionMode,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_message_at: Timestamp,
+    pub message_count: u64,
+    pub usage: Usage,
+    pub first_message_preview: String,
+    pub last_turn: Option<LastTurn>,
+    pub agent_session_id: Option<String>,
+    pub version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    Stopped,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        #[serde(rename = "toolUseId")]
+        tool_use_id: String,
+        content: String,
+        #[serde(rename = "isError")]
+        is_error: bool,
+    },
+}
+
+impl Block {
+    pub fn text(s: impl Into<String>) -> Block {
+        Block::Text { text: s.into() }
+    }
+
+    /// The text of a text block.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Block::Text { text } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub role: Role,
+    pub turn_id: String,
+    pub created_at: Timestamp,
+    pub content: Vec<Block>,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+impl Message {
+    /// All text blocks joined, for previews and exports.
+    pub fn plain_text(&self) -> String {
+        let mut out = String::new();
+        for b in &self.content {
+            if let Block::Text { text } = b {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+/// An in-flight reply: what `live` and `message.snapshot` carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveReply {
+    pub message_id: String,
+    pub turn_id: String,
+    pub content: Vec<Block>,
+}
+
+/// A project as `GET /api/projects` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSummary {
+    pub id: String,
+    pub session_count: u64,
+    pub last_session_id: String,
+    pub last_activity_at: Timestamp,
+}

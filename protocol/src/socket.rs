@@ -1,0 +1,181 @@
+//! Socket frames: what a client sends (`ClientFrame`, routed on `action`) and
+//! what the server pushes (`ServerEvent`, tagged by `type`).
+
+use crate::model::{Block, LiveReply, Message, SessionSummary};
+use crate::rest::ErrorCode;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Largest client frame, in bytes.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
+/// Largest server frame, in bytes.
+pub const MAX_SERVER_FRAME_BYTES: usize = 32 * 1024;
+/// Most subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum ClientFrame {
+    Hello,
+    #[serde(rename_all = "camelCase")]
+    Subscribe {
+        session_id: String,
+        #[serde(default)]
+        after_seq: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Unsubscribe {
+        session_id: String,
+    },
+    Ping,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerEvent {
+    #[serde(rename = "ready", rename_all = "camelCase")]
+    Ready {
+        connection_id: String,
+        server_time: Timestamp,
+    },
+    #[serde(rename = "subscribed", rename_all = "camelCase")]
+    Subscribed {
+        session_id: String,
+        session: SessionSummary,
+        messages: Vec<Message>,
+        has_more: bool,
+        live: Option<LiveReply>,
+    },
+    #[serde(rename = "unsubscribed", rename_all = "camelCase")]
+    Unsubscribed { session_id: String },
+    #[serde(rename = "pong")]
+    Pong,
+    /// A refused frame. `sessionId` is set when the frame named a session.
+    #[serde(rename = "error", rename_all = "camelCase")]
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
+    },
+    #[serde(rename = "session.created")]
+    SessionCreated { session: SessionSummary },
+    #[serde(rename = "session.updated")]
+    SessionUpdated { session: SessionSummary },
+    #[serde(rename = "session.deleted", rename_all = "camelCase")]
+    SessionDeleted { session_id: String, version: u64 },
+    #[serde(rename = "message.created", rename_all = "camelCase")]
+    MessageCreated {
+        session_id: String,
+        message: Message,
+    },
+    #[serde(rename = "message.snapshot", rename_all = "camelCase")]
+    MessageSnapshot {
+        session_id: String,
+        message_id: String,
+        turn_id: String,
+        content: Vec<Block>,
+    },
+    #[serde(rename = "message.delta", rename_all = "camelCase")]
+    MessageDelta {
+        session_id: String,
+        message_id: String,
+        block: usize,
+        offset: usize,
+        text: String,
+    },
+    #[serde(rename = "message.block", rename_all = "camelCase")]
+    MessageBlock {
+        session_id: String,
+        message_id: String,
+        index: usize,
+        block: Block,
+    },
+}
+
+impl ServerEvent {
+    /// The session a per-session event belongs to.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            ServerEvent::Subscribed { session_id, .. }
+            | ServerEvent::Unsubscribed { session_id }
+            | ServerEvent::SessionDeleted { session_id, .. }
+            | ServerEvent::MessageCreated { session_id, .. }
+            | ServerEvent::MessageSnapshot { session_id, .. }
+            | ServerEvent::MessageDelta { session_id, .. }
+            | ServerEvent::MessageBlock { session_id, .. } => Some(session_id),
+            ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
+                Some(&session.id)
+            }
+            ServerEvent::Error { session_id, .. } => session_id.as_deref(),
+            ServerEvent::Ready { .. } | ServerEvent::Pong => None,
+        }
+    }
+
+    /// A shortcut for the socket's error frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerEvent {
+        ServerEvent::Error {
+            code,
+            message: message.into(),
+            session_id: None,
+        }
+    }
+}
+
+/// Parses a client frame, saying what is wrong in words a developer can act on.
+pub fn parse_client_frame(raw: &str) -> Result<ClientFrame, FrameError> {
+    if raw.len() > MAX_CLIENT_FRAME_BYTES {
+        return Err(FrameError::TooLarge(raw.len()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let Some(action) = value.get("action") else {
+        return Err(FrameError::Invalid(
+            "a frame is a JSON object with an \"action\"".into(),
+        ));
+    };
+    let Some(action) = action.as_str() else {
+        return Err(FrameError::Invalid("\"action\" must be a string".into()));
+    };
+    if !matches!(action, "hello" | "subscribe" | "unsubscribe" | "ping") {
+        return Err(FrameError::UnknownAction(action.chars().take(64).collect()));
+    }
+    serde_json::from_value(value).map_err(|e| FrameError::Invalid(e.to_string()))
+}
+
+/// Why a client frame was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge(usize),
+    Malformed(String),
+    UnknownAction(String),
+    Invalid(String),
+}
+
+impl FrameError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge(n) => write!(
+                f,
+                "frame of {n} bytes is over the limit of {MAX_CLIENT_FRAME_BYTES} bytes"
+            ),
+            FrameError::Malformed(e) => write!(f, "frame is not valid JSON: {e}"),
+            FrameError::UnknownAction(a) => write!(
+                f,
+                "unknown action {a:?}; expected hello, subscribe, unsubscribe or ping"
+            ),
+            FrameError::Invalid(e) => write!(f, "invalid frame: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}

@@ -1,0 +1,361 @@
+//! Every frame and body survives a trip through JSON, and the wire spelling is
+//! the contract's.
+
+use confab_protocol::model::*;
+use confab_protocol::rest::*;
+use confab_protocol::socket::{FrameError, parse_client_frame};
+use confab_protocol::{ClientFrame, ServerEvent, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+fn rt<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> serde_json::Value {
+    let s = serde_json::to_string(v).unwrap();
+    let back: T = serde_json::from_str(&s).unwrap();
+    assert_eq!(&back, v);
+    serde_json::from_str(&s).unwrap()
+}
+
+fn summary() -> SessionSummary {
+    SessionSummary {
+        id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".into(),
+        project_id: "default".into(),
+        title: "Hello".into(),
+        status: SessionStatus::Running,
+        permission_mode: PermissionMode::AcceptEdits,
+        created_at: Timestamp::from_millis(1_795_000_000_000),
+        updated_at: Timestamp::from_millis(1_795_000_000_001),
+        last_message_at: Timestamp::from_millis(1_795_000_000_002),
+        message_count: 1,
+        usage: Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+        },
+        first_message_preview: "hi".into(),
+        last_turn: Some(LastTurn {
+            id: "t".into(),
+            outcome: TurnOutcome::Failed,
+            error: Some("x".into()),
+        }),
+        agent_session_id: None,
+        version: 7,
+    }
+}
+
+fn message() -> Message {
+    Message {
+        id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".into(),
+        session_id: summary().id,
+        seq: 2,
+        role: Role::Assistant,
+        turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".into(),
+        created_at: Timestamp::from_millis(1_795_000_000_000),
+        content: vec![
+            Block::text("a"),
+            Block::ToolUse {
+                id: "tu1".into(),
+                name: "bash".into(),
+                input: json!({"cmd": ["ls", 1, null]}),
+            },
+            Block::ToolResult {
+                tool_use_id: "tu1".into(),
+                content: "out".into(),
+                is_error: true,
+            },
+        ],
+        status: MessageStatus::Stopped,
+        error: None,
+        usage: Some(Usage::default()),
+    }
+}
+
+#[test]
+fn summary_and_message_use_contract_names() {
+    let s = rt(&summary());
+    for k in [
+        "id",
+        "projectId",
+        "title",
+        "status",
+        "permissionMode",
+        "createdAt",
+        "updatedAt",
+        "lastMessageAt",
+        "messageCount",
+        "usage",
+        "firstMessagePreview",
+        "lastTurn",
+        "agentSessionId",
+        "version",
+    ] {
+        assert!(s.get(k).is_some(), "summary lacks {k}");
+    }
+    assert_eq!(s["permissionMode"], "acceptEdits");
+    assert_eq!(s["status"], "running");
+    assert_eq!(s["usage"]["inputTokens"], 1);
+    assert_eq!(s["lastTurn"]["outcome"], "failed");
+    assert_eq!(s["createdAt"], "2026-11-18T11:06:40.000Z");
+    let m = rt(&message());
+    assert_eq!(m["content"][1]["type"], "tool_use");
+    assert_eq!(m["content"][2]["toolUseId"], "tu1");
+    assert_eq!(m["content"][2]["isError"], true);
+    assert_eq!(m["status"], "stopped");
+    assert_eq!(m["role"], "assistant");
+}
+
+#[test]
+fn every_server_event_round_trips_with_its_type() {
+    let live = LiveReply {
+        message_id: "m".into(),
+        turn_id: "t".into(),
+        content: vec![Block::text("x")],
+    };
+    let events = [
+        (
+            ServerEvent::Ready {
+                connection_id: "c".into(),
+                server_time: Timestamp::from_millis(0),
+            },
+            "ready",
+        ),
+        (
+            ServerEvent::Subscribed {
+                session_id: "s".into(),
+                session: summary(),
+                messages: vec![message()],
+                has_more: true,
+                live: Some(live.clone()),
+            },
+            "subscribed",
+        ),
+        (
+            ServerEvent::Unsubscribed {
+                session_id: "s".into(),
+            },
+            "unsubscribed",
+        ),
+        (ServerEvent::Pong, "pong"),
+        (
+            ServerEvent::Error {
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+                session_id: Some("s".into()),
+            },
+            "error",
+        ),
+        (
+            ServerEvent::SessionCreated { session: summary() },
+            "session.created",
+        ),
+        (
+            ServerEvent::SessionUpdated { session: summary() },
+            "session.updated",
+        ),
+        (
+            ServerEvent::SessionDeleted {
+                session_id: "s".into(),
+                version: 9,
+            },
+            "session.deleted",
+        ),
+        (
+            ServerEvent::MessageCreated {
+                session_id: "s".into(),
+                message: message(),
+            },
+            "message.created",
+        ),
+        (
+            ServerEvent::MessageSnapshot {
+                session_id: "s".into(),
+                message_id: "m".into(),
+                turn_id: "t".into(),
+                content: live.content.clone(),
+            },
+            "message.snapshot",
+        ),
+        (
+            ServerEvent::MessageDelta {
+                session_id: "s".into(),
+                message_id: "m".into(),
+                block: 0,
+                offset: 3,
+                text: "é".into(),
+            },
+            "message.delta",
+        ),
+        (
+            ServerEvent::MessageBlock {
+                session_id: "s".into(),
+                message_id: "m".into(),
+                index: 1,
+                block: Block::text(""),
+            },
+            "message.block",
+        ),
+    ];
+    for (e, ty) in &events {
+        let v = rt(e);
+        assert_eq!(v["type"], *ty);
+    }
+    let v = rt(&events[1].0);
+    assert_eq!(v["hasMore"], true);
+    assert_eq!(v["live"]["messageId"], "m");
+    let v = rt(&events[10].0);
+    assert_eq!(v["messageId"], "m");
+    assert_eq!(v["offset"], 3);
+    let v = rt(&events[0].0);
+    assert_eq!(v["connectionId"], "c");
+    assert!(v["serverTime"].is_string());
+}
+
+#[test]
+fn every_client_frame_round_trips_with_its_action() {
+    let frames = [
+        (ClientFrame::Hello, "hello"),
+        (
+            ClientFrame::Subscribe {
+                session_id: "s".into(),
+                after_seq: 4,
+            },
+            "subscribe",
+        ),
+        (
+            ClientFrame::Unsubscribe {
+                session_id: "s".into(),
+            },
+            "unsubscribe",
+        ),
+        (ClientFrame::Ping, "ping"),
+    ];
+    for (f, a) in &frames {
+        let v = rt(f);
+        assert_eq!(v["action"], *a);
+    }
+    assert_eq!(rt(&frames[1].0)["afterSeq"], 4);
+}
+
+#[test]
+fn rest_bodies_round_trip() {
+    rt(&CreateSessionRequest {
+        id: Some("i".into()),
+        project_id: Some("p".into()),
+        title: None,
+        permission_mode: Some(PermissionMode::Plan),
+        message: NewMessage {
+            id: "m".into(),
+            text: "t".into(),
+        },
+    });
+    rt(&SessionWithMessages {
+        session: summary(),
+        messages: vec![message()],
+    });
+    rt(&SessionPage {
+        sessions: vec![summary()],
+        next_cursor: Some("c".into()),
+    });
+    rt(&SessionDetail {
+        session: summary(),
+        messages: vec![],
+        has_more: false,
+        live: None,
+    });
+    rt(&MessagePage {
+        messages: vec![message()],
+        has_more: true,
+    });
+    rt(&UpdateSessionRequest {
+        title: Some("x".into()),
+        permission_mode: None,
+    });
+    rt(&SessionEnvelope { session: summary() });
+    rt(&SendMessageRequest {
+        id: "m".into(),
+        text: "t".into(),
+        permission_mode: None,
+    });
+    rt(&SendMessageResponse {
+        message: message(),
+        session: summary(),
+    });
+    let p = rt(&ProjectsResponse {
+        projects: vec![ProjectSummary {
+            id: "default".into(),
+            session_count: 2,
+            last_session_id: "s".into(),
+            last_activity_at: Timestamp::from_millis(5),
+        }],
+    });
+    assert_eq!(p["projects"][0]["sessionCount"], 2);
+    let c = rt(&ConfigResponse {
+        agent: AgentInfo {
+            provider: "demo".into(),
+            model: "demo".into(),
+        },
+        auth: AuthInfo {
+            mode: "none".into(),
+        },
+        limits: Limits {
+            max_message_bytes: 32768,
+            max_title_chars: 200,
+        },
+    });
+    assert_eq!(c["limits"]["maxMessageBytes"], 32768);
+    rt(&Health { ok: true });
+    let e = rt(&ErrorBody {
+        error: ErrorDetail {
+            code: ErrorCode::TurnRunning,
+            message: "m".into(),
+        },
+    });
+    assert_eq!(e["error"]["code"], "turn_running");
+}
+
+#[test]
+fn create_without_message_is_refused() {
+    let r: Result<CreateSessionRequest, _> = serde_json::from_value(json!({"id": "x"}));
+    assert!(r.unwrap_err().to_string().contains("message"));
+}
+
+#[test]
+fn client_frames_are_parsed_with_clear_errors() {
+    assert_eq!(
+        parse_client_frame(r#"{"action":"ping"}"#).unwrap(),
+        ClientFrame::Ping
+    );
+    assert_eq!(
+        parse_client_frame(r#"{"action":"subscribe","sessionId":"s"}"#).unwrap(),
+        ClientFrame::Subscribe {
+            session_id: "s".into(),
+            after_seq: 0
+        }
+    );
+    assert!(matches!(
+        parse_client_frame("{nope"),
+        Err(FrameError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_client_frame("[]"),
+        Err(FrameError::Invalid(_))
+    ));
+    assert!(
+        matches!(parse_client_frame(r#"{"action":"dance"}"#), Err(FrameError::UnknownAction(a)) if a == "dance")
+    );
+    assert!(matches!(
+        parse_client_frame(r#"{"action":7}"#),
+        Err(FrameError::Invalid(_))
+    ));
+    assert!(
+        matches!(parse_client_frame(r#"{"action":"subscribe"}"#), Err(FrameError::Invalid(e)) if e.contains("sessionId"))
+    );
+    assert!(matches!(
+        parse_client_frame(r#"{"action":"subscribe","sessionId":"s","afterSeq":"x"}"#),
+        Err(FrameError::Invalid(_))
+    ));
+    let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(9000));
+    assert!(matches!(
+        parse_client_frame(&big),
+        Err(FrameError::TooLarge(_))
+    ));
+}
