@@ -275,7 +275,7 @@ fn build(turns: &[Turn]) -> Model {
             outcome: turn.outcome,
             error: reply.error.clone(),
         });
-        summary.usage = summary.usage.add(Usage {
+        summary.usage = summary.usage.plus(Usage {
             input_tokens: 3,
             output_tokens: 5,
         });
