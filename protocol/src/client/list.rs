@@ -117,7 +117,12 @@ mod tests {
     fn summary(id: u8, version: u64, activity: i64, title: &str) -> SessionSummary {
         SessionSummary {
             id: format!("00000000-0000-7000-8000-0000000000{id:02x}"),
-            project_id: if id.is_multiple_of(2) { "default" } else { "other" }.into(),
+            project_id: if id.is_multiple_of(2) {
+                "default"
+            } else {
+                "other"
+            }
+            .into(),
             title: title.into(),
             status: if version.is_multiple_of(2) {
                 SessionStatus::Idle

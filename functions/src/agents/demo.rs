@@ -1,0 +1,248 @@
+//! The demo agent: offline and deterministic. It streams a short reply to
+//! ordinary text and obeys three commands at the start of a message:
+//! `/words N` streams N words, `/tool` adds a tool_use and a tool_result
+//! block, `/fail` fails after a few words.
+
+use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
+use async_trait::async_trait;
+use confab_protocol::model::{Block, Role, Usage};
+use futures::stream::{self, BoxStream, StreamExt};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Most words `/words` will stream.
+pub const MAX_WORDS: usize = 200_000;
+
+const LOREM: &[&str] = &[
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+];
+
+#[derive(Debug, Clone)]
+pub struct DemoAgent {
+    delay: Duration,
+}
+
+impl DemoAgent {
+    pub fn new(delay: Duration) -> DemoAgent {
+        DemoAgent { delay }
+    }
+}
+
+enum Step {
+    Emit(AgentEvent),
+    Fail(String),
+}
+
+fn words(n: usize, from: usize) -> impl Iterator<Item = String> {
+    (0..n).map(move |i| {
+        let w = LOREM[(from + i) % LOREM.len()];
+        if i + 1 == n {
+            format!("{w}.")
+        } else {
+            format!("{w} ")
+        }
+    })
+}
+
+fn plan(text: &str) -> (Vec<Step>, usize) {
+    let text = text.trim();
+    let mut steps = Vec::new();
+    let mut out_words = 0;
+    let mut say = |steps: &mut Vec<Step>, s: &str| {
+        for w in s.split_inclusive(' ') {
+            out_words += 1;
+            steps.push(Step::Emit(AgentEvent::Text(w.to_string())));
+        }
+    };
+    if let Some(rest) = text.strip_prefix("/words") {
+        let n = rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(100);
+        let n = n.clamp(1, MAX_WORDS);
+        for w in words(n, 0) {
+            steps.push(Step::Emit(AgentEvent::Text(w)));
+        }
+        return (steps, n);
+    }
+    if text.starts_with("/tool") {
+        say(&mut steps, "Let me look at the project first. ");
+        steps.push(Step::Emit(AgentEvent::Block(Block::ToolUse {
+            id: "toolu_demo_1".into(),
+            name: "list_files".into(),
+            input: serde_json::json!({ "path": ".", "depth": 1 }),
+        })));
+        steps.push(Step::Emit(AgentEvent::Block(Block::ToolResult {
+            tool_use_id: "toolu_demo_1".into(),
+            content: "Cargo.toml\nREADME.md\nprotocol/\nfunctions/\nlocal/".into(),
+            is_error: false,
+        })));
+        steps.push(Step::Emit(AgentEvent::Block(Block::text(""))));
+        say(&mut steps, "The workspace has three crates and a README.");
+        return (steps, out_words);
+    }
+    if text.starts_with("/fail") {
+        for w in words(5, 3) {
+            steps.push(Step::Emit(AgentEvent::Text(w)));
+        }
+        steps.push(Step::Fail(
+            "The demo agent failed on purpose (/fail).".into(),
+        ));
+        return (steps, 5);
+    }
+    let reply = format!(
+        "This is the demo agent, answering offline. You wrote: {text}\n\nTry /words 200 for a long reply, /tool for a tool call, or /fail for a failure."
+    );
+    say(&mut steps, &reply);
+    (steps, out_words)
+}
+
+#[async_trait]
+impl Agent for DemoAgent {
+    fn provider(&self) -> &str {
+        "demo"
+    }
+
+    fn model(&self) -> &str {
+        "demo"
+    }
+
+    async fn start(
+        &self,
+        request: AgentRequest,
+    ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
+        let last = request
+            .history
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .ok_or_else(|| AgentError::new("There is no message to answer."))?;
+        let input_tokens: usize = request
+            .history
+            .iter()
+            .map(|m| m.plain_text().split_whitespace().count())
+            .sum();
+        let (steps, out_words) = plan(&last.plain_text());
+        let mut queue: VecDeque<Step> = steps.into();
+        queue.push_front(Step::Emit(AgentEvent::SessionId(format!(
+            "demo-{}",
+            request.session_id
+        ))));
+        queue.push_back(Step::Emit(AgentEvent::Usage(Usage {
+            input_tokens: input_tokens as u64,
+            output_tokens: out_words as u64,
+        })));
+        let delay = self.delay;
+        let s = stream::unfold((queue, 0usize), move |(mut q, n)| async move {
+            let step = q.pop_front()?;
+            if matches!(step, Step::Emit(AgentEvent::Text(_)) | Step::Fail(_)) {
+                if delay.is_zero() {
+                    if n % 64 == 63 {
+                        tokio::task::yield_now().await;
+                    }
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            match step {
+                Step::Emit(e) => Some((Ok(e), (q, n + 1))),
+                Step::Fail(m) => Some((Err(AgentError::new(m)), (VecDeque::new(), n + 1))),
+            }
+        });
+        Ok(s.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_protocol::Timestamp;
+    use confab_protocol::model::{Message, MessageStatus, PermissionMode};
+
+    fn req(text: &str) -> AgentRequest {
+        AgentRequest {
+            session_id: "s".into(),
+            project_id: "default".into(),
+            history: vec![Message {
+                id: "m".into(),
+                session_id: "s".into(),
+                seq: 1,
+                role: Role::User,
+                turn_id: "t".into(),
+                created_at: Timestamp::from_millis(0),
+                content: vec![Block::text(text)],
+                status: MessageStatus::Complete,
+                error: None,
+                usage: None,
+            }],
+            permission_mode: PermissionMode::Default,
+            agent_session_id: None,
+        }
+    }
+
+    async fn run(text: &str) -> (String, Vec<Block>, Option<String>, Option<Usage>) {
+        let mut s = DemoAgent::new(Duration::ZERO)
+            .start(req(text))
+            .await
+            .unwrap();
+        let (mut t, mut blocks, mut err, mut usage) = (String::new(), vec![], None, None);
+        while let Some(e) = s.next().await {
+            match e {
+                Ok(AgentEvent::Text(x)) => t.push_str(&x),
+                Ok(AgentEvent::Block(b)) => blocks.push(b),
+                Ok(AgentEvent::Usage(u)) => usage = Some(u),
+                Ok(AgentEvent::SessionId(_)) => {}
+                Err(e) => err = Some(e.message),
+            }
+        }
+        (t, blocks, err, usage)
+    }
+
+    #[tokio::test]
+    async fn words_streams_exactly_n_words() {
+        let (t, _, err, usage) = run("/words 1000").await;
+        assert_eq!(t.split_whitespace().count(), 1000);
+        assert!(err.is_none());
+        assert_eq!(usage.unwrap().output_tokens, 1000);
+    }
+
+    #[tokio::test]
+    async fn tool_adds_tool_blocks() {
+        let (_, blocks, _, _) = run("/tool").await;
+        assert!(matches!(blocks[0], Block::ToolUse { .. }));
+        assert!(matches!(blocks[1], Block::ToolResult { .. }));
+    }
+
+    #[tokio::test]
+    async fn fail_fails_after_a_few_words() {
+        let (t, _, err, _) = run("/fail").await;
+        assert_eq!(t.split_whitespace().count(), 5);
+        assert!(err.unwrap().contains("/fail"));
+    }
+
+    #[tokio::test]
+    async fn ordinary_text_is_answered_with_it() {
+        let (t, _, _, _) = run("hello <b>there</b>").await;
+        assert!(t.contains("hello <b>there</b>"));
+        assert!(t.contains("demo agent"));
+    }
+}

@@ -1,0 +1,214 @@
+//! Configuration, read once at start from the environment into one struct.
+
+use std::fmt;
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthConfig {
+    None,
+    JwtHs256 { secret: Secret },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentKind {
+    Demo,
+    OpenAi,
+    Anthropic,
+    ClaudeCode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub kind: AgentKind,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    /// Pause between the demo agent's chunks.
+    pub demo_delay_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub auth: AuthConfig,
+    pub agent: AgentConfig,
+    /// Session creations per owner per minute.
+    pub create_rate: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is not valid: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{name} must be set when {because}")]
+    Missing {
+        name: &'static str,
+        because: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads `CONFAB_*` from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so it can be tested without
+    /// touching the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let auth = match get("CONFAB_AUTH").as_deref() {
+            None | Some("none") => AuthConfig::None,
+            Some("jwt") => {
+                let secret = get("CONFAB_JWT_SECRET").ok_or(ConfigError::Missing {
+                    name: "CONFAB_JWT_SECRET",
+                    because: "CONFAB_AUTH=jwt",
+                })?;
+                if secret.len() < 16 {
+                    return Err(ConfigError::Invalid {
+                        name: "CONFAB_JWT_SECRET",
+                        value: "<redacted>".into(),
+                        expected: "at least 16 bytes",
+                    });
+                }
+                AuthConfig::JwtHs256 {
+                    secret: Secret(secret),
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CONFAB_AUTH",
+                    value: other.into(),
+                    expected: "none or jwt",
+                });
+            }
+        };
+        let kind = match get("CONFAB_AGENT").as_deref() {
+            None | Some("demo") => AgentKind::Demo,
+            Some("openai") => AgentKind::OpenAi,
+            Some("anthropic") => AgentKind::Anthropic,
+            Some("claude-code") => AgentKind::ClaudeCode,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CONFAB_AGENT",
+                    value: other.into(),
+                    expected: "demo, openai, anthropic or claude-code",
+                });
+            }
+        };
+        let demo_delay_ms = number(
+            get("CONFAB_DEMO_DELAY_MS"),
+            "CONFAB_DEMO_DELAY_MS",
+            30,
+            0,
+            60_000,
+        )?;
+        let create_rate = number(
+            get("CONFAB_CREATE_RATE"),
+            "CONFAB_CREATE_RATE",
+            20,
+            1,
+            1_000_000,
+        )? as u32;
+        Ok(Config {
+            auth,
+            agent: AgentConfig {
+                kind,
+                model: get("CONFAB_AGENT_MODEL"),
+                base_url: get("CONFAB_AGENT_BASE_URL"),
+                demo_delay_ms,
+            },
+            create_rate,
+        })
+    }
+}
+
+fn number(
+    v: Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value: v,
+            expected: "a whole number in range",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_local_demo() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.auth, AuthConfig::None);
+        assert_eq!(c.agent.kind, AgentKind::Demo);
+        assert_eq!(c.agent.demo_delay_ms, 30);
+        assert_eq!(c.create_rate, 20);
+    }
+
+    #[test]
+    fn jwt_needs_a_secret_and_hides_it() {
+        assert_eq!(
+            cfg(&[("CONFAB_AUTH", "jwt")]).unwrap_err(),
+            ConfigError::Missing {
+                name: "CONFAB_JWT_SECRET",
+                because: "CONFAB_AUTH=jwt"
+            }
+        );
+        let c = cfg(&[
+            ("CONFAB_AUTH", "jwt"),
+            ("CONFAB_JWT_SECRET", "a-long-enough-secret"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = cfg(&[("CONFAB_DEMO_DELAY_MS", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("CONFAB_DEMO_DELAY_MS"));
+        assert!(cfg(&[("CONFAB_AGENT", "gpt")]).is_err());
+        assert!(cfg(&[("CONFAB_AUTH", "maybe")]).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! Socket frames as bytes, split so that none is over the contract's 32 KiB.
+
+use bytes::Bytes;
+use confab_protocol::ServerEvent;
+use confab_protocol::model::{Block, LiveReply};
+use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
+
+pub fn encode(event: &ServerEvent) -> Bytes {
+    // Serializing our own types cannot fail: no maps with non-string keys.
+    Bytes::from(serde_json::to_vec(event).unwrap_or_default())
+}
+
+/// The length of `c` inside a JSON string, as serde_json writes it.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// The JSON-escaped length of a string, without its quotes.
+pub fn escaped_str_len(s: &str) -> usize {
+    s.chars().map(escaped_len).sum()
+}
+
+/// Splits `text` at character boundaries into pieces whose escaped length is
+/// at most `budget` (and at least one character each).
+fn split_escaped(text: &str, budget: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, c) in text.char_indices() {
+        let n = escaped_len(c);
+        if size + n > budget && i > start {
+            out.push(&text[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += n;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// Deltas appending `text` to block `block` from byte `offset`.
+pub fn delta_frames(
+    session_id: &str,
+    message_id: &str,
+    block: usize,
+    offset: usize,
+    text: &str,
+) -> Vec<ServerEvent> {
+    let envelope = encode(&ServerEvent::MessageDelta {
+        session_id: session_id.into(),
+        message_id: message_id.into(),
+        block,
+        offset: offset + text.len(),
+        text: String::new(),
+    })
+    .len();
+    let budget = MAX_SERVER_FRAME_BYTES.saturating_sub(envelope).max(64);
+    let mut off = offset;
+    split_escaped(text, budget)
+        .into_iter()
+        .map(|piece| {
+            let e = ServerEvent::MessageDelta {
+                session_id: session_id.into(),
+                message_id: message_id.into(),
+                block,
+                offset: off,
+                text: piece.to_string(),
+            };
+            off += piece.len();
+            e
+        })
+        .collect()
+}
+
+/// Sets block `index`; a text block too large for one frame is sent as its
+/// start and then deltas.
+pub fn block_frames(
+    session_id: &str,
+    message_id: &str,
+    index: usize,
+    block: &Block,
+) -> Vec<ServerEvent> {
+    let whole = ServerEvent::MessageBlock {
+        session_id: session_id.into(),
+        message_id: message_id.into(),
+        index,
+        block: block.clone(),
+    };
+    let Block::Text { text } = block else {
+        return vec![whole];
+    };
+    if encode(&whole).len() <= MAX_SERVER_FRAME_BYTES {
+        return vec![whole];
+    }
+    let empty = ServerEvent::MessageBlock {
+        session_id: session_id.into(),
+        message_id: message_id.into(),
+        index,
+        block: Block::text(""),
+    };
+    let mut out = vec![empty];
+    out.extend(delta_frames(session_id, message_id, index, 0, text));
+    out
+}
+
+/// The whole in-flight reply for a subscriber that has not had it: one
+/// snapshot when it fits, else an empty snapshot and the blocks one by one.
+pub fn snapshot_frames(session_id: &str, live: &LiveReply) -> Vec<ServerEvent> {
+    let whole = ServerEvent::MessageSnapshot {
+        session_id: session_id.into(),
+        message_id: live.message_id.clone(),
+        turn_id: live.turn_id.clone(),
+        content: live.content.clone(),
+    };
+    if encode(&whole).len() <= MAX_SERVER_FRAME_BYTES {
+        return vec![whole];
+    }
+    let mut out = vec![ServerEvent::MessageSnapshot {
+        session_id: session_id.into(),
+        message_id: live.message_id.clone(),
+        turn_id: live.turn_id.clone(),
+        content: Vec::new(),
+    }];
+    for (i, b) in live.content.iter().enumerate() {
+        out.extend(block_frames(session_id, &live.message_id, i, b));
+    }
+    out
+}
+
+/// The in-flight reply cut to fit in `budget` bytes of JSON: whole blocks
+/// while they fit, then as much of a text block as fits. The client treats
+/// it like an older checkpoint.
+pub fn trim_live(live: &LiveReply, budget: usize) -> Option<LiveReply> {
+    let mut out = LiveReply {
+        message_id: live.message_id.clone(),
+        turn_id: live.turn_id.clone(),
+        content: Vec::new(),
+    };
+    let mut size = serde_json::to_vec(&out)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > budget {
+        return None;
+    }
+    for b in &live.content {
+        let n = serde_json::to_vec(b).map(|v| v.len()).unwrap_or(usize::MAX) + 1;
+        if size + n <= budget {
+            out.content.push(b.clone());
+            size += n;
+            continue;
+        }
+        if let Block::Text { text } = b {
+            let envelope = serde_json::to_vec(&Block::text("")).map(|v| v.len()).unwrap_or(usize::MAX);
+            let room = budget.saturating_sub(size.saturating_add(envelope + 1));
+            if let Some(first) = split_escaped(text, room.max(1)).first()
+                && room > 0
+            {
+                out.content.push(Block::text(*first));
+            }
+        }
+        break;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_deltas_are_split_under_the_limit_and_rejoin() {
+        let text: String = "a\"é\n€\u{1}𝄞".repeat(20_000);
+        let frames = delta_frames("s", "m", 2, 10, &text);
+        assert!(frames.len() > 1);
+        let mut joined = String::new();
+        let mut expect_off = 10;
+        for f in &frames {
+            assert!(
+                encode(f).len() <= MAX_SERVER_FRAME_BYTES,
+                "{}",
+                encode(f).len()
+            );
+            let ServerEvent::MessageDelta {
+                offset,
+                text,
+                block,
+                ..
+            } = f
+            else {
+                panic!()
+            };
+            assert_eq!(*block, 2);
+            assert_eq!(*offset, expect_off);
+            expect_off += text.len();
+            joined.push_str(text);
+        }
+        assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn short_delta_is_one_frame() {
+        assert_eq!(delta_frames("s", "m", 0, 0, "hi").len(), 1);
+    }
+
+    #[test]
+    fn big_snapshot_becomes_blocks_and_deltas() {
+        let live = LiveReply {
+            message_id: "m".into(),
+            turn_id: "t".into(),
+            content: vec![Block::text("x".repeat(100_000)), Block::text("tail")],
+        };
+        let frames = snapshot_frames("s", &live);
+        assert!(
+            frames
+                .iter()
+                .all(|f| encode(f).len() <= MAX_SERVER_FRAME_BYTES)
+        );
+        // A client applying them ends with the whole reply.
+        let mut c = confab_protocol::client::CurrentSession::new_unsaved("s");
+        for f in &frames {
+            c.apply_event(f);
+        }
+        assert_eq!(c.live(), Some(&live));
+    }
+
+    #[test]
+    fn trimmed_live_is_a_prefix() {
+        let live = LiveReply {
+            message_id: "m".into(),
+            turn_id: "t".into(),
+            content: vec![Block::text("ab"), Block::text("c".repeat(10_000))],
+        };
+        let t = trim_live(&live, 1000).unwrap();
+        assert_eq!(t.content[0], Block::text("ab"));
+        let Block::Text { text } = &t.content[1] else {
+            panic!()
+        };
+        assert!(!text.is_empty() && text.len() < 1000);
+        assert!(serde_json::to_vec(&t).unwrap().len() <= 1000);
+    }
+}

@@ -1,0 +1,88 @@
+//! Fan-out of events: to every connection of an owner, or to the subscribers
+//! of a session. A connection that is gone is forgotten; a failed push never
+//! fails the request that caused it.
+
+use super::frames::encode;
+use crate::ports::{Push, PushError, Store};
+use bytes::Bytes;
+use confab_protocol::ServerEvent;
+use futures::future::join_all;
+
+/// Sends one event to every connection of `owner`.
+pub async fn to_owner(store: &dyn Store, push: &dyn Push, owner: &str, event: &ServerEvent) {
+    match store.owner_connections(owner).await {
+        Ok(conns) => to_connections(store, push, &conns, &[encode(event)]).await,
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "listing connections failed"
+        ),
+    }
+}
+
+/// Sends one event to every subscriber of `session_id`.
+pub async fn to_subscribers(
+    store: &dyn Store,
+    push: &dyn Push,
+    session_id: &str,
+    event: &ServerEvent,
+) {
+    match store.subscribers(session_id).await {
+        Ok(subs) => {
+            let conns: Vec<String> = subs.into_iter().map(|s| s.connection_id).collect();
+            to_connections(store, push, &conns, &[encode(event)]).await
+        }
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "listing subscribers failed"
+        ),
+    }
+}
+
+/// Sends the same frames, in order, to each connection; connections in
+/// parallel.
+pub async fn to_connections(
+    store: &dyn Store,
+    push: &dyn Push,
+    conns: &[String],
+    frames: &[Bytes],
+) {
+    join_all(conns.iter().map(|c| send_all(store, push, c, frames))).await;
+}
+
+/// Sends frames to one connection in order; stops at the first failure.
+pub async fn send_all(store: &dyn Store, push: &dyn Push, conn: &str, frames: &[Bytes]) -> bool {
+    for f in frames {
+        match push.post(conn, f.clone()).await {
+            Ok(()) => {}
+            Err(PushError::Gone) => {
+                tracing::debug!(connection = conn, "connection gone; forgetting it");
+                if let Err(e) = store.delete_connection(conn).await {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "forgetting a connection failed"
+                    );
+                }
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    connection = conn,
+                    error = &e as &dyn std::error::Error,
+                    "push failed"
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Sends one event to one connection.
+pub async fn to_connection(
+    store: &dyn Store,
+    push: &dyn Push,
+    conn: &str,
+    event: &ServerEvent,
+) -> bool {
+    send_all(store, push, conn, &[encode(event)]).await
+}

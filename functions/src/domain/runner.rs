@@ -1,0 +1,344 @@
+//! The turn runner: drives an agent, coalesces its output into frames, sends
+//! each subscriber a snapshot first and offsets-tagged deltas after,
+//! checkpoints the in-flight reply, honours stop, and stores the end.
+
+use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
+use super::notify::send_all;
+use super::sessions::{all_messages, finish_and_announce};
+use crate::clock::now_ms;
+use crate::error::ServiceError;
+use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnEnd, TurnJob};
+use bytes::Bytes;
+use confab_protocol::model::{Block, LastTurn, LiveReply, Message, Role, TurnOutcome, Usage};
+use confab_protocol::{ServerEvent, Timestamp};
+use futures::StreamExt;
+use futures::future::join_all;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The cadence of a runner.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Output waits at most this long before it is pushed.
+    pub flush_interval: Duration,
+    /// Or until this many bytes are waiting.
+    pub flush_bytes: usize,
+    /// The in-flight reply is saved this often while it changes.
+    pub checkpoint_interval: Duration,
+    /// And at least this often while the agent is quiet (a heartbeat).
+    pub heartbeat_interval: Duration,
+    /// Stop requests and new subscribers are looked for this often when no
+    /// output is waiting.
+    pub poll_interval: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            flush_interval: Duration::from_millis(50),
+            flush_bytes: 16 * 1024,
+            checkpoint_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The reply being written and what the subscribers have of it.
+struct Reply {
+    session_id: String,
+    message_id: String,
+    turn_id: String,
+    content: Vec<Block>,
+    /// Per block: the text length (bytes) pushed so far; non-text blocks 0.
+    sent: Vec<usize>,
+    pending_since: Option<Instant>,
+    pending_bytes: usize,
+    /// Content changed since the last checkpoint.
+    unsaved: bool,
+}
+
+impl Reply {
+    fn push_text(&mut self, t: &str) {
+        if t.is_empty() {
+            return;
+        }
+        match self.content.last_mut() {
+            Some(Block::Text { text }) => text.push_str(t),
+            _ => self.content.push(Block::text(t)),
+        }
+        self.touch(t.len());
+    }
+
+    fn push_block(&mut self, b: Block) {
+        let n = serde_json::to_vec(&b).map(|v| v.len()).unwrap_or(0);
+        self.content.push(b);
+        self.touch(n);
+    }
+
+    fn touch(&mut self, n: usize) {
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending_bytes += n;
+        self.unsaved = true;
+    }
+
+    fn live(&self) -> LiveReply {
+        LiveReply {
+            message_id: self.message_id.clone(),
+            turn_id: self.turn_id.clone(),
+            content: self.content.clone(),
+        }
+    }
+
+    /// Frames that bring a subscriber holding `sent` up to `content`.
+    fn take_increment(&mut self) -> Vec<ServerEvent> {
+        let mut out = Vec::new();
+        for (i, b) in self.content.iter().enumerate() {
+            match self.sent.get(i).copied() {
+                Some(had) => {
+                    if let Block::Text { text } = b
+                        && text.len() > had
+                    {
+                        out.extend(delta_frames(
+                            &self.session_id,
+                            &self.message_id,
+                            i,
+                            had,
+                            &text[had..],
+                        ));
+                    }
+                }
+                None => out.extend(block_frames(&self.session_id, &self.message_id, i, b)),
+            }
+        }
+        self.sent = self
+            .content
+            .iter()
+            .map(|b| b.as_text().map_or(0, str::len))
+            .collect();
+        self.pending_since = None;
+        self.pending_bytes = 0;
+        out
+    }
+}
+
+enum Flow {
+    Continue,
+    Stop,
+    /// The turn was closed by someone else (deleted, reaped): walk away.
+    Abandon,
+}
+
+/// Runs one turn to its end. `shutdown` turning true ends it as interrupted.
+pub async fn run_turn(
+    store: &dyn Store,
+    push: &dyn Push,
+    agent: &dyn Agent,
+    cfg: &RunnerConfig,
+    job: &TurnJob,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let Some(record) = store.get_session(&job.session_id).await? else {
+        return Ok(());
+    };
+    let Some(turn) = record.turn.clone().filter(|t| t.turn_id == job.turn_id) else {
+        return Ok(());
+    };
+    let history = all_messages(store, &job.session_id).await?;
+    let request = AgentRequest {
+        session_id: job.session_id.clone(),
+        project_id: record.summary.project_id.clone(),
+        history,
+        permission_mode: record.summary.permission_mode,
+        agent_session_id: record.summary.agent_session_id.clone(),
+    };
+    let mut reply = Reply {
+        session_id: job.session_id.clone(),
+        message_id: turn.reply_id.clone(),
+        turn_id: turn.turn_id.clone(),
+        content: Vec::new(),
+        sent: Vec::new(),
+        pending_since: None,
+        pending_bytes: 0,
+        unsaved: false,
+    };
+    // Connection -> the subscription token it last got a snapshot for.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut outcome = TurnOutcome::Completed;
+    let mut error: Option<String> = None;
+    let mut usage = Usage::default();
+    let mut agent_session_id = None;
+    let mut last_checkpoint = Instant::now();
+    let mut last_poll = Instant::now();
+
+    match agent.start(request).await {
+        Err(e) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "agent failed to start");
+            outcome = TurnOutcome::Failed;
+            error = Some(e.message);
+        }
+        Ok(mut stream) => {
+            let mut tick = tokio::time::interval(cfg.flush_interval.min(cfg.poll_interval));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let flow = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => {
+                        outcome = TurnOutcome::Interrupted;
+                        error = Some("The reply was interrupted: the server shut down while writing it.".into());
+                        break;
+                    }
+                    ev = stream.next() => match ev {
+                        Some(Ok(AgentEvent::Text(t))) => {
+                            reply.push_text(&t);
+                            if reply.pending_bytes >= cfg.flush_bytes {
+                                flush(store, push, &mut reply, &mut seen).await?
+                            } else {
+                                Flow::Continue
+                            }
+                        }
+                        Some(Ok(AgentEvent::Block(b))) => {
+                            reply.push_block(b);
+                            Flow::Continue
+                        }
+                        Some(Ok(AgentEvent::Usage(u))) => {
+                            usage = u;
+                            Flow::Continue
+                        }
+                        Some(Ok(AgentEvent::SessionId(id))) => {
+                            agent_session_id = Some(id);
+                            Flow::Continue
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(error = &e as &dyn std::error::Error, session = %job.session_id, "agent failed");
+                            outcome = TurnOutcome::Failed;
+                            error = Some(e.message);
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        let due_output = reply.pending_since.is_some_and(|t| t.elapsed() >= cfg.flush_interval);
+                        let due_poll = last_poll.elapsed() >= cfg.poll_interval;
+                        if due_output || due_poll {
+                            last_poll = Instant::now();
+                            flush(store, push, &mut reply, &mut seen).await?
+                        } else {
+                            Flow::Continue
+                        }
+                    }
+                };
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Stop => {
+                        outcome = TurnOutcome::Stopped;
+                        break;
+                    }
+                    Flow::Abandon => return Ok(()),
+                }
+                let changed_due =
+                    reply.unsaved && last_checkpoint.elapsed() >= cfg.checkpoint_interval;
+                if changed_due || last_checkpoint.elapsed() >= cfg.heartbeat_interval {
+                    last_checkpoint = Instant::now();
+                    reply.unsaved = false;
+                    if !store
+                        .checkpoint(&job.session_id, &job.turn_id, &reply.live(), now_ms())
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            // Dropping the stream cancels the agent's work at once.
+            drop(stream);
+        }
+    }
+
+    // Whatever is still waiting goes out before the stored message.
+    if reply.pending_since.is_some() {
+        push_frames(store, push, &mut reply, &mut seen).await?;
+    }
+    let now = now_ms();
+    let end = TurnEnd {
+        reply: Message {
+            id: reply.message_id.clone(),
+            session_id: job.session_id.clone(),
+            seq: 0,
+            role: Role::Assistant,
+            turn_id: job.turn_id.clone(),
+            created_at: Timestamp::from_millis(now),
+            content: reply.content,
+            status: outcome.message_status(),
+            error: error.clone(),
+            usage: Some(usage),
+        },
+        last_turn: LastTurn {
+            id: job.turn_id.clone(),
+            outcome,
+            error,
+        },
+        usage,
+        agent_session_id,
+        now_ms: now,
+    };
+    finish_and_announce(store, push, &job.session_id, &job.turn_id, &end).await;
+    Ok(())
+}
+
+/// One flush: is the turn still wanted, then push what waits.
+async fn flush(
+    store: &dyn Store,
+    push: &dyn Push,
+    reply: &mut Reply,
+    seen: &mut HashMap<String, String>,
+) -> Result<Flow, ServiceError> {
+    match store.active_turn(&reply.session_id, &reply.turn_id).await? {
+        None => return Ok(Flow::Abandon),
+        Some(t) if t.stop_requested => return Ok(Flow::Stop),
+        Some(_) => {}
+    }
+    push_frames(store, push, reply, seen).await?;
+    Ok(Flow::Continue)
+}
+
+/// Pushes the increment to subscribers that have the reply so far, and the
+/// whole reply to those that do not (new, or subscribed again).
+async fn push_frames(
+    store: &dyn Store,
+    push: &dyn Push,
+    reply: &mut Reply,
+    seen: &mut HashMap<String, String>,
+) -> Result<(), ServiceError> {
+    let subs = store.subscribers(&reply.session_id).await?;
+    let increment: Vec<Bytes> = reply.take_increment().iter().map(encode).collect();
+    let mut snapshot: Option<Vec<Bytes>> = None;
+    let mut sends: Vec<(String, Vec<Bytes>)> = Vec::with_capacity(subs.len());
+    for s in &subs {
+        if seen.get(&s.connection_id) == Some(&s.token) {
+            if !increment.is_empty() {
+                sends.push((s.connection_id.clone(), increment.clone()));
+            }
+        } else {
+            let frames = snapshot
+                .get_or_insert_with(|| {
+                    snapshot_frames(&reply.session_id, &reply.live())
+                        .iter()
+                        .map(encode)
+                        .collect()
+                })
+                .clone();
+            seen.insert(s.connection_id.clone(), s.token.clone());
+            sends.push((s.connection_id.clone(), frames));
+        }
+    }
+    seen.retain(|c, _| subs.iter().any(|s| &s.connection_id == c));
+    join_all(
+        sends
+            .iter()
+            .map(|(c, frames)| send_all(store, push, c, frames)),
+    )
+    .await;
+    Ok(())
+}

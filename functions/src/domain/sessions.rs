@@ -1,0 +1,659 @@
+//! The session service: every command and query of the contract, over the
+//! ports it names. REST and the socket call these; nothing else touches the
+//! store for a user.
+
+use super::notify;
+use crate::clock::{new_id, now_ms};
+use crate::error::ServiceError;
+use crate::ports::{
+    ActiveTurn, CreateOutcome, Dispatch, ListCursor, MessageRange, NewSession, NewTurn, Push,
+    SessionQuery, SessionRecord, StartOutcome, Store, TurnEnd, TurnJob,
+};
+use crate::ratelimit::RateLimiter;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use confab_protocol::model::{
+    Block, LastTurn, Message, MessageStatus, Role, SessionStatus, SessionSummary, TurnOutcome,
+    Usage,
+};
+use confab_protocol::rest::{
+    CreateSessionRequest, MessagePage, ProjectsResponse, SendMessageRequest, SendMessageResponse,
+    SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
+};
+use confab_protocol::{ServerEvent, Timestamp, validate};
+use std::time::Duration;
+
+/// How long stop and delete wait for a running turn to close.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+/// A running turn whose runner has shown no sign of life for this long is
+/// taken to be dead and closed as interrupted.
+pub const STALE_TURN_MS: i64 = 45_000;
+
+/// Loads a session the caller owns; another owner's session does not exist.
+async fn owned(store: &dyn Store, owner: &str, id: &str) -> Result<SessionRecord, ServiceError> {
+    validate::id("session id", id)?;
+    match store.get_session(id).await? {
+        Some(r) if r.owner == owner => Ok(r),
+        _ => Err(ServiceError::NotFound),
+    }
+}
+
+fn new_turn(now: i64) -> ActiveTurn {
+    ActiveTurn {
+        turn_id: new_id(),
+        reply_id: new_id(),
+        started_ms: now,
+        heartbeat_ms: now,
+        stop_requested: false,
+        live: None,
+    }
+}
+
+fn user_message(id: String, session_id: &str, turn_id: &str, text: &str, now: i64) -> Message {
+    Message {
+        id,
+        session_id: session_id.to_string(),
+        seq: 0,
+        role: Role::User,
+        turn_id: turn_id.to_string(),
+        created_at: Timestamp::from_millis(now),
+        content: vec![Block::text(text)],
+        status: MessageStatus::Complete,
+        error: None,
+        usage: None,
+    }
+}
+
+/// `POST /api/sessions`. Returns true when the session was created now.
+pub async fn create_session(
+    store: &dyn Store,
+    push: &dyn Push,
+    dispatch: &dyn Dispatch,
+    limiter: &RateLimiter,
+    owner: &str,
+    req: CreateSessionRequest,
+) -> Result<(bool, SessionWithMessages), ServiceError> {
+    let id = match req.id {
+        Some(id) => {
+            validate::id("id", &id)?;
+            id
+        }
+        None => new_id(),
+    };
+    let project_id = req
+        .project_id
+        .unwrap_or_else(|| validate::DEFAULT_PROJECT.to_string());
+    validate::project_id(&project_id)?;
+    let title = req.title.as_deref().map(validate::title).transpose()?;
+    validate::id("message.id", &req.message.id)?;
+    let text = validate::message_text(&req.message.text)?;
+
+    if let Some(rec) = store.get_session(&id).await? {
+        return existing(store, owner, rec, &req.message.id).await;
+    }
+    limiter
+        .check(owner)
+        .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
+
+    let now = now_ms();
+    let at = Timestamp::from_millis(now);
+    let turn = new_turn(now);
+    let mut first = user_message(req.message.id.clone(), &id, &turn.turn_id, text, now);
+    first.seq = 1;
+    let summary = SessionSummary {
+        id: id.clone(),
+        project_id,
+        title: title.map_or_else(|| validate::default_title(text), str::to_string),
+        status: SessionStatus::Running,
+        permission_mode: req.permission_mode.unwrap_or_default(),
+        created_at: at,
+        updated_at: at,
+        last_message_at: at,
+        message_count: 1,
+        usage: Usage::default(),
+        first_message_preview: validate::preview(text),
+        last_turn: None,
+        agent_session_id: None,
+        version: 1,
+    };
+    let new = NewSession {
+        owner: owner.to_string(),
+        summary: summary.clone(),
+        first: first.clone(),
+        turn: turn.clone(),
+    };
+    if let CreateOutcome::Exists(rec) = store.create_session(&new).await? {
+        return existing(store, owner, rec, &req.message.id).await;
+    }
+    notify::to_owner(
+        store,
+        push,
+        owner,
+        &ServerEvent::SessionCreated {
+            session: summary.clone(),
+        },
+    )
+    .await;
+    let session = start(store, push, dispatch, owner, summary, &turn).await;
+    Ok((
+        true,
+        SessionWithMessages {
+            session,
+            messages: vec![first],
+        },
+    ))
+}
+
+/// The same create again: the current state, or a conflict.
+async fn existing(
+    store: &dyn Store,
+    owner: &str,
+    rec: SessionRecord,
+    first_message_id: &str,
+) -> Result<(bool, SessionWithMessages), ServiceError> {
+    if rec.owner != owner {
+        return Err(ServiceError::Conflict("this session id is taken".into()));
+    }
+    let first = store
+        .find_message(&rec.summary.id, first_message_id)
+        .await?;
+    if first.is_none_or(|m| m.seq != 1) {
+        return Err(ServiceError::Conflict(
+            "this session exists with a different first message".into(),
+        ));
+    }
+    let (messages, _) = store
+        .messages(
+            &rec.summary.id,
+            MessageRange::Latest {
+                limit: validate::DEFAULT_PAGE,
+            },
+        )
+        .await?;
+    Ok((
+        false,
+        SessionWithMessages {
+            session: rec.summary,
+            messages,
+        },
+    ))
+}
+
+/// Hands a turn to Dispatch. If it cannot start, the turn is closed as
+/// failed at once, so the session never stays running with nobody on it.
+async fn start(
+    store: &dyn Store,
+    push: &dyn Push,
+    dispatch: &dyn Dispatch,
+    owner: &str,
+    session: SessionSummary,
+    turn: &ActiveTurn,
+) -> SessionSummary {
+    let job = TurnJob {
+        owner: owner.to_string(),
+        session_id: session.id.clone(),
+        turn_id: turn.turn_id.clone(),
+    };
+    let Err(e) = dispatch.dispatch(job).await else {
+        return session;
+    };
+    tracing::error!(error = &e as &dyn std::error::Error, session = %session.id, "dispatch failed");
+    let closed = close_turn(
+        store,
+        push,
+        &session.id,
+        turn,
+        Vec::new(),
+        TurnOutcome::Failed,
+        Some("The agent could not be started. Try again.".into()),
+    )
+    .await;
+    closed.unwrap_or(session)
+}
+
+/// Closes a turn with the given content and outcome and tells everyone.
+/// Returns the new summary, or None when the turn was closed already.
+pub async fn close_turn(
+    store: &dyn Store,
+    push: &dyn Push,
+    session_id: &str,
+    turn: &ActiveTurn,
+    content: Vec<Block>,
+    outcome: TurnOutcome,
+    error: Option<String>,
+) -> Option<SessionSummary> {
+    let now = now_ms();
+    let end = TurnEnd {
+        reply: Message {
+            id: turn.reply_id.clone(),
+            session_id: session_id.to_string(),
+            seq: 0,
+            role: Role::Assistant,
+            turn_id: turn.turn_id.clone(),
+            created_at: Timestamp::from_millis(now),
+            content,
+            status: outcome.message_status(),
+            error: error.clone(),
+            usage: None,
+        },
+        last_turn: LastTurn {
+            id: turn.turn_id.clone(),
+            outcome,
+            error,
+        },
+        usage: Usage::default(),
+        agent_session_id: None,
+        now_ms: now,
+    };
+    finish_and_announce(store, push, session_id, &turn.turn_id, &end).await
+}
+
+/// Stores the end of a turn; sends `message.created` to the subscribers and
+/// `session.updated` to the owner.
+pub async fn finish_and_announce(
+    store: &dyn Store,
+    push: &dyn Push,
+    session_id: &str,
+    turn_id: &str,
+    end: &TurnEnd,
+) -> Option<SessionSummary> {
+    let (message, session) = match store.finish_turn(session_id, turn_id, end).await {
+        Ok(Some(done)) => done,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                session = session_id,
+                "storing the end of a turn failed"
+            );
+            return None;
+        }
+    };
+    notify::to_subscribers(
+        store,
+        push,
+        session_id,
+        &ServerEvent::MessageCreated {
+            session_id: session_id.to_string(),
+            message,
+        },
+    )
+    .await;
+    let owner = match store.get_session(session_id).await {
+        Ok(Some(r)) => r.owner,
+        _ => return Some(session),
+    };
+    notify::to_owner(
+        store,
+        push,
+        &owner,
+        &ServerEvent::SessionUpdated {
+            session: session.clone(),
+        },
+    )
+    .await;
+    Some(session)
+}
+
+/// Closes a running turn whose runner is dead (no sign of life for
+/// `STALE_TURN_MS`), keeping its checkpointed reply. Returns the fresh record.
+pub async fn reap_if_stale(
+    store: &dyn Store,
+    push: &dyn Push,
+    rec: SessionRecord,
+) -> Result<SessionRecord, ServiceError> {
+    let Some(turn) = &rec.turn else {
+        return Ok(rec);
+    };
+    if now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
+        return Ok(rec);
+    }
+    tracing::warn!(session = %rec.summary.id, turn = %turn.turn_id, "closing a turn whose runner stopped answering");
+    let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
+    close_turn(
+        store,
+        push,
+        &rec.summary.id,
+        turn,
+        content,
+        TurnOutcome::Interrupted,
+        Some("The reply was interrupted: the server stopped while writing it.".into()),
+    )
+    .await;
+    store
+        .get_session(&rec.summary.id)
+        .await?
+        .ok_or(ServiceError::NotFound)
+}
+
+/// `POST /api/sessions/{id}/messages`. Returns true when a turn started.
+pub async fn send_message(
+    store: &dyn Store,
+    push: &dyn Push,
+    dispatch: &dyn Dispatch,
+    owner: &str,
+    session_id: &str,
+    req: SendMessageRequest,
+) -> Result<(bool, SendMessageResponse), ServiceError> {
+    let rec = owned(store, owner, session_id).await?;
+    validate::id("id", &req.id)?;
+    let text = validate::message_text(&req.text)?;
+    if let Some(message) = store.find_message(session_id, &req.id).await? {
+        return Ok((
+            false,
+            SendMessageResponse {
+                message,
+                session: rec.summary,
+            },
+        ));
+    }
+    let rec = reap_if_stale(store, push, rec).await?;
+    let now = now_ms();
+    let turn = new_turn(now);
+    let new = NewTurn {
+        message: user_message(req.id.clone(), session_id, &turn.turn_id, text, now),
+        turn: turn.clone(),
+        permission_mode: req.permission_mode,
+        now_ms: now,
+    };
+    match store.start_turn(owner, session_id, &new).await? {
+        StartOutcome::Started { message, session } => {
+            notify::to_subscribers(
+                store,
+                push,
+                session_id,
+                &ServerEvent::MessageCreated {
+                    session_id: session_id.to_string(),
+                    message: message.clone(),
+                },
+            )
+            .await;
+            notify::to_owner(
+                store,
+                push,
+                owner,
+                &ServerEvent::SessionUpdated {
+                    session: session.clone(),
+                },
+            )
+            .await;
+            let session = start(store, push, dispatch, owner, session, &turn).await;
+            Ok((true, SendMessageResponse { message, session }))
+        }
+        StartOutcome::Duplicate(message) => Ok((
+            false,
+            SendMessageResponse {
+                message,
+                session: rec.summary,
+            },
+        )),
+        StartOutcome::Running => Err(ServiceError::TurnRunning),
+        StartOutcome::NotFound => Err(ServiceError::NotFound),
+    }
+}
+
+/// Asks a running turn to stop and waits briefly for it to close.
+async fn stop_and_wait(
+    store: &dyn Store,
+    push: &dyn Push,
+    owner: &str,
+    session_id: &str,
+) -> Result<(bool, SessionRecord), ServiceError> {
+    let rec = store
+        .request_stop(owner, session_id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let Some(turn) = rec.turn.clone() else {
+        return Ok((false, rec));
+    };
+    let rec = reap_if_stale(store, push, rec).await?;
+    if rec.turn.is_none() {
+        return Ok((true, rec));
+    }
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+        let now = store
+            .get_session(session_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let closed = now.turn.as_ref().is_none_or(|t| t.turn_id != turn.turn_id);
+        if closed || tokio::time::Instant::now() >= deadline {
+            return Ok((true, now));
+        }
+    }
+}
+
+/// `POST /api/sessions/{id}/stop`. Returns true when a turn was running.
+pub async fn stop(
+    store: &dyn Store,
+    push: &dyn Push,
+    owner: &str,
+    session_id: &str,
+) -> Result<(bool, SessionSummary), ServiceError> {
+    validate::id("session id", session_id)?;
+    let (was_running, rec) = stop_and_wait(store, push, owner, session_id).await?;
+    Ok((was_running, rec.summary))
+}
+
+/// `DELETE /api/sessions/{id}`: stops a running turn first.
+pub async fn delete(
+    store: &dyn Store,
+    push: &dyn Push,
+    owner: &str,
+    session_id: &str,
+) -> Result<(), ServiceError> {
+    owned(store, owner, session_id).await?;
+    stop_and_wait(store, push, owner, session_id).await?;
+    let version = store
+        .delete_session(owner, session_id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    notify::to_owner(
+        store,
+        push,
+        owner,
+        &ServerEvent::SessionDeleted {
+            session_id: session_id.to_string(),
+            version,
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// `PATCH /api/sessions/{id}`
+pub async fn update(
+    store: &dyn Store,
+    push: &dyn Push,
+    owner: &str,
+    session_id: &str,
+    req: UpdateSessionRequest,
+) -> Result<SessionSummary, ServiceError> {
+    validate::id("session id", session_id)?;
+    let title = req.title.as_deref().map(validate::title).transpose()?;
+    if title.is_none() && req.permission_mode.is_none() {
+        return Err(ServiceError::Invalid(
+            "give a title or a permissionMode to change".into(),
+        ));
+    }
+    let session = store
+        .patch_session(owner, session_id, title, req.permission_mode, now_ms())
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    notify::to_owner(
+        store,
+        push,
+        owner,
+        &ServerEvent::SessionUpdated {
+            session: session.clone(),
+        },
+    )
+    .await;
+    Ok(session)
+}
+
+/// `GET /api/sessions/{id}`
+pub async fn detail(
+    store: &dyn Store,
+    owner: &str,
+    session_id: &str,
+) -> Result<SessionDetail, ServiceError> {
+    let rec = owned(store, owner, session_id).await?;
+    let (messages, has_more) = store
+        .messages(
+            session_id,
+            MessageRange::Latest {
+                limit: validate::DEFAULT_PAGE,
+            },
+        )
+        .await?;
+    let live = rec.turn.and_then(|t| t.live);
+    Ok(SessionDetail {
+        session: rec.summary,
+        messages,
+        has_more,
+        live,
+    })
+}
+
+/// `GET /api/sessions/{id}/messages`
+pub async fn messages(
+    store: &dyn Store,
+    owner: &str,
+    session_id: &str,
+    after_seq: Option<u64>,
+    before_seq: Option<u64>,
+    limit: Option<usize>,
+) -> Result<MessagePage, ServiceError> {
+    owned(store, owner, session_id).await?;
+    let limit = validate::limit(limit)?;
+    let range = match (after_seq, before_seq) {
+        (Some(_), Some(_)) => {
+            return Err(ServiceError::Invalid(
+                "give afterSeq or beforeSeq, not both".into(),
+            ));
+        }
+        (Some(seq), None) => MessageRange::After { seq, limit },
+        (None, Some(seq)) => MessageRange::Before { seq, limit },
+        (None, None) => MessageRange::Latest { limit },
+    };
+    let (messages, has_more) = store.messages(session_id, range).await?;
+    Ok(MessagePage { messages, has_more })
+}
+
+/// Every message of a session, oldest first.
+pub async fn all_messages(
+    store: &dyn Store,
+    session_id: &str,
+) -> Result<Vec<Message>, ServiceError> {
+    let mut out: Vec<Message> = Vec::new();
+    loop {
+        let seq = out.last().map_or(0, |m| m.seq);
+        let (page, more) = store
+            .messages(
+                session_id,
+                MessageRange::After {
+                    seq,
+                    limit: validate::MAX_PAGE,
+                },
+            )
+            .await?;
+        out.extend(page);
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// `GET /api/sessions`
+pub async fn list(
+    store: &dyn Store,
+    owner: &str,
+    project_id: Option<String>,
+    q: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+) -> Result<SessionPage, ServiceError> {
+    if let Some(p) = &project_id {
+        validate::project_id(p)?;
+    }
+    let text = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+    if text
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > validate::MAX_TITLE_CHARS)
+    {
+        return Err(ServiceError::Invalid(format!(
+            "q is longer than {} characters",
+            validate::MAX_TITLE_CHARS
+        )));
+    }
+    let after = cursor.as_deref().map(decode_cursor).transpose()?;
+    let query = SessionQuery {
+        project_id,
+        text,
+        limit: validate::limit(limit)?,
+        after,
+    };
+    let (sessions, next) = store.list_sessions(owner, &query).await?;
+    Ok(SessionPage {
+        sessions,
+        next_cursor: next.map(|c| encode_cursor(&c)),
+    })
+}
+
+pub fn encode_cursor(c: &ListCursor) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+fn decode_cursor(s: &str) -> Result<ListCursor, ServiceError> {
+    let bad = || ServiceError::Invalid("cursor is not one this server gave out".into());
+    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let c: ListCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    validate::id("cursor", &c.id).map_err(|_| bad())?;
+    Ok(c)
+}
+
+/// `GET /api/projects`
+pub async fn projects(store: &dyn Store, owner: &str) -> Result<ProjectsResponse, ServiceError> {
+    Ok(ProjectsResponse {
+        projects: store.list_projects(owner).await?,
+    })
+}
+
+/// The whole session for export.
+pub async fn export(
+    store: &dyn Store,
+    owner: &str,
+    session_id: &str,
+) -> Result<(SessionSummary, Vec<Message>), ServiceError> {
+    let rec = owned(store, owner, session_id).await?;
+    let messages = all_messages(store, session_id).await?;
+    Ok((rec.summary, messages))
+}
+
+/// On start of a process that owns every runner (the local gateway): closes
+/// every turn left running as interrupted, keeping its checkpointed reply.
+pub async fn recover_interrupted(
+    store: &dyn Store,
+    push: &dyn Push,
+) -> Result<usize, ServiceError> {
+    let running = store.running_turns().await?;
+    let n = running.len();
+    for (_, session_id, turn) in running {
+        let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
+        close_turn(
+            store,
+            push,
+            &session_id,
+            &turn,
+            content,
+            TurnOutcome::Interrupted,
+            Some("The reply was interrupted: the server stopped while writing it.".into()),
+        )
+        .await;
+    }
+    Ok(n)
+}

@@ -1,0 +1,372 @@
+//! The REST API as one axum Router, served by lambda_http on AWS and by
+//! axum::serve locally.
+
+use crate::auth::{Auth, AuthError};
+use crate::domain::{export, sessions};
+use crate::error::ServiceError;
+use crate::ports::{Dispatch, Push, Store};
+use crate::ratelimit::RateLimiter;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use confab_protocol::rest::{
+    AgentInfo, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorDetail, Health,
+    Limits, SendMessageRequest, SessionEnvelope, UpdateSessionRequest,
+};
+use confab_protocol::validate;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything the REST handlers reach.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub push: Arc<dyn Push>,
+    pub dispatch: Arc<dyn Dispatch>,
+    pub limiter: RateLimiter,
+    pub auth: Arc<Auth>,
+    pub agent: AgentInfo,
+}
+
+type AppState = Arc<ApiState>;
+
+/// The REST boundary's one error type.
+#[derive(Debug)]
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.0.code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match &self.0 {
+            ServiceError::Internal(source) => {
+                tracing::error!(
+                    error = &**source as &dyn std::error::Error,
+                    "request failed"
+                );
+                "something went wrong on our side; try again".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut res = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail { code, message },
+            }),
+        )
+            .into_response();
+        if let ServiceError::RateLimited { retry_after_secs } = self.0
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        res
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated caller.
+pub struct Caller(pub String);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .auth
+            .owner_from_header(header)
+            .map(Caller)
+            .map_err(|e| {
+                ApiError(ServiceError::Unauthorized(match e {
+                    AuthError::Missing => "a bearer token is required",
+                    AuthError::Invalid => "the token is not valid",
+                }))
+            })
+    }
+}
+
+/// A JSON body of at most 64 KiB, with clear errors.
+pub struct Body64<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body64<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiError(ServiceError::TooLarge(format!(
+                "request body is over the limit of {} bytes",
+                validate::MAX_BODY_BYTES
+            )))
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > validate::MAX_BODY_BYTES) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), validate::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        if bytes.is_empty() {
+            return Err(ApiError(ServiceError::Invalid(
+                "request body must be a JSON object".into(),
+            )));
+        }
+        serde_json::from_slice(&bytes).map(Body64).map_err(|e| {
+            ApiError(ServiceError::Invalid(format!(
+                "request body is not valid: {e}"
+            )))
+        })
+    }
+}
+
+/// Query parameters as strings; parsed by each handler with clear errors.
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|_| ApiError(ServiceError::Invalid("query string is not valid".into())))
+    }
+}
+
+impl Params {
+    fn text(&self, k: &str) -> Option<String> {
+        self.0.get(k).cloned()
+    }
+
+    fn number<T: std::str::FromStr>(&self, k: &'static str) -> Result<Option<T>, ApiError> {
+        match self.0.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+                ApiError(ServiceError::Invalid(format!("{k} must be a whole number")))
+            }),
+        }
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/config", get(config))
+        .route("/api/projects", get(projects))
+        .route("/api/sessions", post(create).get(list))
+        .route(
+            "/api/sessions/{id}",
+            get(detail).patch(update).delete(remove),
+        )
+        .route("/api/sessions/{id}/messages", post(send).get(messages))
+        .route("/api/sessions/{id}/stop", post(stop))
+        .route("/api/sessions/{id}/export", get(export_session))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(ServiceError::NotFound)
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: confab_protocol::rest::ErrorCode::InvalidRequest,
+            message: "this method is not allowed here".into(),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+async fn health() -> Json<Health> {
+    Json(Health { ok: true })
+}
+
+async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
+    Json(ConfigResponse {
+        agent: st.agent.clone(),
+        auth: AuthInfo {
+            mode: st.auth.mode().into(),
+        },
+        limits: Limits {
+            max_message_bytes: validate::MAX_MESSAGE_BYTES,
+            max_title_chars: validate::MAX_TITLE_CHARS,
+        },
+    })
+}
+
+async fn projects(State(st): State<AppState>, Caller(owner): Caller) -> ApiResult<Response> {
+    Ok(Json(sessions::projects(&*st.store, &owner).await?).into_response())
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Body64(req): Body64<CreateSessionRequest>,
+) -> ApiResult<Response> {
+    let (created, body) = sessions::create_session(
+        &*st.store,
+        &*st.push,
+        &*st.dispatch,
+        &st.limiter,
+        &owner,
+        req,
+    )
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn list(State(st): State<AppState>, Caller(owner): Caller, p: Params) -> ApiResult<Response> {
+    let page = sessions::list(
+        &*st.store,
+        &owner,
+        p.text("projectId"),
+        p.text("q"),
+        p.number("limit")?,
+        p.text("cursor"),
+    )
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn detail(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(sessions::detail(&*st.store, &owner, &id).await?).into_response())
+}
+
+async fn messages(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    let page = sessions::messages(
+        &*st.store,
+        &owner,
+        &id,
+        p.number("afterSeq")?,
+        p.number("beforeSeq")?,
+        p.number("limit")?,
+    )
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn update(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+    Body64(req): Body64<UpdateSessionRequest>,
+) -> ApiResult<Response> {
+    let session = sessions::update(&*st.store, &*st.push, &owner, &id, req).await?;
+    Ok(Json(SessionEnvelope { session }).into_response())
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    sessions::delete(&*st.store, &*st.push, &owner, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn send(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+    Body64(req): Body64<SendMessageRequest>,
+) -> ApiResult<Response> {
+    let (started, body) =
+        sessions::send_message(&*st.store, &*st.push, &*st.dispatch, &owner, &id, req).await?;
+    let status = if started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn stop(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (was_running, session) = sessions::stop(&*st.store, &*st.push, &owner, &id).await?;
+    let status = if was_running {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(SessionEnvelope { session })).into_response())
+}
+
+async fn export_session(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
+    let format = p.text("format").unwrap_or_else(|| "md".into());
+    if format != "md" && format != "json" {
+        return Err(ApiError(ServiceError::Invalid(
+            "format must be md or json".into(),
+        )));
+    }
+    let (session, messages) = sessions::export(&*st.store, &owner, &id).await?;
+    let (body, content_type) = if format == "md" {
+        (
+            export::markdown(&session, &messages),
+            "text/markdown; charset=utf-8",
+        )
+    } else {
+        let doc = serde_json::json!({ "session": session, "messages": messages });
+        (
+            serde_json::to_string_pretty(&doc).map_err(ServiceError::internal)?,
+            "application/json",
+        )
+    };
+    let disposition = format!("attachment; filename=\"confab-{}.{format}\"", session.id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition).map_err(ServiceError::internal)?,
+            ),
+        ],
+        Body::from(body),
+    )
+        .into_response())
+}

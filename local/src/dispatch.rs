@@ -1,0 +1,74 @@
+//! Turns run as tasks in this process.
+
+use async_trait::async_trait;
+use confab_functions::domain::runner::{RunnerConfig, run_turn};
+use confab_functions::ports::{Agent, Dispatch, DispatchError, Push, Store, TurnJob};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub struct LocalDispatch {
+    store: Arc<dyn Store>,
+    push: Arc<dyn Push>,
+    agent: Arc<dyn Agent>,
+    cfg: RunnerConfig,
+    tasks: Mutex<JoinSet<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl LocalDispatch {
+    pub fn new(
+        store: Arc<dyn Store>,
+        push: Arc<dyn Push>,
+        agent: Arc<dyn Agent>,
+        cfg: RunnerConfig,
+    ) -> LocalDispatch {
+        LocalDispatch {
+            store,
+            push,
+            agent,
+            cfg,
+            tasks: Mutex::new(JoinSet::new()),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// Ends every running turn as interrupted (its reply so far stored) and
+    /// waits for the runners to finish.
+    pub async fn drain(&self) {
+        self.shutdown.send_replace(true);
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "a turn runner panicked"
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Dispatch for LocalDispatch {
+    async fn dispatch(&self, job: TurnJob) -> Result<(), DispatchError> {
+        if *self.shutdown.borrow() {
+            return Err(DispatchError("the server is shutting down".into()));
+        }
+        let (store, push, agent, cfg) = (
+            self.store.clone(),
+            self.push.clone(),
+            self.agent.clone(),
+            self.cfg.clone(),
+        );
+        let shutdown = self.shutdown.subscribe();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            if let Err(e) = run_turn(&*store, &*push, &*agent, &cfg, &job, shutdown).await {
+                tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "turn failed");
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! The local stand-in for API Gateway: REST through the shared Router, `/ws`
+//! through the shared socket handlers, the `@connections` management
+//! endpoint, and the built web app.
+
+use crate::registry::{Outgoing, Registry};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use confab_functions::auth::Auth;
+use confab_functions::ports::{Push, Store};
+use confab_functions::ws;
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower_http::services::{ServeDir, ServeFile};
+
+/// Largest frame a client may send before the socket is closed (API
+/// Gateway's own limit); frames over the contract's 8 KiB get an error frame.
+const MAX_INCOMING_FRAME: usize = 128 * 1024;
+
+pub struct Gateway {
+    pub store: Arc<dyn Store>,
+    pub push: Arc<dyn Push>,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Auth>,
+}
+
+pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router {
+    let sockets = Router::new()
+        .route("/ws", get(upgrade))
+        .route(
+            "/@connections/{id}",
+            get(conn_info).post(conn_post).delete(conn_delete),
+        )
+        .with_state(gw);
+    let app = api.merge(sockets);
+    match web_dir.filter(|d| d.join("index.html").is_file()) {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
+        }
+        None => app.fallback(no_web_app),
+    }
+}
+
+async fn no_web_app() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><meta charset=utf-8><title>Confab</title>",
+        "<h1>Confab is running</h1>",
+        "<p>The web app is not built. Build it with <code>cargo xtask dev</code>, ",
+        "or start the gateway with <code>--web-dir</code> pointing at a built app.</p>",
+        "<p>The API is at <a href=/api/health>/api</a> and the socket at <code>/ws</code>.</p>"
+    ))
+}
+
+fn new_connection_id() -> String {
+    let bytes = uuid::Uuid::now_v7().into_bytes();
+    base64::engine::general_purpose::URL_SAFE.encode(&bytes[6..])
+}
+
+async fn upgrade(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let id = new_connection_id();
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    // Registered before $connect so that an event broadcast meanwhile waits
+    // in the queue instead of finding the connection gone.
+    let rx = gw.registry.add(&id, peer.ip().to_string(), agent);
+    if let Err(e) = ws::connect(
+        &*gw.store,
+        &gw.auth,
+        &id,
+        q.get("token").map(String::as_str),
+    )
+    .await
+    {
+        gw.registry.remove(&id);
+        let _ = ws::disconnect(&*gw.store, &id).await;
+        return confab_functions::http::ApiError(e).into_response();
+    }
+    let failed = gw.clone();
+    let failed_id = id.clone();
+    upgrade
+        .max_message_size(MAX_INCOMING_FRAME)
+        .max_frame_size(MAX_INCOMING_FRAME)
+        .on_failed_upgrade(move |_| {
+            failed.registry.remove(&failed_id);
+            let store = failed.store.clone();
+            tokio::spawn(async move {
+                let _ = ws::disconnect(&*store, &failed_id).await;
+            });
+        })
+        .on_upgrade(move |socket| serve_socket(gw, id, socket, rx))
+}
+
+async fn serve_socket(
+    gw: Arc<Gateway>,
+    id: String,
+    socket: WebSocket,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Outgoing::Frame(b) => match String::from_utf8(b.to_vec()) {
+                    Ok(s) => WsMessage::Text(s.into()),
+                    Err(_) => WsMessage::Binary(b),
+                },
+                Outgoing::Close => {
+                    let _ = sink.send(WsMessage::Close(None)).await;
+                    break;
+                }
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            WsMessage::Text(t) => t.as_str().to_string(),
+            WsMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            WsMessage::Close(_) => break,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        };
+        gw.registry.touch(&id);
+        if let Err(e) = ws::route(&*gw.store, &*gw.push, &id, &text).await {
+            tracing::error!(error = &e as &dyn std::error::Error, "socket route failed");
+        }
+    }
+    gw.registry.remove(&id);
+    if let Err(e) = ws::disconnect(&*gw.store, &id).await {
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "forgetting a connection failed"
+        );
+    }
+    let _ = writer.await;
+}
+
+fn gone() -> Response {
+    (
+        StatusCode::GONE,
+        axum::Json(serde_json::json!({ "message": "Gone" })),
+    )
+        .into_response()
+}
+
+async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match gw.registry.info(&id) {
+        Some(info) => axum::Json(info).into_response(),
+        None => gone(),
+    }
+}
+
+async fn conn_post(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if body.len() > MAX_INCOMING_FRAME {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({ "message": "Payload too large" })),
+        )
+            .into_response();
+    }
+    match gw.registry.send(&id, body) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(_) => gone(),
+    }
+}
+
+async fn conn_delete(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    if gw.registry.close(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        gone()
+    }
+}

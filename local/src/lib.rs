@@ -1,0 +1,132 @@
+//! Confab on one machine: the gateway, the SQLite store, in-process dispatch.
+
+pub mod dispatch;
+pub mod gateway;
+pub mod registry;
+pub mod sqlite;
+
+use anyhow::Context as _;
+use confab_functions::auth::Auth;
+use confab_functions::config::{AuthConfig, Config};
+use confab_functions::domain::runner::RunnerConfig;
+use confab_functions::domain::sessions::recover_interrupted;
+use confab_functions::http::{ApiState, router as api_router};
+use confab_functions::ports::{Push, Store};
+use confab_functions::ratelimit::RateLimiter;
+use confab_protocol::rest::AgentInfo;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub web_dir: Option<PathBuf>,
+}
+
+/// Runs the gateway until `shutdown` resolves, then ends running turns as
+/// interrupted, closes the sockets and returns.
+pub async fn run(
+    opts: Options,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = sqlite::SqliteStore::open(&opts.data_dir)
+        .with_context(|| format!("opening the database in {}", opts.data_dir.display()))?;
+    store
+        .clear_connections()
+        .await
+        .context("clearing stale connections")?;
+    let registry = Arc::new(registry::Registry::default());
+    let push: Arc<dyn Push> = Arc::new(registry::LocalPush(registry.clone()));
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let recovered = recover_interrupted(&*store, &*push)
+        .await
+        .context("closing interrupted turns")?;
+    if recovered > 0 {
+        tracing::info!(
+            count = recovered,
+            "closed turns interrupted by the last shutdown"
+        );
+    }
+
+    let agent = confab_functions::agents::from_config(&config.agent)?;
+    let auth = Arc::new(match &config.auth {
+        AuthConfig::None => Auth::None,
+        AuthConfig::JwtHs256 { secret } => Auth::hs256(secret.expose().as_bytes()),
+    });
+    let dispatch = Arc::new(dispatch::LocalDispatch::new(
+        store.clone(),
+        push.clone(),
+        agent.clone(),
+        RunnerConfig::default(),
+    ));
+    let api = api_router(Arc::new(ApiState {
+        store: store.clone(),
+        push: push.clone(),
+        dispatch: dispatch.clone(),
+        limiter: RateLimiter::per_minute(config.create_rate),
+        auth: auth.clone(),
+        agent: AgentInfo {
+            provider: agent.provider().to_string(),
+            model: agent.model().to_string(),
+        },
+    }));
+    let gw = Arc::new(gateway::Gateway {
+        store: store.clone(),
+        push: push.clone(),
+        registry: registry.clone(),
+        auth,
+    });
+    let app = gateway::router(gw, api, opts.web_dir.clone());
+
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .with_context(|| format!("listening on {}", opts.addr))?;
+    let local = listener.local_addr()?;
+    // Scripts and tests read this line to find the port.
+    println!("confab listening on http://{local}");
+    tracing::info!(agent = agent.provider(), auth = ?config.auth, data = %opts.data_dir.display(), "Confab is running at http://{local}");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    tracing::info!("shutting down: closing running turns");
+    dispatch.drain().await;
+    registry.close_all();
+    let _ = stop_tx.send(());
+    server.await.context("server task")?.context("server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

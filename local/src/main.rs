@@ -1,0 +1,44 @@
+//! `confab`: Confab on one machine.
+
+use clap::Parser;
+use confab_functions::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Runs Confab locally: REST on /api, the socket on /ws, the web app on /.
+#[derive(Parser, Debug)]
+#[command(name = "confab", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    addr: SocketAddr,
+    /// Directory of the SQLite database.
+    #[arg(long, default_value = ".data")]
+    data_dir: PathBuf,
+    /// Directory of the built web app.
+    #[arg(long, default_value = "web/dist")]
+    web_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = Config::from_env()?;
+    confab_local::run(
+        confab_local::Options {
+            addr: args.addr,
+            data_dir: args.data_dir,
+            web_dir: Some(args.web_dir),
+        },
+        config,
+        confab_local::signal(),
+    )
+    .await
+}

@@ -1,0 +1,149 @@
+//! The live socket connections of this process: what API Gateway keeps for a
+//! WebSocket API, and what its `@connections` management endpoint reaches.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use confab_functions::ports::{Push, PushError};
+use confab_protocol::Timestamp;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::mpsc;
+
+/// Frames waiting for a slow connection before it is cut off.
+const QUEUE: usize = 4096;
+
+pub enum Outgoing {
+    Frame(Bytes),
+    Close,
+}
+
+struct Entry {
+    tx: mpsc::Sender<Outgoing>,
+    connected_at: Timestamp,
+    last_active_ms: AtomicI64,
+    source_ip: String,
+    user_agent: String,
+}
+
+/// What `GET @connections/{id}` answers.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInfo {
+    pub connected_at: Timestamp,
+    pub last_active_at: Timestamp,
+    pub identity: Identity,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub source_ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    conns: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection; frames for it queue until its socket is served.
+    pub fn add(&self, id: &str, source_ip: String, user_agent: String) -> mpsc::Receiver<Outgoing> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let now = confab_functions::clock::now_ms();
+        self.lock().insert(
+            id.to_string(),
+            Entry {
+                tx,
+                connected_at: Timestamp::from_millis(now),
+                last_active_ms: AtomicI64::new(now),
+                source_ip,
+                user_agent,
+            },
+        );
+        rx
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn touch(&self, id: &str) {
+        if let Some(e) = self.lock().get(id) {
+            e.last_active_ms
+                .store(confab_functions::clock::now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues a frame. A connection that is unknown, closed, or so far behind
+    /// that its queue is full is gone.
+    pub fn send(&self, id: &str, frame: Bytes) -> Result<(), PushError> {
+        let mut conns = self.lock();
+        let Some(e) = conns.get(id) else {
+            return Err(PushError::Gone);
+        };
+        match e.tx.try_send(Outgoing::Frame(frame)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(connection = id, "connection too far behind; closing it");
+                conns.remove(id);
+                Err(PushError::Gone)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                conns.remove(id);
+                Err(PushError::Gone)
+            }
+        }
+    }
+
+    pub fn info(&self, id: &str) -> Option<ConnectionInfo> {
+        self.lock().get(id).map(|e| ConnectionInfo {
+            connected_at: e.connected_at,
+            last_active_at: Timestamp::from_millis(e.last_active_ms.load(Ordering::Relaxed)),
+            identity: Identity {
+                source_ip: e.source_ip.clone(),
+                user_agent: e.user_agent.clone(),
+            },
+        })
+    }
+
+    /// Closes a connection from the server side.
+    pub fn close(&self, id: &str) -> bool {
+        match self.lock().remove(id) {
+            Some(e) => {
+                let _ = e.tx.try_send(Outgoing::Close);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn close_all(&self) {
+        for (_, e) in self.lock().drain() {
+            let _ = e.tx.try_send(Outgoing::Close);
+        }
+    }
+}
+
+/// `Push` straight into the registry: the in-process `PostToConnection`.
+pub struct LocalPush(pub std::sync::Arc<Registry>);
+
+#[async_trait]
+impl Push for LocalPush {
+    async fn post(&self, connection_id: &str, frame: Bytes) -> Result<(), PushError> {
+        self.0.send(connection_id, frame)
+    }
+}

@@ -1,0 +1,719 @@
+//! The embedded store: one SQLite file in the data directory. Every write that
+//! must be atomic is one transaction; seq numbers are given inside it, so they
+//! can neither skip nor repeat.
+
+use async_trait::async_trait;
+use confab_functions::ports::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
+    SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
+};
+use confab_protocol::Timestamp;
+use confab_protocol::model::{
+    LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus, SessionSummary,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS sessions (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    project_id   TEXT NOT NULL,
+    activity_ms  INTEGER NOT NULL,
+    title_lc     TEXT NOT NULL,
+    first_lc     TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    turn         TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner, activity_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_running ON sessions(id) WHERE turn IS NOT NULL;
+CREATE TABLE IF NOT EXISTS messages (
+    session_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq),
+    UNIQUE (session_id, id)
+);
+CREATE TABLE IF NOT EXISTS connections (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    connected_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS connections_by_owner ON connections(owner);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    connection_id TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    PRIMARY KEY (connection_id, session_id)
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions(session_id);
+"#;
+
+/// Counts of what the store was asked, for benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::corrupt)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(StoreError::corrupt)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `confab.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+        let conn = Connection::open(dir.join("confab.db")).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Forgets every connection: after a restart none of them exists.
+    pub async fn clear_connections(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM subscriptions", []).map_err(db)?;
+            tx.execute("DELETE FROM connections", []).map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+
+    /// Runs `f` in an immediate transaction, committed when it returns Ok.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        let counters = self.counters.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db)?;
+            counters
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(out)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+}
+
+fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    let row = c
+        .query_row(
+            "SELECT owner, summary, turn FROM sessions WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((owner, summary, turn)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(SessionRecord {
+        owner,
+        summary: parse(&summary)?,
+        turn: turn.as_deref().map(parse).transpose()?,
+    }))
+}
+
+fn save_session(
+    c: &Connection,
+    s: &SessionSummary,
+    turn: Option<&ActiveTurn>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE sessions SET summary = ?2, turn = ?3, activity_ms = ?4, title_lc = ?5 WHERE id = ?1",
+        params![s.id, json(s)?, turn.map(json).transpose()?, s.last_message_at.millis(), s.title.to_lowercase()],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn insert_message(c: &Connection, m: &Message) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO messages (session_id, seq, id, body) VALUES (?1, ?2, ?3, ?4)",
+        params![m.session_id, m.seq as i64, m.id, json(m)?],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn find_message(c: &Connection, session_id: &str, id: &str) -> Result<Option<Message>, StoreError> {
+    c.query_row(
+        "SELECT body FROM messages WHERE session_id = ?1 AND id = ?2",
+        [session_id, id],
+        |r| r.get::<_, String>(0),
+    )
+    .optional()
+    .map_err(db)?
+    .map(|b| parse(&b))
+    .transpose()
+}
+
+fn collect_messages(
+    c: &Connection,
+    sql: &str,
+    session_id: &str,
+    seq: i64,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut st = c.prepare_cached(sql).map_err(db)?;
+    let rows = st
+        .query_map(params![session_id, seq, limit as i64 + 1], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(parse::<Message>(&r.map_err(db)?)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError> {
+        let new = new.clone();
+        self.write(move |tx| {
+            if let Some(rec) = load_session(tx, &new.summary.id)? {
+                return Ok(CreateOutcome::Exists(rec));
+            }
+            let s = &new.summary;
+            tx.execute(
+                "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.id,
+                    new.owner,
+                    s.project_id,
+                    s.last_message_at.millis(),
+                    s.title.to_lowercase(),
+                    new.first.plain_text().to_lowercase(),
+                    json(s)?,
+                    json(&new.turn)?
+                ],
+            )
+            .map_err(db)?;
+            let mut first = new.first.clone();
+            first.seq = 1;
+            insert_message(tx, &first)?;
+            Ok(CreateOutcome::Created)
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| load_session(c, &id)).await
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: &str,
+        q: &SessionQuery,
+    ) -> Result<(Vec<SessionSummary>, Option<ListCursor>), StoreError> {
+        let (owner, q) = (owner.to_string(), q.clone());
+        self.read(move |c| {
+            let (after_ms, after_id) = match &q.after {
+                Some(cur) => (cur.activity_ms, cur.id.clone()),
+                None => (i64::MAX, String::new()),
+            };
+            let mut st = c
+                .prepare_cached(
+                    "SELECT summary FROM sessions
+                     WHERE owner = ?1
+                       AND (?2 IS NULL OR project_id = ?2)
+                       AND (?3 IS NULL OR instr(title_lc, ?3) > 0 OR instr(first_lc, ?3) > 0)
+                       AND (activity_ms < ?4 OR (activity_ms = ?4 AND (?5 = '' OR id < ?5)))
+                     ORDER BY activity_ms DESC, id DESC
+                     LIMIT ?6",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(
+                    params![
+                        owner,
+                        q.project_id,
+                        q.text,
+                        after_ms,
+                        after_id,
+                        q.limit as i64 + 1
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(db)?;
+            let mut out: Vec<SessionSummary> = Vec::new();
+            for r in rows {
+                out.push(parse(&r.map_err(db)?)?);
+            }
+            let next = if out.len() > q.limit {
+                out.truncate(q.limit);
+                out.last().map(|s| ListCursor {
+                    activity_ms: s.last_message_at.millis(),
+                    id: s.id.clone(),
+                })
+            } else {
+                None
+            };
+            Ok((out, next))
+        })
+        .await
+    }
+
+    async fn list_projects(&self, owner: &str) -> Result<Vec<ProjectSummary>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            // SQLite gives the bare `id` from the row holding MAX(activity_ms).
+            let mut st = c
+                .prepare_cached(
+                    "SELECT project_id, id, MAX(activity_ms), COUNT(*) FROM sessions
+                     WHERE owner = ?1 GROUP BY project_id ORDER BY MAX(activity_ms) DESC",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map([owner], |r| {
+                    Ok(ProjectSummary {
+                        id: r.get(0)?,
+                        last_session_id: r.get(1)?,
+                        last_activity_at: Timestamp::from_millis(r.get(2)?),
+                        session_count: r.get::<_, i64>(3)? as u64,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn patch_session(
+        &self,
+        owner: &str,
+        id: &str,
+        title: Option<&str>,
+        permission_mode: Option<PermissionMode>,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        let (owner, id, title) = (owner.to_string(), id.to_string(), title.map(str::to_string));
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &id)?.filter(|r| r.owner == owner) else {
+                return Ok(None);
+            };
+            if let Some(t) = title {
+                rec.summary.title = t;
+            }
+            if let Some(p) = permission_mode {
+                rec.summary.permission_mode = p;
+            }
+            rec.summary.updated_at = Timestamp::from_millis(now_ms);
+            rec.summary.version += 1;
+            save_session(tx, &rec.summary, rec.turn.as_ref())?;
+            Ok(Some(rec.summary))
+        })
+        .await
+    }
+
+    async fn delete_session(&self, owner: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        let (owner, id) = (owner.to_string(), id.to_string());
+        self.write(move |tx| {
+            let Some(rec) = load_session(tx, &id)?.filter(|r| r.owner == owner) else {
+                return Ok(None);
+            };
+            tx.execute("DELETE FROM messages WHERE session_id = ?1", [&id])
+                .map_err(db)?;
+            tx.execute("DELETE FROM subscriptions WHERE session_id = ?1", [&id])
+                .map_err(db)?;
+            tx.execute("DELETE FROM sessions WHERE id = ?1", [&id])
+                .map_err(db)?;
+            Ok(Some(rec.summary.version + 1))
+        })
+        .await
+    }
+
+    async fn messages(
+        &self,
+        session_id: &str,
+        range: MessageRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let session_id = session_id.to_string();
+        self.read(move |c| {
+            let (mut out, limit, newest_first) = match range {
+                MessageRange::Latest { limit } => (
+                    collect_messages(c, "SELECT body FROM messages WHERE session_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3", &session_id, i64::MAX, limit)?,
+                    limit,
+                    true,
+                ),
+                MessageRange::Before { seq, limit } => (
+                    collect_messages(c, "SELECT body FROM messages WHERE session_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3", &session_id, seq.min(i64::MAX as u64) as i64, limit)?,
+                    limit,
+                    true,
+                ),
+                MessageRange::After { seq, limit } => (
+                    collect_messages(c, "SELECT body FROM messages WHERE session_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3", &session_id, seq.min(i64::MAX as u64) as i64, limit)?,
+                    limit,
+                    false,
+                ),
+            };
+            let more = out.len() > limit;
+            out.truncate(limit);
+            if newest_first {
+                out.reverse();
+            }
+            Ok((out, more))
+        })
+        .await
+    }
+
+    async fn find_message(
+        &self,
+        session_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let (s, m) = (session_id.to_string(), message_id.to_string());
+        self.read(move |c| find_message(c, &s, &m)).await
+    }
+
+    async fn start_turn(
+        &self,
+        owner: &str,
+        session_id: &str,
+        turn: &NewTurn,
+    ) -> Result<StartOutcome, StoreError> {
+        let (owner, session_id, turn) = (owner.to_string(), session_id.to_string(), turn.clone());
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)?.filter(|r| r.owner == owner) else {
+                return Ok(StartOutcome::NotFound);
+            };
+            if let Some(m) = find_message(tx, &session_id, &turn.message.id)? {
+                return Ok(StartOutcome::Duplicate(m));
+            }
+            if rec.turn.is_some() {
+                return Ok(StartOutcome::Running);
+            }
+            let mut message = turn.message.clone();
+            message.seq = rec.summary.message_count + 1;
+            insert_message(tx, &message)?;
+            let s = &mut rec.summary;
+            s.message_count = message.seq;
+            s.status = SessionStatus::Running;
+            if let Some(p) = turn.permission_mode {
+                s.permission_mode = p;
+            }
+            s.last_message_at = Timestamp::from_millis(turn.now_ms);
+            s.updated_at = s.last_message_at;
+            s.version += 1;
+            save_session(tx, &rec.summary, Some(&turn.turn))?;
+            Ok(StartOutcome::Started {
+                message,
+                session: rec.summary,
+            })
+        })
+        .await
+    }
+
+    async fn checkpoint(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        live: &LiveReply,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (session_id, turn_id, live) =
+            (session_id.to_string(), turn_id.to_string(), live.clone());
+        self.write(move |tx| {
+            let Some(rec) = load_session(tx, &session_id)? else {
+                return Ok(false);
+            };
+            let Some(mut t) = rec.turn.filter(|t| t.turn_id == turn_id) else {
+                return Ok(false);
+            };
+            t.live = Some(live);
+            t.heartbeat_ms = now_ms;
+            tx.execute(
+                "UPDATE sessions SET turn = ?2 WHERE id = ?1",
+                params![session_id, json(&t)?],
+            )
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn active_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+    ) -> Result<Option<ActiveTurn>, StoreError> {
+        let (session_id, turn_id) = (session_id.to_string(), turn_id.to_string());
+        self.read(move |c| {
+            let turn: Option<Option<String>> = c
+                .query_row(
+                    "SELECT turn FROM sessions WHERE id = ?1",
+                    [&session_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(Some(t)) = turn else { return Ok(None) };
+            let t: ActiveTurn = parse(&t)?;
+            Ok((t.turn_id == turn_id).then_some(t))
+        })
+        .await
+    }
+
+    async fn request_stop(
+        &self,
+        owner: &str,
+        session_id: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let (owner, session_id) = (owner.to_string(), session_id.to_string());
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)?.filter(|r| r.owner == owner) else {
+                return Ok(None);
+            };
+            if let Some(t) = rec.turn.as_mut().filter(|t| !t.stop_requested) {
+                t.stop_requested = true;
+                tx.execute(
+                    "UPDATE sessions SET turn = ?2 WHERE id = ?1",
+                    params![session_id, json(&*t)?],
+                )
+                .map_err(db)?;
+            }
+            Ok(Some(rec))
+        })
+        .await
+    }
+
+    async fn finish_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        end: &TurnEnd,
+    ) -> Result<Option<(Message, SessionSummary)>, StoreError> {
+        let (session_id, turn_id, end) = (session_id.to_string(), turn_id.to_string(), end.clone());
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)? else {
+                return Ok(None);
+            };
+            if rec.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
+                return Ok(None);
+            }
+            let mut reply = end.reply.clone();
+            reply.seq = rec.summary.message_count + 1;
+            insert_message(tx, &reply)?;
+            let s = &mut rec.summary;
+            s.message_count = reply.seq;
+            s.status = SessionStatus::Idle;
+            s.usage = s.usage.plus(end.usage);
+            s.last_turn = Some(end.last_turn.clone());
+            if let Some(a) = &end.agent_session_id {
+                s.agent_session_id = Some(a.clone());
+            }
+            s.last_message_at = Timestamp::from_millis(end.now_ms);
+            s.updated_at = s.last_message_at;
+            s.version += 1;
+            save_session(tx, &rec.summary, None)?;
+            Ok(Some((reply, rec.summary)))
+        })
+        .await
+    }
+
+    async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT owner, id, turn FROM sessions WHERE turn IS NOT NULL")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (o, i, t) = r.map_err(db)?;
+                out.push((o, i, parse(&t)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO connections (id, owner, connected_ms) VALUES (?1, ?2, ?3)",
+                params![id, owner, now_ms],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT owner FROM connections WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |tx| {
+            tx.execute("DELETE FROM subscriptions WHERE connection_id = ?1", [&id])
+                .map_err(db)?;
+            tx.execute("DELETE FROM connections WHERE id = ?1", [&id])
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT id FROM connections WHERE owner = ?1")
+                .map_err(db)?;
+            let rows = st.query_map([owner], |r| r.get(0)).map_err(db)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn subscribe(
+        &self,
+        connection_id: &str,
+        session_id: &str,
+        token: &str,
+        max: usize,
+    ) -> Result<SubscribeOutcome, StoreError> {
+        let (c, s, t) = (
+            connection_id.to_string(),
+            session_id.to_string(),
+            token.to_string(),
+        );
+        self.write(move |tx| {
+            let held: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM subscriptions WHERE connection_id = ?1 AND session_id != ?2",
+                    [&c, &s],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if held as usize >= max {
+                return Ok(SubscribeOutcome::TooMany);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token) VALUES (?1, ?2, ?3)",
+                params![c, s, t],
+            )
+            .map_err(db)?;
+            Ok(SubscribeOutcome::Subscribed)
+        })
+        .await
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError> {
+        let (c, s) = (connection_id.to_string(), session_id.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM subscriptions WHERE connection_id = ?1 AND session_id = ?2",
+                [c, s],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError> {
+        let s = session_id.to_string();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT connection_id, token FROM subscriptions WHERE session_id = ?1",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map([s], |r| {
+                    Ok(Subscriber {
+                        connection_id: r.get(0)?,
+                        token: r.get(1)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+}
