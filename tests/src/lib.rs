@@ -1,1 +1,6 @@
+//! Test support: the store conformance suite, shared by every `Store`
+//! adapter, and a harness that runs a real `confab` process and talks to it
+//! over real HTTP and WebSockets.
+
 pub mod conformance;
+pub mod harness;

@@ -157,7 +157,9 @@ pub fn trim_live(live: &LiveReply, budget: usize) -> Option<LiveReply> {
             continue;
         }
         if let Block::Text { text } = b {
-            let envelope = serde_json::to_vec(&Block::text("")).map(|v| v.len()).unwrap_or(usize::MAX);
+            let envelope = serde_json::to_vec(&Block::text(""))
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             let room = budget.saturating_sub(size.saturating_add(envelope + 1));
             if let Some(first) = split_escaped(text, room.max(1)).first()
                 && room > 0

@@ -1,0 +1,546 @@
+//! Runs a real `confab` process on a free port with its own data directory,
+//! and talks to it as clients do: REST over HTTP, events over a WebSocket,
+//! applied by the protocol crate's own state machines.
+
+use confab_protocol::ServerEvent;
+use confab_protocol::client::{CurrentSession, Effect, SessionList};
+use confab_protocol::model::{Block, Role};
+use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A fresh UUIDv7 as the browser makes it.
+pub fn id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
+/// An HS256 token for `sub`, valid for an hour.
+pub fn token(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": sub, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The `confab` binary, built once per test process (a no-op when fresh).
+pub fn confab_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CONFAB_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "confab-local", "--bin", "confab"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building confab failed");
+        target_dir().join("debug").join("confab")
+    })
+    .clone()
+}
+
+/// A running `confab` process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub base: String,
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway with a new data directory and these environment
+    /// variables (`CONFAB_DEMO_DELAY_MS` defaults to 1 here).
+    pub async fn start(env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !env.iter().any(|(k, _)| k == "CONFAB_DEMO_DELAY_MS") {
+            env.push(("CONFAB_DEMO_DELAY_MS".into(), "1".into()));
+        }
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            data: dir.path().to_path_buf(),
+            env,
+            _dir: Some(dir),
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// A gateway with auth on (HS256 with `SECRET`).
+    pub async fn start_jwt(env: &[(&str, &str)]) -> Gateway {
+        let mut all = vec![("CONFAB_AUTH", "jwt"), ("CONFAB_JWT_SECRET", SECRET)];
+        all.extend_from_slice(env);
+        Gateway::start(&all).await
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(confab_bin());
+        cmd.args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data)
+            .args(["--web-dir", "/nonexistent"])
+            .env_remove("CONFAB_AUTH")
+            .env_remove("CONFAB_AGENT")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting confab");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("confab did not start in time")
+            .expect("reading confab's output")
+            .expect("confab exited before listening");
+        let url = line
+            .strip_prefix("confab listening on ")
+            .expect("the listening line")
+            .trim()
+            .to_string();
+        // Keep draining stdout so the process never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.base = url;
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill");
+        }
+    }
+
+    /// Ctrl-C: sends SIGINT and waits for the exit code.
+    pub async fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().expect("pid").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill -INT");
+        assert!(ok.success());
+        tokio::time::timeout(WAIT, c.wait())
+            .await
+            .expect("confab did not exit after Ctrl-C")
+            .expect("wait")
+    }
+
+    /// Starts the process again on the same data directory (a new port).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    pub fn api(&self, token: Option<&str>) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    pub fn ws_url(&self, token: Option<&str>) -> String {
+        let base = self.base.replacen("http://", "ws://", 1);
+        match token {
+            Some(t) => format!("{base}/ws?token={t}"),
+            None => format!("{base}/ws"),
+        }
+    }
+
+    pub async fn socket(&self, token: Option<&str>) -> Socket {
+        Socket::connect(&self.ws_url(token))
+            .await
+            .expect("socket connects")
+    }
+}
+
+/// An HTTP client for `/api`.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    token: Option<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Api {
+    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+            text,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.raw(
+            method,
+            path,
+            body.map(|b| serde_json::to_vec(&b).expect("json")),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None).await
+    }
+
+    /// `POST /api/sessions` with a new session id and first message.
+    pub async fn create(&self, session_id: &str, message_id: &str, text: &str) -> Reply {
+        self.call(
+            "POST",
+            "/api/sessions",
+            Some(json!({ "id": session_id, "message": { "id": message_id, "text": text } })),
+        )
+        .await
+    }
+
+    pub async fn send(&self, session_id: &str, message_id: &str, text: &str) -> Reply {
+        self.call(
+            "POST",
+            &format!("/api/sessions/{session_id}/messages"),
+            Some(json!({ "id": message_id, "text": text })),
+        )
+        .await
+    }
+
+    pub async fn stop(&self, session_id: &str) -> Reply {
+        self.call("POST", &format!("/api/sessions/{session_id}/stop"), None)
+            .await
+    }
+
+    pub async fn session(&self, session_id: &str) -> Reply {
+        self.get(&format!("/api/sessions/{session_id}")).await
+    }
+
+    /// Every stored message of a session, oldest first.
+    pub async fn all_messages(&self, session_id: &str) -> Vec<confab_protocol::Message> {
+        let r = self
+            .get(&format!(
+                "/api/sessions/{session_id}/messages?afterSeq=0&limit=100"
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        serde_json::from_value(r.body["messages"].clone()).expect("messages")
+    }
+
+    /// Polls the session until `cond` holds on its JSON.
+    pub async fn wait_session(&self, session_id: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = self.session(session_id).await;
+            if r.status == 200 && cond(&r.body) {
+                return r.body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session never reached the state; last: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A WebSocket client. Every frame is parsed as a `ServerEvent`; frames over
+/// the contract's size are counted.
+pub struct Socket {
+    sink: futures::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        WsMessage,
+    >,
+    rx: mpsc::UnboundedReceiver<ServerEvent>,
+    pub oversize_frames: Arc<AtomicUsize>,
+    pub frames: Arc<AtomicUsize>,
+    pub connection_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ConnectError {
+    Http(u16),
+    Other(String),
+}
+
+impl Socket {
+    pub async fn connect(url: &str) -> Result<Socket, ConnectError> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(r) => {
+                    ConnectError::Http(r.status().as_u16())
+                }
+                other => ConnectError::Other(other.to_string()),
+            })?;
+        let (sink, mut stream) = ws.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let oversize = Arc::new(AtomicUsize::new(0));
+        let frames = Arc::new(AtomicUsize::new(0));
+        let (o, f) = (oversize.clone(), frames.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let WsMessage::Text(t) = msg else { continue };
+                f.fetch_add(1, Ordering::Relaxed);
+                if t.len() > MAX_SERVER_FRAME_BYTES {
+                    o.fetch_add(1, Ordering::Relaxed);
+                }
+                match serde_json::from_str::<ServerEvent>(t.as_str()) {
+                    Ok(e) => {
+                        if tx.send(e).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("server sent a frame outside the contract: {e}: {t}"),
+                }
+            }
+        });
+        Ok(Socket {
+            sink,
+            rx,
+            oversize_frames: oversize,
+            frames,
+            connection_id: None,
+        })
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.sink
+            .send(WsMessage::Text(s.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send(&mut self, v: &Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next event, or None after `timeout` (or when the socket closed).
+    pub async fn next(&mut self, timeout: Duration) -> Option<ServerEvent> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for an event matching `pred`, returning it and the ones before.
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ServerEvent) -> bool,
+    ) -> (ServerEvent, Vec<ServerEvent>) {
+        let mut before = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(e) if pred(&e) => return (e, before),
+                Some(e) => before.push(e),
+                None => panic!("no {what} arrived; got {before:#?}"),
+            }
+        }
+    }
+
+    /// Says hello and waits for `ready`.
+    pub async fn hello(&mut self) {
+        self.send(&json!({ "action": "hello" })).await;
+        let (e, _) = self
+            .expect("ready", |e| matches!(e, ServerEvent::Ready { .. }))
+            .await;
+        if let ServerEvent::Ready { connection_id, .. } = e {
+            self.connection_id = Some(connection_id);
+        }
+    }
+
+    pub async fn subscribe(&mut self, session_id: &str, after_seq: u64) {
+        self.send(
+            &json!({ "action": "subscribe", "sessionId": session_id, "afterSeq": after_seq }),
+        )
+        .await;
+    }
+
+    /// Events that arrive within `d`.
+    pub async fn drain(&mut self, d: Duration) -> Vec<ServerEvent> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + d;
+        while let Some(e) = self
+            .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            out.push(e);
+        }
+        out
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.sink.send(WsMessage::Close(None)).await;
+    }
+}
+
+/// A client as the web app is one: a socket, the current session and the
+/// session list, kept by the protocol's state machines.
+pub struct Viewer {
+    pub socket: Socket,
+    pub current: CurrentSession,
+    pub list: SessionList,
+    pub events: Vec<ServerEvent>,
+    pub resubscribes: usize,
+    /// For every reply stored while this viewer watched it stream: the reply
+    /// as assembled from frames, and as stored.
+    pub assembled: Vec<(Vec<Block>, Vec<Block>)>,
+    pending_resubscribe: bool,
+}
+
+impl Viewer {
+    /// Connects, says hello and subscribes from what `current` holds.
+    pub async fn open(gw: &Gateway, token: Option<&str>, current: CurrentSession) -> Viewer {
+        let mut socket = gw.socket(token).await;
+        socket.hello().await;
+        let mut v = Viewer {
+            socket,
+            current,
+            list: SessionList::new(),
+            events: Vec::new(),
+            resubscribes: 0,
+            assembled: Vec::new(),
+            pending_resubscribe: false,
+        };
+        v.subscribe().await;
+        v
+    }
+
+    pub async fn subscribe(&mut self) {
+        self.current.subscribe_sent();
+        let (sid, after) = (
+            self.current.session_id().to_string(),
+            self.current.last_seq(),
+        );
+        self.socket.subscribe(&sid, after).await;
+    }
+
+    /// Replaces the socket with a new connection and subscribes again.
+    pub async fn reconnect(&mut self, gw: &Gateway, token: Option<&str>) {
+        let mut socket = gw.socket(token).await;
+        socket.hello().await;
+        let old = std::mem::replace(&mut self.socket, socket);
+        drop(old);
+        self.subscribe().await;
+    }
+
+    fn apply(&mut self, e: ServerEvent) {
+        if let ServerEvent::MessageCreated { message, .. } = &e
+            && message.role == Role::Assistant
+            && let Some(live) = self.current.live()
+            && live.message_id == message.id
+        {
+            self.assembled
+                .push((live.content.clone(), message.content.clone()));
+        }
+        self.list.apply(&e);
+        if let Effect::Resubscribe { .. } = self.current.apply_event(&e) {
+            self.resubscribes += 1;
+            self.pending_resubscribe = true;
+        }
+        self.events.push(e);
+    }
+
+    /// Applies events until `cond` holds.
+    pub async fn until(&mut self, what: &str, cond: impl Fn(&Viewer) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !cond(self) {
+            if std::mem::take(&mut self.pending_resubscribe) {
+                self.subscribe().await;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.socket.next(left).await {
+                Some(e) => self.apply(e),
+                None => panic!(
+                    "never reached: {what}; phase {:?}; last events {:#?}",
+                    self.current.phase(),
+                    &self.events[self.events.len().saturating_sub(6)..]
+                ),
+            }
+        }
+    }
+
+    /// The text of the in-flight reply.
+    pub fn live_text(&self) -> String {
+        self.current
+            .live()
+            .map(|l| {
+                l.content
+                    .iter()
+                    .filter_map(|b| b.as_text())
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn assistant_count(&self) -> usize {
+        self.current
+            .stored()
+            .filter(|m| m.role == Role::Assistant)
+            .count()
+    }
+}

@@ -1,0 +1,530 @@
+//! End to end: a `confab` process, real HTTP and real WebSockets, and the
+//! protocol's own state machines as the client.
+
+use confab_protocol::client::{CurrentSession, Phase};
+use confab_protocol::model::{MessageStatus, Role, SessionStatus, TurnOutcome};
+use confab_protocol::{Message, ServerEvent, SessionSummary};
+use confab_tests::harness::{Gateway, Viewer, id};
+use serde_json::Value;
+use std::time::Duration;
+
+fn summary(v: &Value) -> SessionSummary {
+    serde_json::from_value(v["session"].clone()).expect("session")
+}
+
+fn count<'a>(
+    events: impl IntoIterator<Item = &'a ServerEvent>,
+    f: impl Fn(&ServerEvent) -> bool,
+) -> usize {
+    events.into_iter().filter(|e| f(e)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_with_first_message_streams_to_completion() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "2")]).await;
+    let api = gw.api(None);
+    // A second tab is open on the list before the session exists.
+    let mut other = gw.socket(None).await;
+    other.hello().await;
+
+    let (sid, mid) = (id(), id());
+    let r = api.create(&sid, &mid, "/words 300").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s = summary(&r.body);
+    assert_eq!(s.id, sid, "the server keeps the client's id");
+    assert_eq!(
+        s.status,
+        SessionStatus::Running,
+        "the turn starts before the answer"
+    );
+    assert_eq!(s.message_count, 1);
+    let first: Vec<Message> = serde_json::from_value(r.body["messages"].clone()).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (
+            first[0].seq,
+            first[0].id.as_str(),
+            first[0].plain_text().as_str()
+        ),
+        (1, mid.as_str(), "/words 300")
+    );
+
+    // The creating tab subscribes as soon as it has the answer.
+    let mut current = CurrentSession::new_unsaved(&sid);
+    current.apply_created(&serde_json::from_value(r.body.clone()).unwrap());
+    let mut v = Viewer::open(&gw, None, current).await;
+    v.until("the reply is stored and the session idle", |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 1
+    })
+    .await;
+
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(
+        v.current.stored().cloned().collect::<Vec<_>>(),
+        stored,
+        "the client holds exactly the server's messages"
+    );
+    assert_eq!(stored[1].plain_text().split_whitespace().count(), 300);
+    assert_eq!(stored[1].status, MessageStatus::Complete);
+    for (streamed, final_) in &v.assembled {
+        assert_eq!(streamed, final_, "the streamed reply is the stored reply");
+    }
+    assert!(
+        !v.assembled.is_empty(),
+        "the reply was watched while it streamed"
+    );
+    assert_eq!(
+        v.socket
+            .oversize_frames
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Streaming was coalesced: far fewer frames than words.
+    let deltas = count(&v.events, |e| matches!(e, ServerEvent::MessageDelta { .. }));
+    assert!(deltas < 150, "{deltas} deltas for 300 words");
+
+    // The other tab learned of the session, then of its end.
+    let (e, _) = other
+        .expect("session.created", |e| {
+            matches!(e, ServerEvent::SessionCreated { .. })
+        })
+        .await;
+    let ServerEvent::SessionCreated { session } = e else {
+        unreachable!()
+    };
+    assert_eq!(session.id, sid);
+    other
+        .expect("session.updated idle", |e| matches!(e, ServerEvent::SessionUpdated { session } if session.status == SessionStatus::Idle))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_turn_ends_with_one_reply_and_one_idle_update() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    let r = api.create(&sid, &id(), "hello").await;
+    assert_eq!(r.status, 201);
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    v.until("first reply", |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 1
+    })
+    .await;
+
+    // A second turn: seq 3 and 4.
+    let m2 = id();
+    let r = api.send(&sid, &m2, "/tool").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let sent: Message = serde_json::from_value(r.body["message"].clone()).unwrap();
+    assert_eq!(sent.seq, 3);
+    assert_eq!(summary(&r.body).status, SessionStatus::Running);
+    // The same message again creates nothing.
+    let again = api.send(&sid, &m2, "/tool").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["message"]["seq"], 3);
+
+    v.until("second reply", |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 2
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(stored[3].role, Role::Assistant);
+    assert!(
+        stored[3]
+            .content
+            .iter()
+            .any(|b| matches!(b, confab_protocol::Block::ToolUse { .. }))
+    );
+    assert!(
+        stored[3]
+            .content
+            .iter()
+            .any(|b| matches!(b, confab_protocol::Block::ToolResult { .. }))
+    );
+    assert_eq!(v.current.stored().cloned().collect::<Vec<_>>(), stored);
+
+    // Let any stray frames arrive, then count per turn.
+    v.events
+        .extend(v.socket.drain(Duration::from_millis(300)).await);
+    for m in stored.iter().filter(|m| m.role == Role::Assistant) {
+        let created = count(
+            &v.events,
+            |e| matches!(e, ServerEvent::MessageCreated { message, .. } if message.id == m.id),
+        );
+        assert_eq!(created, 1, "one message.created for reply {}", m.seq);
+    }
+    let idles = count(
+        &v.events,
+        |e| matches!(e, ServerEvent::SessionUpdated { session } if session.status == SessionStatus::Idle),
+    );
+    assert_eq!(idles, 2, "one idle session.updated per turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_mid_reply_ends_with_exactly_the_servers_text() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 3000").await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    v.until("some of the reply", |v| v.live_text().len() > 500)
+        .await;
+    // The connection drops; the reply goes on without us.
+    let seen = v.live_text().len();
+    v.reconnect(&gw, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    v.until("the reply is stored", |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 1
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(v.current.stored().cloned().collect::<Vec<_>>(), stored);
+    assert_eq!(stored[1].plain_text().split_whitespace().count(), 3000);
+    assert!(
+        seen < stored[1].plain_text().len(),
+        "the drop happened mid-reply"
+    );
+    assert_eq!(v.assembled.len(), 1);
+    assert_eq!(
+        v.assembled[0].0, v.assembled[0].1,
+        "text assembled across the reconnect is the stored text"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_keeps_the_partial_reply_and_is_idempotent() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 100000").await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut other = gw.socket(None).await;
+    other.hello().await;
+    v.until("some of the reply", |v| v.live_text().len() > 200)
+        .await;
+
+    let r = api.stop(&sid).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = summary(&r.body);
+    assert_eq!(
+        s.status,
+        SessionStatus::Idle,
+        "stop answers once the turn has ended"
+    );
+    assert_eq!(s.last_turn.as_ref().unwrap().outcome, TurnOutcome::Stopped);
+
+    let again = api.stop(&sid).await;
+    assert_eq!(
+        again.status, 200,
+        "stopping an idle session is not an error"
+    );
+    assert_eq!(summary(&again.body).status, SessionStatus::Idle);
+
+    v.until("the stopped reply", |v| {
+        v.assistant_count() == 1 && v.current.phase() == Phase::Idle
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].status, MessageStatus::Stopped);
+    let words = stored[1].plain_text().split_whitespace().count();
+    assert!(
+        words > 10 && words < 100000,
+        "partial reply kept: {words} words"
+    );
+    assert_eq!(v.assembled[0].0, v.assembled[0].1);
+    // No more output after the stop.
+    let later = v.socket.drain(Duration::from_millis(400)).await;
+    assert!(
+        !later.iter().any(|e| matches!(
+            e,
+            ServerEvent::MessageDelta { .. } | ServerEvent::MessageBlock { .. }
+        )),
+        "{later:?}"
+    );
+    // Both tabs see idle.
+    other.expect("idle in the other tab", |e| matches!(e, ServerEvent::SessionUpdated { session } if session.status == SessionStatus::Idle)).await;
+    // The session takes a new message after the stop.
+    assert_eq!(api.send(&sid, &id(), "hello again").await.status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_gives_a_failed_reply_and_an_idle_session() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/fail").await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    v.until("the failed reply", |v| {
+        v.assistant_count() == 1 && v.current.phase() == Phase::Idle
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored[1].status, MessageStatus::Failed);
+    assert!(stored[1].error.as_deref().unwrap().contains("/fail"));
+    assert_eq!(
+        stored[1].plain_text().split_whitespace().count(),
+        5,
+        "the words before the failure are kept"
+    );
+    let s = v.current.summary().unwrap();
+    assert_eq!(s.status, SessionStatus::Idle);
+    let last = s.last_turn.as_ref().unwrap();
+    assert_eq!(last.outcome, TurnOutcome::Failed);
+    assert!(last.error.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_during_a_turn_is_refused_and_stores_nothing() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "2")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 2000").await;
+    let r = api.send(&sid, &id(), "me too").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "turn_running");
+    api.stop(&sid).await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored.len(), 2, "the refused message was not stored");
+    assert!(!stored.iter().any(|m| m.plain_text() == "me too"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_arriving_mid_turn_gets_the_reply_so_far() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 3000").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    s.subscribe(&sid, 0).await;
+    let (e, _) = s
+        .expect("subscribed", |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+    let ServerEvent::Subscribed {
+        messages, session, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(messages.len(), 1);
+    assert_eq!(session.status, SessionStatus::Running);
+    // The runner's next flush brings the whole reply so far as one snapshot.
+    let (e, before) = s
+        .expect("a snapshot", |e| {
+            matches!(e, ServerEvent::MessageSnapshot { .. })
+        })
+        .await;
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, ServerEvent::MessageDelta { .. })),
+        "no delta before the snapshot: {before:?}"
+    );
+    let ServerEvent::MessageSnapshot { content, .. } = e else {
+        unreachable!()
+    };
+    assert!(!content.is_empty());
+    api.stop(&sid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_stops_the_turn_and_tells_every_tab() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 100000").await;
+    let mut other = gw.socket(None).await;
+    other.hello().await;
+    let r = api
+        .call("DELETE", &format!("/api/sessions/{sid}"), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (e, _) = other
+        .expect("session.deleted", |e| {
+            matches!(e, ServerEvent::SessionDeleted { .. })
+        })
+        .await;
+    let ServerEvent::SessionDeleted { session_id, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(session_id, sid);
+    assert_eq!(api.session(&sid).await.status, 404);
+    assert_eq!(
+        api.call("DELETE", &format!("/api/sessions/{sid}"), None)
+            .await
+            .status,
+        404
+    );
+    let list = api.get("/api/sessions").await;
+    assert_eq!(list.body["sessions"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_permission_mode_reach_every_tab() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let mut other = gw.socket(None).await;
+    other.hello().await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/api/sessions/{sid}"),
+            Some(serde_json::json!({ "title": "  Renamed  ", "permissionMode": "plan" })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let s = summary(&r.body);
+    assert_eq!(s.title, "Renamed");
+    let (e, _) = other
+        .expect("session.updated", |e| {
+            matches!(e, ServerEvent::SessionUpdated { .. })
+        })
+        .await;
+    let ServerEvent::SessionUpdated { session } = e else {
+        unreachable!()
+    };
+    assert_eq!(session, s);
+    assert_eq!(
+        serde_json::to_value(session.permission_mode).unwrap(),
+        "plan"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_is_idempotent_conflicts_on_a_different_first_message_and_is_rate_limited() {
+    let gw = Gateway::start(&[("CONFAB_CREATE_RATE", "3")]).await;
+    let api = gw.api(None);
+    let (sid, mid) = (id(), id());
+    assert_eq!(api.create(&sid, &mid, "hello").await.status, 201);
+    let again = api.create(&sid, &mid, "hello").await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["session"]["id"], sid.as_str());
+    assert_eq!(again.body["messages"][0]["id"], mid.as_str());
+    let other = api.create(&sid, &id(), "something else").await;
+    assert_eq!(other.status, 409);
+    assert_eq!(other.body["error"]["code"], "conflict");
+    // The limit: 3 creations a minute (the replay above counted nothing).
+    assert_eq!(api.create(&id(), &id(), "two").await.status, 201);
+    assert_eq!(api.create(&id(), &id(), "three").await.status, 201);
+    let limited = api.create(&id(), &id(), "four").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let list = api.get("/api/sessions").await;
+    assert_eq!(list.body["sessions"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_search_and_projects() {
+    let gw = Gateway::start(&[("CONFAB_CREATE_RATE", "100")]).await;
+    let api = gw.api(None);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let sid = id();
+        let body = serde_json::json!({ "id": sid, "projectId": if i < 3 { "alpha" } else { "beta" }, "message": { "id": id(), "text": format!("note number {i} about Kubernetes") } });
+        assert_eq!(
+            api.call("POST", "/api/sessions", Some(body)).await.status,
+            201
+        );
+        api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+            .await;
+        ids.push(sid);
+    }
+    let p1 = api.get("/api/sessions?limit=2").await;
+    assert_eq!(p1.status, 200);
+    let got: Vec<&str> = p1.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![ids[4].as_str(), ids[3].as_str()],
+        "newest activity first"
+    );
+    let cursor = p1.body["nextCursor"].as_str().unwrap();
+    let p2 = api
+        .get(&format!("/api/sessions?limit=2&cursor={cursor}"))
+        .await;
+    let got: Vec<&str> = p2.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
+    let q = api.get("/api/sessions?q=NUMBER%203").await;
+    assert_eq!(q.body["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(q.body["sessions"][0]["id"], ids[3].as_str());
+    let beta = api.get("/api/sessions?projectId=beta").await;
+    assert_eq!(beta.body["sessions"].as_array().unwrap().len(), 2);
+    let projects = api.get("/api/projects").await;
+    assert_eq!(projects.body["projects"][0]["id"], "beta");
+    assert_eq!(projects.body["projects"][0]["sessionCount"], 2);
+    assert_eq!(
+        projects.body["projects"][0]["lastSessionId"],
+        ids[4].as_str()
+    );
+    assert_eq!(projects.body["projects"][1]["sessionCount"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_as_markdown_and_json() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/tool").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let md = api
+        .get(&format!("/api/sessions/{sid}/export?format=md"))
+        .await;
+    assert_eq!(md.status, 200);
+    assert!(
+        md.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    assert!(md.text.contains("## You"));
+    assert!(md.text.contains("**Tool call:** `list_files`"));
+    let json = api
+        .get(&format!("/api/sessions/{sid}/export?format=json"))
+        .await;
+    assert_eq!(json.body["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(json.body["session"]["id"], sid.as_str());
+    assert_eq!(
+        api.get(&format!("/api/sessions/{sid}/export?format=pdf"))
+            .await
+            .status,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_health() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    assert_eq!(api.get("/api/health").await.body["ok"], true);
+    let c = api.get("/api/config").await.body;
+    assert_eq!(c["agent"]["provider"], "demo");
+    assert_eq!(c["auth"]["mode"], "none");
+    assert_eq!(c["limits"]["maxMessageBytes"], 32768);
+    assert_eq!(c["limits"]["maxTitleChars"], 200);
+}
