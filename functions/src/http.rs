@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use confab_protocol::rest::{
     AgentInfo, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorDetail, Health,
@@ -182,7 +182,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/sessions/{id}/messages", post(send).get(messages))
         .route("/api/sessions/{id}/stop", post(stop))
         .route("/api/sessions/{id}/export", get(export_session))
-        .fallback(not_found)
+        // Unknown API paths stay JSON 404s even where a web app serves `/`.
+        .route("/api", any(not_found))
+        .route("/api/{*rest}", any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

@@ -66,6 +66,7 @@ async fn create_with_first_message_streams_to_completion() {
     );
     assert_eq!(stored[1].plain_text().split_whitespace().count(), 300);
     assert_eq!(stored[1].status, MessageStatus::Complete);
+    assert_eq!(v.resubscribes, 0, "every delta fitted: nothing was missed");
     for (streamed, final_) in &v.assembled {
         assert_eq!(streamed, final_, "the streamed reply is the stored reply");
     }
@@ -144,6 +145,7 @@ async fn each_turn_ends_with_one_reply_and_one_idle_update() {
             .any(|b| matches!(b, confab_protocol::Block::ToolResult { .. }))
     );
     assert_eq!(v.current.stored().cloned().collect::<Vec<_>>(), stored);
+    assert_eq!(v.resubscribes, 0, "every delta fitted: nothing was missed");
 
     // Let any stray frames arrive, then count per turn.
     v.events
@@ -191,6 +193,10 @@ async fn reconnect_mid_reply_ends_with_exactly_the_servers_text() {
         v.assembled[0].0, v.assembled[0].1,
         "text assembled across the reconnect is the stored text"
     );
+    assert_eq!(
+        v.resubscribes, 0,
+        "after the reconnect, snapshot and deltas fitted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +241,7 @@ async fn stop_keeps_the_partial_reply_and_is_idempotent() {
         "partial reply kept: {words} words"
     );
     assert_eq!(v.assembled[0].0, v.assembled[0].1);
+    assert_eq!(v.resubscribes, 0, "every delta fitted: nothing was missed");
     // No more output after the stop.
     let later = v.socket.drain(Duration::from_millis(400)).await;
     assert!(

@@ -1,0 +1,635 @@
+//! End to end: isolation between users, bad input, crashes and shutdown.
+
+use confab_protocol::ServerEvent;
+use confab_protocol::model::{MessageStatus, SessionStatus, TurnOutcome};
+use confab_tests::harness::{ConnectError, Gateway, Socket, id, token};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_cannot_see_or_touch_a_session_and_gets_none_of_its_events() {
+    let gw = Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let (ta, tb) = (token("alice"), token("bob"));
+    let (alice, bob) = (gw.api(Some(&ta)), gw.api(Some(&tb)));
+    let mut bob_socket = gw.socket(Some(&tb)).await;
+    bob_socket.hello().await;
+
+    let sid = id();
+    assert_eq!(alice.create(&sid, &id(), "/words 400").await.status, 201);
+    let base = format!("/api/sessions/{sid}");
+    for (method, path, body) in [
+        ("GET", base.clone(), None),
+        ("GET", format!("{base}/messages"), None),
+        ("PATCH", base.clone(), Some(json!({ "title": "mine now" }))),
+        ("POST", format!("{base}/stop"), None),
+        (
+            "POST",
+            format!("{base}/messages"),
+            Some(json!({ "id": id(), "text": "hi" })),
+        ),
+        ("GET", format!("{base}/export?format=json"), None),
+        ("DELETE", base.clone(), None),
+    ] {
+        let r = bob.call(method, &path, body).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], "not_found");
+    }
+    assert_eq!(
+        bob.get("/api/sessions").await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        bob.get("/api/projects").await.body["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // Bob cannot take the id either.
+    assert_eq!(bob.create(&sid, &id(), "mine").await.status, 409);
+
+    bob_socket.subscribe(&sid, 0).await;
+    let (e, _) = bob_socket
+        .expect("an error", |e| matches!(e, ServerEvent::Error { .. }))
+        .await;
+    let ServerEvent::Error {
+        code, session_id, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(serde_json::to_value(code).unwrap(), "not_found");
+    assert_eq!(session_id.as_deref(), Some(sid.as_str()));
+
+    // Alice's turn runs to its end; Bob's socket hears nothing of it.
+    let done = alice
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(
+        done["session"]["title"], "/words 400",
+        "Bob's rename changed nothing"
+    );
+    assert_eq!(
+        done["messages"].as_array().unwrap().len(),
+        2,
+        "Bob's message was not stored"
+    );
+    let heard = bob_socket.drain(Duration::from_millis(300)).await;
+    assert!(heard.is_empty(), "bob received {heard:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_valid_token_nothing_is_served() {
+    let gw = Gateway::start_jwt(&[]).await;
+    let none = gw.api(None);
+    let r = none.get("/api/sessions").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    let forged = gw.api(Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.bad"));
+    assert_eq!(forged.get("/api/sessions").await.status, 401);
+    assert_eq!(none.create(&id(), &id(), "hi").await.status, 401);
+    // The socket is refused at connect.
+    match Socket::connect(&gw.ws_url(None)).await {
+        Err(ConnectError::Http(401)) => {}
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a socket without a token was accepted"),
+    }
+    match Socket::connect(&gw.ws_url(Some("garbage"))).await {
+        Err(ConnectError::Http(401)) => {}
+        other => panic!("{:?}", other.err()),
+    }
+    assert!(
+        Socket::connect(&gw.ws_url(Some(&token("alice"))))
+            .await
+            .is_ok()
+    );
+    // Health and config need no token.
+    assert_eq!(none.get("/api/health").await.status, 200);
+    assert_eq!(none.get("/api/config").await.body["auth"]["mode"], "jwt");
+}
+
+async fn expect_error(
+    api: &confab_tests::harness::Api,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    status: u16,
+    code: &str,
+) {
+    let r = api.raw(method, path, body).await;
+    assert_eq!(r.status, status, "{method} {path}: {}", r.text);
+    assert_eq!(r.body["error"]["code"], code, "{method} {path}: {}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    assert_eq!(api.create(&sid, &id(), "hello").await.status, 201);
+    let before = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+
+    let create = |v: Value| Some(serde_json::to_vec(&v).unwrap());
+    let big = "x".repeat(32 * 1024 + 1);
+    let cases: Vec<(&str, String, Option<Vec<u8>>, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/sessions".into(),
+            Some(b"{not json".to_vec()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            Some(b"".to_vec()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "id": id() })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "message": { "id": 7, "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "message": "hi" })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "id": "not-a-uuid", "message": { "id": id(), "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "id": id().to_uppercase(), "message": { "id": id(), "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "message": { "id": "x", "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "message": { "id": id(), "text": "   " } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "message": { "id": id(), "text": big } })),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            Some(vec![b' '; 64 * 1024 + 1]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "projectId": "../etc", "message": { "id": id(), "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "title": "t".repeat(201), "message": { "id": id(), "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/sessions".into(),
+            create(json!({ "permissionMode": "root", "message": { "id": id(), "text": "hi" } })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions?limit=0".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions?limit=101".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions?limit=ten".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions?cursor=bm90LWEtY3Vyc29y".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions?projectId=UPPER".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/sessions/not-a-uuid".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            format!("/api/sessions/{}", id()),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/api/sessions/{sid}/messages?afterSeq=-1"),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            format!("/api/sessions/{sid}/messages?afterSeq=1&beforeSeq=3"),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "PATCH",
+            format!("/api/sessions/{sid}"),
+            create(json!({})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "PATCH",
+            format!("/api/sessions/{sid}"),
+            create(json!({ "title": "" })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "PATCH",
+            format!("/api/sessions/{sid}"),
+            create(json!({ "title": 5 })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{sid}/messages"),
+            create(json!({ "id": id(), "text": "" })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{sid}/messages"),
+            create(json!({ "id": id(), "text": "x".repeat(40_000) })),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{sid}/messages"),
+            create(json!({ "text": "hi" })),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{}/messages", id()),
+            create(json!({ "id": id(), "text": "hi" })),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/api/sessions/{}/stop", id()),
+            None,
+            404,
+            "not_found",
+        ),
+        ("GET", "/api/nothing-here".into(), None, 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        expect_error(&api, method, &path, body, status, code).await;
+    }
+    let after = api.session(&sid).await.body;
+    assert_eq!(after, before, "nothing changed");
+    let list = api.get("/api/sessions").await;
+    assert_eq!(
+        list.body["sessions"].as_array().unwrap().len(),
+        1,
+        "no session was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let frames: Vec<(String, &str)> = vec![
+        ("{nope".into(), "invalid_request"),
+        ("[1,2]".into(), "invalid_request"),
+        (r#"{"action":"dance"}"#.into(), "invalid_request"),
+        (r#"{"action":5}"#.into(), "invalid_request"),
+        (r#"{"action":"subscribe"}"#.into(), "invalid_request"),
+        (
+            r#"{"action":"subscribe","sessionId":"x"}"#.into(),
+            "invalid_request",
+        ),
+        (
+            r#"{"action":"subscribe","sessionId":7}"#.into(),
+            "invalid_request",
+        ),
+        (
+            format!(r#"{{"action":"subscribe","sessionId":"{sid}","afterSeq":"one"}}"#),
+            "invalid_request",
+        ),
+        (
+            format!(r#"{{"action":"subscribe","sessionId":"{}"}}"#, id()),
+            "not_found",
+        ),
+        (
+            format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(9000)),
+            "payload_too_large",
+        ),
+    ];
+    for (frame, code) in frames {
+        s.send_text(&frame).await;
+        let (e, _) = s
+            .expect("an error frame", |e| matches!(e, ServerEvent::Error { .. }))
+            .await;
+        let ServerEvent::Error {
+            code: got, message, ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            serde_json::to_value(got).unwrap(),
+            code,
+            "{frame}: {message}"
+        );
+        assert!(!message.is_empty());
+        s.send(&json!({ "action": "ping" })).await;
+        s.expect("pong after a bad frame", |e| matches!(e, ServerEvent::Pong))
+            .await;
+    }
+    // And it still subscribes.
+    s.subscribe(&sid, 0).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_at_most_twenty_subscriptions() {
+    let gw = Gateway::start(&[("CONFAB_CREATE_RATE", "100"), ("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let mut ids = Vec::new();
+    for _ in 0..21 {
+        let sid = id();
+        assert_eq!(api.create(&sid, &id(), "hi").await.status, 201);
+        ids.push(sid);
+    }
+    for sid in &ids[..20] {
+        s.subscribe(sid, 0).await;
+        s.expect("subscribed", |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+    }
+    s.subscribe(&ids[20], 0).await;
+    let (e, _) = s
+        .expect("refused", |e| matches!(e, ServerEvent::Error { .. }))
+        .await;
+    assert!(matches!(e, ServerEvent::Error { session_id: Some(ref x), .. } if *x == ids[20]));
+    s.send(&json!({ "action": "unsubscribe", "sessionId": ids[0] }))
+        .await;
+    s.expect("unsubscribed", |e| {
+        matches!(e, ServerEvent::Unsubscribed { .. })
+    })
+    .await;
+    s.subscribe(&ids[20], 0).await;
+    s.expect("subscribed after making room", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_reply_loses_nothing_and_closes_the_turn_as_interrupted() {
+    let mut gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let (sid, mid) = (id(), id());
+    api.create(&sid, &mid, "/words 100000").await;
+    // Wait for a checkpoint of the in-flight reply.
+    let mid_turn = api
+        .wait_session(&sid, |s| {
+            s["live"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.len() > 100)
+        })
+        .await;
+    let checkpointed = mid_turn["live"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.kill().await;
+    gw.restart().await;
+    let api = gw.api(None);
+    let after = api.session(&sid).await;
+    assert_eq!(after.status, 200);
+    let s = &after.body["session"];
+    assert_eq!(s["status"], "idle");
+    assert_eq!(s["lastTurn"]["outcome"], "interrupted");
+    let msgs = api.all_messages(&sid).await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        (msgs[0].id.as_str(), msgs[0].plain_text().as_str()),
+        (mid.as_str(), "/words 100000"),
+        "the user's message is intact"
+    );
+    assert_eq!(msgs[1].status, MessageStatus::Interrupted);
+    assert!(
+        msgs[1].plain_text().starts_with(&checkpointed),
+        "the checkpointed reply was kept"
+    );
+    // The session goes on.
+    assert_eq!(api.send(&sid, &id(), "still there?").await.status, 202);
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(done["session"]["messageCount"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_drains_running_turns_and_exits_cleanly() {
+    let mut gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/words 100000").await;
+    let mut watcher = gw.socket(None).await;
+    watcher.hello().await;
+    watcher.subscribe(&sid, 0).await;
+    watcher
+        .expect("some output", |e| {
+            matches!(e, ServerEvent::MessageDelta { .. })
+        })
+        .await;
+    let status = gw.interrupt().await;
+    assert!(status.success(), "exit status {status:?}");
+    // The watching tab was told how the turn ended before the socket closed.
+    let (e, _) = watcher
+        .expect("the interrupted reply", |e| {
+            matches!(e, ServerEvent::MessageCreated { .. })
+        })
+        .await;
+    let ServerEvent::MessageCreated { message, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    assert!(!message.plain_text().is_empty());
+    gw.restart().await;
+    let s = gw.api(None).session(&sid).await.body;
+    assert_eq!(s["session"]["status"], "idle");
+    assert_eq!(s["session"]["lastTurn"]["outcome"], "interrupted");
+    assert_eq!(
+        s["messages"][1]["content"],
+        serde_json::to_value(&message.content).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_endpoint_reaches_live_connections_and_410s_the_rest() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let conn = s.connection_id.clone().unwrap();
+    let info = api.get(&format!("/@connections/{conn}")).await;
+    assert_eq!(info.status, 200);
+    assert!(info.body["connectedAt"].is_string());
+    assert_eq!(info.body["identity"]["sourceIp"], "127.0.0.1");
+    let r = api
+        .raw(
+            "POST",
+            &format!("/@connections/{conn}"),
+            Some(br#"{"type":"pong"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    s.expect("the posted frame", |e| matches!(e, ServerEvent::Pong))
+        .await;
+    assert_eq!(
+        api.raw("POST", "/@connections/unknown", Some(b"{}".to_vec()))
+            .await
+            .status,
+        410
+    );
+    assert_eq!(api.get("/@connections/unknown").await.status, 410);
+    assert_eq!(
+        api.call("DELETE", &format!("/@connections/{conn}"), None)
+            .await
+            .status,
+        204
+    );
+    assert!(s.drain(Duration::from_millis(300)).await.is_empty());
+    assert_eq!(
+        api.raw(
+            "POST",
+            &format!("/@connections/{conn}"),
+            Some(b"{}".to_vec())
+        )
+        .await
+        .status,
+        410
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_is_forgotten_and_events_go_on_to_the_rest() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let mut a = gw.socket(None).await;
+    a.hello().await;
+    let mut b = gw.socket(None).await;
+    b.hello().await;
+    a.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    b.expect("session.created", |e| {
+        matches!(e, ServerEvent::SessionCreated { .. })
+    })
+    .await;
+    let idle = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(
+        idle["session"]["lastTurn"]["outcome"],
+        serde_json::to_value(TurnOutcome::Completed).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(SessionStatus::Idle).unwrap(),
+        idle["session"]["status"]
+    );
+}
