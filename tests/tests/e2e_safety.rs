@@ -111,6 +111,9 @@ async fn without_a_valid_token_nothing_is_served() {
     assert_eq!(none.get("/api/config").await.body["auth"]["mode"], "jwt");
 }
 
+/// A request that must be refused: method, path, body, status, code.
+type BadRequest = (&'static str, String, Option<Vec<u8>>, u16, &'static str);
+
 async fn expect_error(
     api: &confab_tests::harness::Api,
     method: &str,
@@ -141,7 +144,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let create = |v: Value| Some(serde_json::to_vec(&v).unwrap());
     let big = "x".repeat(32 * 1024 + 1);
-    let cases: Vec<(&str, String, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "POST",
             "/api/sessions".into(),
