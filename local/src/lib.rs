@@ -6,6 +6,7 @@ pub mod registry;
 pub mod sqlite;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use confab_functions::auth::Auth;
 use confab_functions::config::{AuthConfig, Config};
 use confab_functions::domain::runner::RunnerConfig;
@@ -25,15 +26,25 @@ pub struct Options {
     pub web_dir: Option<PathBuf>,
 }
 
+/// What a started gateway tells whoever embeds it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub addr: SocketAddr,
+    pub store: Arc<sqlite::Counters>,
+}
+
 /// Runs the gateway until `shutdown` resolves, then ends running turns as
-/// interrupted, closes the sockets and returns.
+/// interrupted, closes the sockets and returns. `ready` hears where it
+/// listens once it does.
 pub async fn run(
     opts: Options,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> anyhow::Result<()> {
     let store = sqlite::SqliteStore::open(&opts.data_dir)
         .with_context(|| format!("opening the database in {}", opts.data_dir.display()))?;
+    let counters = store.counters();
     store
         .clear_connections()
         .await
@@ -88,9 +99,22 @@ pub async fn run(
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("confab listening on http://{local}");
+    if let Some(ready) = ready {
+        let _ = ready.send(Started {
+            addr: local,
+            store: counters,
+        });
+    }
     tracing::info!(agent = agent.provider(), auth = ?config.auth, data = %opts.data_dir.display(), "Confab is running at http://{local}");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Small frames go out at once: without TCP_NODELAY a frame that follows
+    // an unacknowledged one waits for the peer's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

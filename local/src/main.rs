@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         },
         config,
         confab_local::signal(),
+        None,
     )
     .await
 }

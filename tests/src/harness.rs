@@ -211,6 +211,14 @@ pub struct Reply {
 }
 
 impl Api {
+    pub fn new(base: &str, token: Option<&str>) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: token.map(str::to_string),
+        }
+    }
+
     pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.base));
@@ -326,7 +334,7 @@ pub enum ConnectError {
 
 impl Socket {
     pub async fn connect(url: &str) -> Result<Socket, ConnectError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| match e {
                 tokio_tungstenite::tungstenite::Error::Http(r) => {

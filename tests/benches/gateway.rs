@@ -1,0 +1,326 @@
+//! `cargo xtask bench`: the local gateway measured as clients see it, over
+//! real HTTP and WebSockets, with the store's own write counter. Prints a
+//! table and keeps it in docs/benchmarks.md.
+
+use confab_functions::config::{AgentConfig, AgentKind, AuthConfig, Config};
+use confab_protocol::ServerEvent;
+use confab_protocol::model::{Role, SessionStatus};
+use confab_tests::harness::{Api, Socket, id};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+struct Local {
+    api: Api,
+    ws: String,
+    writes: Arc<confab_local::sqlite::Counters>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(delay_ms: u64) -> Local {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        auth: AuthConfig::None,
+        agent: AgentConfig {
+            kind: AgentKind::Demo,
+            model: None,
+            base_url: None,
+            demo_delay_ms: delay_ms,
+        },
+        create_rate: 1_000_000,
+    };
+    let opts = confab_local::Options {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        web_dir: None,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        confab_local::run(opts, config, std::future::pending(), Some(tx))
+            .await
+            .expect("gateway");
+    });
+    let started = rx.await.expect("gateway started");
+    let base = format!("http://{}", started.addr);
+    Local {
+        api: Api::new(&base, None),
+        ws: format!("ws://{}/ws", started.addr),
+        writes: started.store,
+        _dir: dir,
+    }
+}
+
+async fn socket(l: &Local) -> Socket {
+    let mut s = Socket::connect(&l.ws).await.expect("socket");
+    s.hello().await;
+    s
+}
+
+async fn idle_session(l: &Local) -> String {
+    let sid = id();
+    assert_eq!(l.api.create(&sid, &id(), "hi").await.status, 201);
+    l.api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    sid
+}
+
+fn is_idle_update(e: &ServerEvent, sid: &str) -> bool {
+    matches!(e, ServerEvent::SessionUpdated { session } if session.id == sid && session.status == SessionStatus::Idle)
+}
+
+/// Frames one subscriber receives and store writes made for one reply.
+async fn one_reply(l: &Local, words: usize) -> (usize, u64) {
+    let sid = idle_session(l).await;
+    let mut s = socket(l).await;
+    s.subscribe(&sid, 2).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+    let frames_before = s.frames.load(Ordering::Relaxed);
+    let writes_before = l.writes.writes.load(Ordering::Relaxed);
+    assert_eq!(
+        l.api
+            .send(&sid, &id(), &format!("/words {words}"))
+            .await
+            .status,
+        202
+    );
+    s.expect("the end of the turn", |e| is_idle_update(e, &sid))
+        .await;
+    let frames = s.frames.load(Ordering::Relaxed) - frames_before;
+    let writes = l.writes.writes.load(Ordering::Relaxed) - writes_before;
+    (frames, writes)
+}
+
+fn carries_reply(e: &ServerEvent, sid: &str) -> bool {
+    match e {
+        ServerEvent::Subscribed {
+            session_id,
+            messages,
+            live,
+            ..
+        } => {
+            session_id == sid
+                && (live.as_ref().is_some_and(|l| !l.content.is_empty())
+                    || messages.iter().any(|m| m.role == Role::Assistant))
+        }
+        ServerEvent::MessageSnapshot {
+            session_id,
+            content,
+            ..
+        } => session_id == sid && !content.is_empty(),
+        ServerEvent::MessageDelta { session_id, .. }
+        | ServerEvent::MessageBlock { session_id, .. } => session_id == sid,
+        ServerEvent::MessageCreated {
+            session_id,
+            message,
+        } => session_id == sid && message.role == Role::Assistant,
+        _ => false,
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+}
+
+/// From `POST /api/sessions` to the first frame with reply content on a
+/// socket that subscribes as soon as the 201 arrives.
+async fn create_latency(l: &Local, n: usize) -> (Duration, Duration) {
+    let mut s = socket(l).await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sid = id();
+        let t0 = Instant::now();
+        assert_eq!(l.api.create(&sid, &id(), "hi").await.status, 201);
+        s.subscribe(&sid, 1).await;
+        s.expect("reply content", |e| carries_reply(e, &sid)).await;
+        out.push(t0.elapsed());
+        s.send(&serde_json::json!({ "action": "unsubscribe", "sessionId": sid }))
+            .await;
+        s.expect("unsubscribed", |e| {
+            matches!(e, ServerEvent::Unsubscribed { .. })
+        })
+        .await;
+    }
+    percentiles(out)
+}
+
+/// From `POST /api/sessions/{id}/messages` to the first reply frame on a
+/// socket already subscribed.
+async fn send_latency(l: &Local, n: usize) -> (Duration, Duration) {
+    let sid = idle_session(l).await;
+    let mut s = socket(l).await;
+    s.subscribe(&sid, 2).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        assert_eq!(l.api.send(&sid, &id(), "hi").await.status, 202);
+        s.expect("reply content", |e| carries_reply(e, &sid)).await;
+        out.push(t0.elapsed());
+        s.expect("idle", |e| is_idle_update(e, &sid)).await;
+    }
+    percentiles(out)
+}
+
+/// Frames per second and bytes per second delivered to `n` sockets
+/// subscribed to one running session.
+async fn fanout(l: &Local, n: usize, words: usize) -> (usize, f64, f64) {
+    let sid = idle_session(l).await;
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = socket(l).await;
+        s.subscribe(&sid, 2).await;
+        s.expect("subscribed", |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+        sockets.push(s);
+    }
+    let t0 = Instant::now();
+    assert_eq!(
+        l.api
+            .send(&sid, &id(), &format!("/words {words}"))
+            .await
+            .status,
+        202
+    );
+    let mut tasks = Vec::new();
+    for mut s in sockets {
+        let sid = sid.clone();
+        tasks.push(tokio::spawn(async move {
+            let before = s.frames.load(Ordering::Relaxed);
+            s.expect("idle", |e| is_idle_update(e, &sid)).await;
+            s.frames.load(Ordering::Relaxed) - before
+        }));
+    }
+    let mut frames = 0;
+    for t in tasks {
+        frames += t.await.expect("socket task");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let reply_bytes = l.api.all_messages(&sid).await[3].plain_text().len() as f64;
+    (
+        frames,
+        frames as f64 / secs,
+        reply_bytes * n as f64 / secs / 1e6,
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let fast = start(0).await;
+    let paced = start(1).await;
+    eprintln!("bench: one 1,000-word reply");
+    let (f0, w0) = one_reply(&fast, 1000).await;
+    let (f1, w1) = one_reply(&paced, 1000).await;
+    eprintln!("bench: latency over 200 turns");
+    let (c50, c99) = create_latency(&fast, 200).await;
+    let (s50, s99) = send_latency(&fast, 200).await;
+    eprintln!("bench: fan-out to 100 sockets");
+    let (frames, fps, mbps) = fanout(&fast, 100, 100_000).await;
+
+    let rows = [
+        (
+            "Pushes to one subscriber, 1,000-word reply, demo delay 0",
+            f0.to_string(),
+            "≤ 40",
+        ),
+        (
+            "Store writes, 1,000-word reply, demo delay 0",
+            w0.to_string(),
+            "≤ 10",
+        ),
+        (
+            "Pushes to one subscriber, 1,000-word reply, 1 ms per word",
+            f1.to_string(),
+            "≤ 40",
+        ),
+        (
+            "Store writes, 1,000-word reply, 1 ms per word",
+            w1.to_string(),
+            "≤ 10",
+        ),
+        (
+            "First reply frame after `POST /api/sessions`, p50",
+            ms(c50),
+            "< 5 ms",
+        ),
+        (
+            "First reply frame after `POST /api/sessions`, p99",
+            ms(c99),
+            "",
+        ),
+        (
+            "First reply frame after `POST …/messages` (already subscribed), p50",
+            ms(s50),
+            "< 5 ms",
+        ),
+        (
+            "First reply frame after `POST …/messages` (already subscribed), p99",
+            ms(s99),
+            "",
+        ),
+        (
+            "Frames delivered to 100 sockets on one session (100,000-word reply)",
+            frames.to_string(),
+            "",
+        ),
+        (
+            "Frames per second to those 100 sockets",
+            format!("{fps:.0}"),
+            "",
+        ),
+        (
+            "Reply text delivered to those 100 sockets",
+            format!("{mbps:.1} MB/s"),
+            "",
+        ),
+    ];
+    let mut table = String::from("| measure | result | target |\n|---|---|---|\n");
+    for (what, value, target) in rows {
+        table.push_str(&format!("| {what} | {value} | {target} |\n"));
+    }
+    println!("\n{table}");
+    let section = format!(
+        "<!-- bench:gateway:start -->\n## Local gateway\n\nLast run: `cargo xtask bench` on {} cores, {}.\n\n{table}\n<!-- bench:gateway:end -->",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        rustc_version(),
+    );
+    write_doc(&section);
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "rustc".into())
+}
+
+/// Replaces the gateway section of docs/benchmarks.md, keeping the rest.
+fn write_doc(section: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = ("<!-- bench:gateway:start -->", "<!-- bench:gateway:end -->");
+    let new = match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
+        _ if old.is_empty() => format!("# Benchmarks\n\n{section}\n"),
+        _ => format!("{old}\n{section}\n"),
+    };
+    std::fs::write(&path, new).expect("writing docs/benchmarks.md");
+    eprintln!("bench: wrote {}", path.display());
+}
