@@ -45,6 +45,20 @@ pub struct ActiveTurn {
     pub live: Option<LiveReply>,
 }
 
+impl ActiveTurn {
+    /// A turn starting now, with fresh ids for it and its reply.
+    pub fn new(now_ms: i64) -> ActiveTurn {
+        ActiveTurn {
+            turn_id: crate::clock::new_id(),
+            reply_id: crate::clock::new_id(),
+            started_ms: now_ms,
+            heartbeat_ms: now_ms,
+            stop_requested: false,
+            live: None,
+        }
+    }
+}
+
 /// A session as stored: its owner, its summary and the turn it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {

@@ -19,6 +19,19 @@ pub async fn to_owner(store: &dyn Store, push: &dyn Push, owner: &str, event: &S
     }
 }
 
+/// Tells every connection of `owner` that a summary changed.
+pub async fn session_updated(
+    store: &dyn Store,
+    push: &dyn Push,
+    owner: &str,
+    session: &confab_protocol::SessionSummary,
+) {
+    let event = ServerEvent::SessionUpdated {
+        session: session.clone(),
+    };
+    to_owner(store, push, owner, &event).await
+}
+
 /// Sends one event to every subscriber of `session_id`.
 pub async fn to_subscribers(
     store: &dyn Store,

@@ -38,17 +38,6 @@ async fn owned(store: &dyn Store, owner: &str, id: &str) -> Result<SessionRecord
     }
 }
 
-fn new_turn(now: i64) -> ActiveTurn {
-    ActiveTurn {
-        turn_id: new_id(),
-        reply_id: new_id(),
-        started_ms: now,
-        heartbeat_ms: now,
-        stop_requested: false,
-        live: None,
-    }
-}
-
 fn user_message(id: String, session_id: &str, turn_id: &str, text: &str, now: i64) -> Message {
     Message {
         id,
@@ -97,7 +86,7 @@ pub async fn create_session(
 
     let now = now_ms();
     let at = Timestamp::from_millis(now);
-    let turn = new_turn(now);
+    let turn = ActiveTurn::new(now);
     let mut first = user_message(req.message.id.clone(), &id, &turn.turn_id, text, now);
     first.seq = 1;
     let summary = SessionSummary {
@@ -283,15 +272,7 @@ pub async fn finish_and_announce(
         Ok(Some(r)) => r.owner,
         _ => return Some(session),
     };
-    notify::to_owner(
-        store,
-        push,
-        &owner,
-        &ServerEvent::SessionUpdated {
-            session: session.clone(),
-        },
-    )
-    .await;
+    notify::session_updated(store, push, &owner, &session).await;
     Some(session)
 }
 
@@ -349,7 +330,7 @@ pub async fn send_message(
     }
     let rec = reap_if_stale(store, push, rec).await?;
     let now = now_ms();
-    let turn = new_turn(now);
+    let turn = ActiveTurn::new(now);
     let new = NewTurn {
         message: user_message(req.id.clone(), session_id, &turn.turn_id, text, now),
         turn: turn.clone(),
@@ -368,15 +349,7 @@ pub async fn send_message(
                 },
             )
             .await;
-            notify::to_owner(
-                store,
-                push,
-                owner,
-                &ServerEvent::SessionUpdated {
-                    session: session.clone(),
-                },
-            )
-            .await;
+            notify::session_updated(store, push, owner, &session).await;
             let session = start(store, push, dispatch, owner, session, &turn).await;
             Ok((true, SendMessageResponse { message, session }))
         }
@@ -483,15 +456,7 @@ pub async fn update(
         .patch_session(owner, session_id, title, req.permission_mode, now_ms())
         .await?
         .ok_or(ServiceError::NotFound)?;
-    notify::to_owner(
-        store,
-        push,
-        owner,
-        &ServerEvent::SessionUpdated {
-            session: session.clone(),
-        },
-    )
-    .await;
+    notify::session_updated(store, push, owner, &session).await;
     Ok(session)
 }
 
