@@ -463,9 +463,16 @@ pub struct Viewer {
 impl Viewer {
     /// Connects, says hello and subscribes from what `current` holds.
     pub async fn open(gw: &Gateway, token: Option<&str>, current: CurrentSession) -> Viewer {
+        let mut v = Viewer::connect(gw, token, current).await;
+        v.subscribe().await;
+        v
+    }
+
+    /// Connects and says hello; subscribes later (once the session exists).
+    pub async fn connect(gw: &Gateway, token: Option<&str>, current: CurrentSession) -> Viewer {
         let mut socket = gw.socket(token).await;
         socket.hello().await;
-        let mut v = Viewer {
+        Viewer {
             socket,
             current,
             list: SessionList::new(),
@@ -473,9 +480,7 @@ impl Viewer {
             resubscribes: 0,
             assembled: Vec::new(),
             pending_resubscribe: false,
-        };
-        v.subscribe().await;
-        v
+        }
     }
 
     pub async fn subscribe(&mut self) {

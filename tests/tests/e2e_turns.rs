@@ -104,9 +104,11 @@ async fn each_turn_ends_with_one_reply_and_one_idle_update() {
     let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
     let api = gw.api(None);
     let sid = id();
+    // Connected before the session exists, so no event of it can be missed.
+    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(&sid)).await;
     let r = api.create(&sid, &id(), "hello").await;
     assert_eq!(r.status, 201);
-    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    v.subscribe().await;
     v.until("first reply", |v| {
         v.current.phase() == Phase::Idle && v.assistant_count() == 1
     })
