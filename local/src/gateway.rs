@@ -54,8 +54,8 @@ async fn no_web_app() -> Html<&'static str> {
     Html(concat!(
         "<!doctype html><meta charset=utf-8><title>Confab</title>",
         "<h1>Confab is running</h1>",
-        "<p>The web app is not built. Build it with <code>cargo xtask dev</code>, ",
-        "or start the gateway with <code>--web-dir</code> pointing at a built app.</p>",
+        "<p>No built web app was found in the web directory (<code>--web-dir</code>, ",
+        "default <code>web/dist</code>).</p>",
         "<p>The API is at <a href=/api/health>/api</a> and the socket at <code>/ws</code>.</p>"
     ))
 }
