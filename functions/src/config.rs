@@ -42,6 +42,36 @@ pub struct AgentConfig {
     pub base_url: Option<String>,
     /// Pause between the demo agent's chunks.
     pub demo_delay_ms: u64,
+    /// `OPENAI_API_KEY`; optional for local servers such as Ollama.
+    pub openai_api_key: Option<Secret>,
+    /// `ANTHROPIC_API_KEY`; required for `anthropic`.
+    pub anthropic_api_key: Option<Secret>,
+    /// Sent to HTTP providers ahead of the conversation; never stored.
+    pub system_prompt: Option<String>,
+    /// The most tokens a reply may use (Anthropic requires a value).
+    pub max_tokens: u32,
+    /// Where `claude-code` runs: a projectId maps to a folder here.
+    pub projects_root: Option<std::path::PathBuf>,
+    /// The Claude Code executable.
+    pub claude_bin: std::path::PathBuf,
+}
+
+impl AgentConfig {
+    /// The demo agent with the given pause between chunks.
+    pub fn demo(demo_delay_ms: u64) -> AgentConfig {
+        AgentConfig {
+            kind: AgentKind::Demo,
+            model: None,
+            base_url: None,
+            demo_delay_ms,
+            openai_api_key: None,
+            anthropic_api_key: None,
+            system_prompt: None,
+            max_tokens: 4096,
+            projects_root: None,
+            claude_bin: "claude".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +157,27 @@ impl Config {
             0,
             60_000,
         )?;
+        let max_tokens = number(
+            get("CONFAB_AGENT_MAX_TOKENS"),
+            "CONFAB_AGENT_MAX_TOKENS",
+            4096,
+            1,
+            1_000_000,
+        )? as u32;
+        let anthropic_api_key = get("ANTHROPIC_API_KEY").map(Secret);
+        if kind == AgentKind::Anthropic && anthropic_api_key.is_none() {
+            return Err(ConfigError::Missing {
+                name: "ANTHROPIC_API_KEY",
+                because: "CONFAB_AGENT=anthropic",
+            });
+        }
+        let projects_root = get("CONFAB_PROJECTS_ROOT").map(std::path::PathBuf::from);
+        if kind == AgentKind::ClaudeCode && projects_root.is_none() {
+            return Err(ConfigError::Missing {
+                name: "CONFAB_PROJECTS_ROOT",
+                because: "CONFAB_AGENT=claude-code",
+            });
+        }
         let create_rate = number(
             get("CONFAB_CREATE_RATE"),
             "CONFAB_CREATE_RATE",
@@ -141,6 +192,12 @@ impl Config {
                 model: get("CONFAB_AGENT_MODEL"),
                 base_url: get("CONFAB_AGENT_BASE_URL"),
                 demo_delay_ms,
+                openai_api_key: get("OPENAI_API_KEY").map(Secret),
+                anthropic_api_key,
+                system_prompt: get("CONFAB_AGENT_SYSTEM_PROMPT"),
+                max_tokens,
+                projects_root,
+                claude_bin: get("CONFAB_CLAUDE_BIN").map_or_else(|| "claude".into(), Into::into),
             },
             create_rate,
         })
@@ -202,6 +259,31 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+
+    #[test]
+    fn providers_need_what_they_need_and_keys_stay_hidden() {
+        assert_eq!(
+            cfg(&[("CONFAB_AGENT", "anthropic")]).unwrap_err(),
+            ConfigError::Missing {
+                name: "ANTHROPIC_API_KEY",
+                because: "CONFAB_AGENT=anthropic"
+            }
+        );
+        assert!(cfg(&[("CONFAB_AGENT", "claude-code")]).is_err());
+        let c = cfg(&[
+            ("CONFAB_AGENT", "openai"),
+            ("OPENAI_API_KEY", "sk-very-secret"),
+        ])
+        .unwrap();
+        assert_eq!(c.agent.kind, AgentKind::OpenAi);
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
+        let c = cfg(&[
+            ("CONFAB_AGENT", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-secret"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("sk-ant-secret"));
     }
 
     #[test]

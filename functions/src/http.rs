@@ -4,7 +4,7 @@
 use crate::auth::{Auth, AuthError};
 use crate::domain::{export, sessions};
 use crate::error::ServiceError;
-use crate::ports::{Dispatch, Push, Store};
+use crate::ports::{Agent, Dispatch, Push, Store};
 use crate::ratelimit::RateLimiter;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -28,7 +28,7 @@ pub struct ApiState {
     pub dispatch: Arc<dyn Dispatch>,
     pub limiter: RateLimiter,
     pub auth: Arc<Auth>,
-    pub agent: AgentInfo,
+    pub agent: Arc<dyn Agent>,
 }
 
 type AppState = Arc<ApiState>;
@@ -209,7 +209,10 @@ async fn health() -> Json<Health> {
 
 async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
     Json(ConfigResponse {
-        agent: st.agent.clone(),
+        agent: AgentInfo {
+            provider: st.agent.provider().to_string(),
+            model: st.agent.model().to_string(),
+        },
         auth: AuthInfo {
             mode: st.auth.mode().into(),
         },
@@ -233,6 +236,7 @@ async fn create(
         &*st.store,
         &*st.push,
         &*st.dispatch,
+        &*st.agent,
         &st.limiter,
         &owner,
         req,

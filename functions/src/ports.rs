@@ -342,6 +342,11 @@ pub trait Agent: Send + Sync + 'static {
     /// The provider and model as `/api/config` shows them.
     fn provider(&self) -> &str;
     fn model(&self) -> &str;
+    /// Whether sessions of this project can run here; the reason when not.
+    /// Checked before a session is stored.
+    fn check_project(&self, _project_id: &str) -> Result<(), String> {
+        Ok(())
+    }
     /// Starts a reply. Dropping the stream cancels the work.
     async fn start(
         &self,

@@ -14,7 +14,6 @@ use confab_functions::domain::sessions::recover_interrupted;
 use confab_functions::http::{ApiState, router as api_router};
 use confab_functions::ports::{Push, Store};
 use confab_functions::ratelimit::RateLimiter;
-use confab_protocol::rest::AgentInfo;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,10 +79,7 @@ pub async fn run(
         dispatch: dispatch.clone(),
         limiter: RateLimiter::per_minute(config.create_rate),
         auth: auth.clone(),
-        agent: AgentInfo {
-            provider: agent.provider().to_string(),
-            model: agent.model().to_string(),
-        },
+        agent: agent.clone(),
     }));
     let gw = Arc::new(gateway::Gateway {
         store: store.clone(),

@@ -2,7 +2,7 @@
 //! real HTTP and WebSockets, with the store's own write counter. Prints a
 //! table and keeps it in docs/benchmarks.md.
 
-use confab_functions::config::{AgentConfig, AgentKind, AuthConfig, Config};
+use confab_functions::config::{AgentConfig, AuthConfig, Config};
 use confab_protocol::ServerEvent;
 use confab_protocol::model::{Role, SessionStatus};
 use confab_tests::harness::{Api, Socket, id};
@@ -21,12 +21,7 @@ async fn start(delay_ms: u64) -> Local {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
         auth: AuthConfig::None,
-        agent: AgentConfig {
-            kind: AgentKind::Demo,
-            model: None,
-            base_url: None,
-            demo_delay_ms: delay_ms,
-        },
+        agent: AgentConfig::demo(delay_ms),
         create_rate: 1_000_000,
     };
     let opts = confab_local::Options {

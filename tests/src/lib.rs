@@ -3,4 +3,5 @@
 //! over real HTTP and WebSockets.
 
 pub mod conformance;
+pub mod fake_provider;
 pub mod harness;

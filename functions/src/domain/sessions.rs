@@ -6,8 +6,8 @@ use super::notify;
 use crate::clock::{new_id, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{
-    ActiveTurn, CreateOutcome, Dispatch, ListCursor, MessageRange, NewSession, NewTurn, Push,
-    SessionQuery, SessionRecord, StartOutcome, Store, TurnEnd, TurnJob,
+    ActiveTurn, Agent, CreateOutcome, Dispatch, ListCursor, MessageRange, NewSession, NewTurn,
+    Push, SessionQuery, SessionRecord, StartOutcome, Store, TurnEnd, TurnJob,
 };
 use crate::ratelimit::RateLimiter;
 use base64::Engine as _;
@@ -58,6 +58,7 @@ pub async fn create_session(
     store: &dyn Store,
     push: &dyn Push,
     dispatch: &dyn Dispatch,
+    agent: &dyn Agent,
     limiter: &RateLimiter,
     owner: &str,
     req: CreateSessionRequest,
@@ -73,6 +74,9 @@ pub async fn create_session(
         .project_id
         .unwrap_or_else(|| validate::DEFAULT_PROJECT.to_string());
     validate::project_id(&project_id)?;
+    agent
+        .check_project(&project_id)
+        .map_err(ServiceError::Invalid)?;
     let title = req.title.as_deref().map(validate::title).transpose()?;
     validate::id("message.id", &req.message.id)?;
     let text = validate::message_text(&req.message.text)?;

@@ -1,0 +1,369 @@
+//! The Claude Code CLI as a child process: `claude -p --output-format
+//! stream-json --verbose`, resumed with `--resume <agentSessionId>`, in the
+//! session's project folder under `CONFAB_PROJECTS_ROOT`. The child runs in
+//! its own process group; dropping the stream (stop, shutdown) kills the
+//! whole group at once.
+
+use super::prompt::transcript;
+use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
+use async_trait::async_trait;
+use confab_protocol::model::{Block, Role, Usage};
+use futures::stream::{self, BoxStream, StreamExt};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const PROVIDER: &str = "Claude Code";
+
+/// Folders Claude Code must never be pointed at.
+const SYSTEM_PATHS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/sbin", "/sys",
+    "/usr", "/var",
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RootError {
+    #[error("CONFAB_PROJECTS_ROOT={0} does not exist or is not a folder")]
+    Missing(String),
+    #[error("CONFAB_PROJECTS_ROOT={0} is a system folder; choose a folder of projects")]
+    System(String),
+}
+
+#[derive(Debug)]
+pub struct ClaudeCode {
+    bin: PathBuf,
+    root: PathBuf,
+    model: Option<String>,
+}
+
+impl ClaudeCode {
+    pub fn new(bin: PathBuf, root: &Path, model: Option<String>) -> Result<ClaudeCode, RootError> {
+        let shown = root.display().to_string();
+        let root = root
+            .canonicalize()
+            .map_err(|_| RootError::Missing(shown.clone()))?;
+        if !root.is_dir() {
+            return Err(RootError::Missing(shown));
+        }
+        if SYSTEM_PATHS.iter().any(|p| root == Path::new(p)) {
+            return Err(RootError::System(shown));
+        }
+        Ok(ClaudeCode { bin, root, model })
+    }
+
+    /// The folder of a project, refused when it would lead outside the root
+    /// (a projectId cannot name `..` or `/`, but a folder can be a link).
+    fn project_dir(&self, project_id: &str) -> Result<PathBuf, String> {
+        let dir = self.root.join(project_id);
+        if !dir.exists() {
+            return Ok(dir);
+        }
+        let real = dir
+            .canonicalize()
+            .map_err(|_| format!("the folder of project {project_id:?} cannot be read"))?;
+        if !real.starts_with(&self.root) || real == self.root {
+            return Err(format!(
+                "the folder of project {project_id:?} leads outside CONFAB_PROJECTS_ROOT"
+            ));
+        }
+        if SYSTEM_PATHS.iter().any(|p| real == Path::new(p)) {
+            return Err(format!(
+                "the folder of project {project_id:?} is a system folder"
+            ));
+        }
+        Ok(real)
+    }
+}
+
+/// Kills the child's process group when dropped.
+struct Group {
+    child: Child,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a negative pid signals that process group;
+            // it touches no memory of ours.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+struct Run {
+    group: Group,
+    lines: Lines<BufReader<ChildStdout>>,
+    queue: VecDeque<AgentEvent>,
+    finished: bool,
+}
+
+/// The prompt: the new message, with the earlier conversation when there is
+/// no Claude Code session to resume.
+fn prompt(request: &AgentRequest) -> String {
+    let turns = transcript(&request.history);
+    let Some(((_, last), earlier)) = turns.split_last() else {
+        return String::new();
+    };
+    if request.agent_session_id.is_some() || earlier.is_empty() {
+        return last.clone();
+    }
+    let mut p = String::from("The conversation so far:\n\n");
+    for (role, text) in earlier {
+        let who = match role {
+            Role::User => "User",
+            Role::Assistant => "Assistant",
+        };
+        p.push_str(&format!("{who}: {text}\n\n"));
+    }
+    p.push_str("Now the user says:\n\n");
+    p.push_str(last);
+    p
+}
+
+fn tool_result_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// One line of stream-json: the events it makes, and whether it is the end.
+fn parse_line(line: &str) -> Result<(Vec<AgentEvent>, bool), AgentError> {
+    let v: Value = serde_json::from_str(line).map_err(|_| {
+        AgentError::new(format!("{PROVIDER} printed a line Confab could not read."))
+    })?;
+    let mut out = Vec::new();
+    match v["type"].as_str() {
+        Some("system") => {
+            if let Some(id) = v["session_id"].as_str() {
+                out.push(AgentEvent::SessionId(id.to_string()));
+            }
+        }
+        Some("assistant") => {
+            for b in v["message"]["content"].as_array().into_iter().flatten() {
+                match b["type"].as_str() {
+                    Some("text") => {
+                        if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
+                            out.push(AgentEvent::Block(Block::text(t)));
+                        }
+                    }
+                    Some("tool_use") => out.push(AgentEvent::Block(Block::ToolUse {
+                        id: b["id"].as_str().unwrap_or_default().to_string(),
+                        name: b["name"].as_str().unwrap_or_default().to_string(),
+                        input: b["input"].clone(),
+                    })),
+                    _ => {}
+                }
+            }
+        }
+        Some("user") => {
+            for b in v["message"]["content"].as_array().into_iter().flatten() {
+                if b["type"].as_str() == Some("tool_result") {
+                    out.push(AgentEvent::Block(Block::ToolResult {
+                        tool_use_id: b["tool_use_id"].as_str().unwrap_or_default().to_string(),
+                        content: tool_result_text(&b["content"]),
+                        is_error: b["is_error"].as_bool().unwrap_or(false),
+                    }));
+                }
+            }
+        }
+        Some("result") => {
+            if let Some(id) = v["session_id"].as_str() {
+                out.push(AgentEvent::SessionId(id.to_string()));
+            }
+            let u = &v["usage"];
+            out.push(AgentEvent::Usage(Usage {
+                input_tokens: u["input_tokens"].as_u64().unwrap_or(0)
+                    + u["cache_creation_input_tokens"].as_u64().unwrap_or(0)
+                    + u["cache_read_input_tokens"].as_u64().unwrap_or(0),
+                output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
+            }));
+            if v["is_error"].as_bool().unwrap_or(false) {
+                let subtype = v["subtype"].as_str().unwrap_or("error");
+                return Err(AgentError::new(format!(
+                    "{PROVIDER} ended with an error ({subtype})."
+                )));
+            }
+            return Ok((out, true));
+        }
+        _ => {}
+    }
+    Ok((out, false))
+}
+
+#[async_trait]
+impl Agent for ClaudeCode {
+    fn provider(&self) -> &str {
+        "claude-code"
+    }
+
+    fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or("default")
+    }
+
+    fn check_project(&self, project_id: &str) -> Result<(), String> {
+        self.project_dir(project_id).map(|_| ())
+    }
+
+    async fn start(
+        &self,
+        request: AgentRequest,
+    ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
+        let dir = self
+            .project_dir(&request.project_id)
+            .map_err(AgentError::new)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| AgentError {
+                message: "The project folder could not be created.".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            request.permission_mode.as_str(),
+        ]);
+        if let Some(id) = &request.agent_session_id {
+            cmd.args(["--resume", id]);
+        }
+        if let Some(m) = &self.model {
+            cmd.args(["--model", m]);
+        }
+        cmd.current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| AgentError {
+            message: format!(
+                "{PROVIDER} could not be started: is `claude` installed (or CONFAB_CLAUDE_BIN set)?"
+            ),
+            source: Some(Box::new(e)),
+        })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| AgentError::new("Claude Code's output could not be read."))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| AgentError::new("Claude Code's input could not be written."))?;
+        let group = Group { child };
+        let text = prompt(&request);
+        // The prompt goes on stdin: no length limit, and not visible in `ps`.
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| AgentError {
+                message: "Claude Code did not take the message.".into(),
+                source: Some(Box::new(e)),
+            })?;
+        drop(stdin);
+        let run = Run {
+            group,
+            lines: BufReader::new(stdout).lines(),
+            queue: VecDeque::new(),
+            finished: false,
+        };
+        Ok(stream::unfold(Some(run), |run| async move {
+            let mut run = run?;
+            loop {
+                if let Some(e) = run.queue.pop_front() {
+                    return Some((Ok(e), Some(run)));
+                }
+                if run.finished {
+                    return None;
+                }
+                match run.lines.next_line().await {
+                    Ok(Some(line)) if line.trim().is_empty() => continue,
+                    Ok(Some(line)) => match parse_line(&line) {
+                        Ok((events, done)) => {
+                            run.queue.extend(events);
+                            run.finished = done;
+                        }
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                    Ok(None) | Err(_) => {
+                        let status = run.group.child.wait().await.ok().and_then(|s| s.code());
+                        let how = status.map_or_else(
+                            || "was killed".to_string(),
+                            |c| format!("exited with code {c}"),
+                        );
+                        return Some((
+                            Err(AgentError::new(format!(
+                                "{PROVIDER} {how} before finishing the reply."
+                            ))),
+                            None,
+                        ));
+                    }
+                }
+            }
+        })
+        .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_lines_of_a_run() {
+        let (e, done) = parse_line(
+            r#"{"type":"system","subtype":"init","session_id":"abc","cwd":"/x","tools":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(e, vec![AgentEvent::SessionId("abc".into())]);
+        assert!(!done);
+        let (e, _) = parse_line(r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}}]},"session_id":"abc"}"#).unwrap();
+        assert!(matches!(&e[0], AgentEvent::Block(Block::ToolUse { name, .. }) if name == "Bash"));
+        let (e, _) = parse_line(r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"is_error":true}]}}"#).unwrap();
+        assert_eq!(
+            e,
+            vec![AgentEvent::Block(Block::ToolResult {
+                tool_use_id: "t1".into(),
+                content: "a\nb".into(),
+                is_error: true
+            })]
+        );
+        let (e, done) = parse_line(r#"{"type":"result","subtype":"success","is_error":false,"session_id":"abc","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":5}}"#).unwrap();
+        assert!(done);
+        assert!(e.contains(&AgentEvent::Usage(Usage {
+            input_tokens: 7,
+            output_tokens: 5
+        })));
+        assert!(
+            parse_line(r#"{"type":"result","subtype":"error_max_turns","is_error":true}"#).is_err()
+        );
+        assert!(parse_line("not json").is_err());
+    }
+
+    #[test]
+    fn system_folders_are_refused_as_root() {
+        assert!(matches!(
+            ClaudeCode::new("claude".into(), Path::new("/etc"), None),
+            Err(RootError::System(_))
+        ));
+        assert!(matches!(
+            ClaudeCode::new("claude".into(), Path::new("/no/such/folder"), None),
+            Err(RootError::Missing(_))
+        ));
+    }
+}
