@@ -1,0 +1,370 @@
+//! End to end with real agents: a `confab` process whose agent talks to a
+//! local stand-in of the provider (HTTP) or of the `claude` executable.
+
+use confab_functions::agents::prompt::DEFAULT_SYSTEM_PROMPT;
+use confab_protocol::ServerEvent;
+use confab_protocol::model::{Block, MessageStatus, Role};
+use confab_tests::fake_provider::{FakeProvider, Reply};
+use confab_tests::harness::{Gateway, id};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEY: &str = "sk-e2e-0123456789-secret";
+
+async fn openai_gateway(fake: &FakeProvider) -> Gateway {
+    let base = format!("{}/v1", fake.base);
+    Gateway::start(&[
+        ("CONFAB_AGENT", "openai"),
+        ("CONFAB_AGENT_BASE_URL", &base),
+        ("OPENAI_API_KEY", KEY),
+        ("CONFAB_AGENT_MODEL", "gpt-test"),
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_gets_the_stored_conversation_every_turn_even_after_a_restart() {
+    let fake = FakeProvider::start().await;
+    fake.then(Reply::fixture("openai/text.sse"))
+        .then(Reply::fixture("openai/text.sse"));
+    let mut gw = openai_gateway(&fake).await;
+    let api = gw.api(None);
+    let config = api.get("/api/config").await.body;
+    assert_eq!(
+        config["agent"],
+        json!({ "provider": "openai", "model": "gpt-test" })
+    );
+    let sid = id();
+    assert_eq!(
+        api.create(&sid, &id(), "  first question  ").await.status,
+        201
+    );
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+
+    gw.restart().await;
+    let api = gw.api(None);
+    assert_eq!(api.send(&sid, &id(), "second question").await.status, 202);
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].body["messages"],
+        json!([
+            { "role": "system", "content": DEFAULT_SYSTEM_PROMPT },
+            { "role": "user", "content": "first question" },
+            { "role": "assistant", "content": "Hello, I am a model. ✓" },
+            { "role": "user", "content": "second question" },
+        ])
+    );
+    let stored = api.all_messages(&sid).await;
+    let texts: Vec<(Role, String)> = stored.iter().map(|m| (m.role, m.plain_text())).collect();
+    assert_eq!(
+        texts,
+        vec![
+            (Role::User, "first question".to_string()),
+            (Role::Assistant, "Hello, I am a model. ✓".to_string()),
+            (Role::User, "second question".to_string()),
+            (Role::Assistant, "Hello, I am a model. ✓".to_string()),
+        ],
+        "what the user typed is stored, without the system prompt"
+    );
+    assert_eq!(
+        done["session"]["usage"],
+        json!({ "inputTokens": 42, "outputTokens": 18 })
+    );
+    assert_eq!(stored[3].usage.unwrap().output_tokens, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_streams_a_reply_with_tool_blocks_and_usage() {
+    let fake = FakeProvider::start().await;
+    fake.then(Reply::fixture("anthropic/tools.sse"))
+        .then(Reply::fixture("anthropic/text.sse"));
+    let gw = Gateway::start(&[
+        ("CONFAB_AGENT", "anthropic"),
+        ("CONFAB_AGENT_BASE_URL", &fake.base),
+        ("ANTHROPIC_API_KEY", KEY),
+    ])
+    .await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "weather?").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    api.send(&sid, &id(), "thanks").await;
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let stored = api.all_messages(&sid).await;
+    assert!(matches!(&stored[1].content[1], Block::ToolUse { name, .. } if name == "get_weather"));
+    assert_eq!(stored[3].plain_text(), "Hello, I am Claude. ✓");
+    assert_eq!(
+        done["session"]["usage"],
+        json!({ "inputTokens": 497, "outputTokens": 104 })
+    );
+    let second = &fake.seen()[1].body;
+    assert_eq!(second["system"], DEFAULT_SYSTEM_PROMPT);
+    assert_eq!(
+        second["messages"][0],
+        json!({ "role": "user", "content": "weather?" })
+    );
+    assert_eq!(
+        second["messages"][2],
+        json!({ "role": "user", "content": "thanks" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_closes_the_upstream_request_and_keeps_the_partial_reply() {
+    let fake = FakeProvider::start().await;
+    fake.then(Reply::held("openai/long.sse"));
+    let gw = openai_gateway(&fake).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "count").await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    s.subscribe(&sid, 1).await;
+    s.expect("the reply so far", |e| match e {
+        ServerEvent::MessageSnapshot { content, .. } => content
+            .iter()
+            .any(|b| b.as_text().is_some_and(|t| t.contains("three"))),
+        ServerEvent::MessageDelta { text, .. } => text.contains("three"),
+        _ => false,
+    })
+    .await;
+    assert_eq!(fake.cut_off(), 0);
+    let r = api.stop(&sid).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.body["session"]["lastTurn"]["outcome"], "stopped");
+    fake.wait_cut_off(1).await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored[1].status, MessageStatus::Stopped);
+    assert_eq!(stored[1].plain_text(), "One two three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_refusal_is_a_failed_reply_without_secrets() {
+    let fake = FakeProvider::start().await;
+    fake.then(Reply::status(401, &format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error"}}}}"#)));
+    let gw = openai_gateway(&fake).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(done["session"]["lastTurn"]["outcome"], "failed");
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored[1].status, MessageStatus::Failed);
+    let error = stored[1].error.clone().unwrap();
+    assert!(error.contains("OPENAI_API_KEY"), "{error}");
+    assert!(!error.contains(KEY));
+    assert!(
+        !api.get(&format!("/api/sessions/{sid}/export?format=json"))
+            .await
+            .text
+            .contains(KEY)
+    );
+}
+
+fn fake_claude() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/claude/fake-claude")
+        .display()
+        .to_string()
+}
+
+struct Claude {
+    gw: Gateway,
+    root: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn claude_gateway() -> Claude {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("projects");
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&root).unwrap();
+    let gw = Gateway::start(&[
+        ("CONFAB_AGENT", "claude-code"),
+        ("CONFAB_PROJECTS_ROOT", root.to_str().unwrap()),
+        ("CONFAB_CLAUDE_BIN", &fake_claude()),
+        ("FAKE_CLAUDE_LOG", log.to_str().unwrap()),
+    ])
+    .await;
+    Claude {
+        gw,
+        root,
+        log,
+        _dir: dir,
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_in_the_project_folder_and_resumes_its_session() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let sid = id();
+    let body = json!({ "id": sid, "projectId": "my-app", "permissionMode": "plan", "message": { "id": id(), "text": "hello" } });
+    assert_eq!(
+        api.call("POST", "/api/sessions", Some(body)).await.status,
+        201
+    );
+    let first = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let agent_session = first["session"]["agentSessionId"]
+        .as_str()
+        .expect("agentSessionId stored")
+        .to_string();
+    assert!(agent_session.starts_with("fake-session-"));
+    assert_eq!(
+        first["messages"][1]["content"][0]["text"],
+        "Hello from Claude Code."
+    );
+    assert_eq!(
+        read(&c.log.join("cwd")).trim(),
+        c.root
+            .join("my-app")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let args = read(&c.log.join("args"));
+    let first_args = args.lines().next().unwrap();
+    assert!(
+        first_args.contains("-p --output-format stream-json --verbose"),
+        "{first_args}"
+    );
+    assert!(
+        first_args.contains("--permission-mode plan"),
+        "{first_args}"
+    );
+    assert!(!first_args.contains("--resume"));
+
+    assert_eq!(api.send(&sid, &id(), "use a tool please").await.status, 202);
+    let second = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let args = read(&c.log.join("args"));
+    let second_args = args.lines().nth(1).unwrap();
+    assert!(
+        second_args.contains(&format!("--resume {agent_session}")),
+        "{second_args}"
+    );
+    assert_eq!(second["session"]["agentSessionId"], agent_session.as_str());
+    let prompts = read(&c.log.join("prompts"));
+    assert_eq!(
+        prompts, "hello\n---\nuse a tool please\n---\n",
+        "a resumed session gets only the new message"
+    );
+    let stored = api.all_messages(&sid).await;
+    let reply = &stored[3].content;
+    assert!(
+        matches!(&reply[0], Block::ToolUse { name, input, .. } if name == "Bash" && input["command"] == "ls")
+    );
+    assert!(
+        matches!(&reply[1], Block::ToolResult { content, is_error: false, .. } if content == "README.md\nsrc")
+    );
+    assert_eq!(
+        reply[2].as_text(),
+        Some("The folder holds a README and a src folder.")
+    );
+    assert_eq!(second["session"]["usage"]["inputTokens"], 30);
+}
+
+/// True when the process is gone (or only a zombie is left of it).
+fn dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_claude_code_kills_its_whole_process_group() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "be slow").await;
+    let live = api
+        .wait_session(&sid, |s| {
+            s["live"]["content"].as_array().is_some_and(|c| c.len() > 3)
+                && c.log.join("grandchild").exists()
+        })
+        .await;
+    assert!(
+        live["live"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("chunk 1")
+    );
+    let pid = read(&c.log.join("pid")).trim().to_string();
+    let grandchild = read(&c.log.join("grandchild")).trim().to_string();
+    assert!(!dead(&pid) && !dead(&grandchild), "running before the stop");
+    assert_eq!(api.stop(&sid).await.status, 202);
+    for _ in 0..100 {
+        if dead(&pid) && dead(&grandchild) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dead(&pid), "the claude process was killed");
+    assert!(dead(&grandchild), "its children were killed too");
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored[1].status, MessageStatus::Stopped);
+    assert!(stored[1].plain_text().starts_with("chunk 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_that_leads_outside_the_root_is_refused_and_nothing_is_stored() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), c.root.join("evil")).unwrap();
+    std::os::unix::fs::symlink("/etc", c.root.join("etc")).unwrap();
+    for project in ["evil", "etc"] {
+        let body =
+            json!({ "id": id(), "projectId": project, "message": { "id": id(), "text": "hello" } });
+        let r = api.call("POST", "/api/sessions", Some(body)).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.body["error"]["code"], "invalid_request");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("outside"),
+            "{}",
+            r.text
+        );
+    }
+    let body =
+        json!({ "id": id(), "projectId": "../escape", "message": { "id": id(), "text": "hello" } });
+    assert_eq!(
+        api.call("POST", "/api/sessions", Some(body)).await.status,
+        400
+    );
+    assert_eq!(
+        api.get("/api/sessions").await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(!c.log.join("args").exists(), "claude was never started");
+}
