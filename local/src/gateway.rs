@@ -40,7 +40,13 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
             get(conn_info).post(conn_post).delete(conn_delete),
         )
         .with_state(gw);
-    let app = api.merge(sockets);
+    let config_file = web_dir
+        .as_ref()
+        .map(|d| d.join("config.json"))
+        .filter(|f| f.is_file());
+    let app = api
+        .merge(sockets)
+        .route("/config.json", get(move || web_config(config_file.clone())));
     match web_dir.filter(|d| d.join("index.html").is_file()) {
         Some(dir) => {
             let index = dir.join("index.html");
@@ -48,6 +54,17 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
         }
         None => app.fallback(no_web_app),
     }
+}
+
+/// Where the web app finds the API and the socket: the web directory's own
+/// `config.json` when it has one, else this origin (empty URLs).
+async fn web_config(file: Option<PathBuf>) -> Response {
+    if let Some(f) = file
+        && let Ok(body) = tokio::fs::read(&f).await
+    {
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    axum::Json(serde_json::json!({ "apiUrl": "", "socketUrl": "" })).into_response()
 }
 
 async fn no_web_app() -> Html<&'static str> {

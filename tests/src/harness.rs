@@ -73,7 +73,21 @@ pub struct Gateway {
     pub base: String,
     pub data: PathBuf,
     env: Vec<(String, String)>,
+    web_dir: PathBuf,
+    /// Listen here again after a restart (so open pages can reconnect).
+    keep_port: bool,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The built web app (`trunk build`), which the browser tests need.
+pub fn web_dist() -> PathBuf {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "the web app is not built in {}: run `cargo xtask test` (or `trunk build --release --offline`)",
+        dist.display()
+    );
+    dist
 }
 
 impl Gateway {
@@ -93,8 +107,22 @@ impl Gateway {
             base: String::new(),
             data: dir.path().to_path_buf(),
             env,
+            web_dir: PathBuf::from("/nonexistent"),
+            keep_port: false,
             _dir: Some(dir),
         };
+        gw.spawn().await;
+        gw
+    }
+
+    /// A gateway serving the built web app, that restarts on the same port
+    /// (so that open pages reconnect to it).
+    pub async fn start_with_web(env: &[(&str, &str)]) -> Gateway {
+        let web = web_dist();
+        let mut gw = Gateway::start(env).await;
+        gw.kill().await;
+        gw.web_dir = web;
+        gw.keep_port = true;
         gw.spawn().await;
         gw
     }
@@ -107,10 +135,15 @@ impl Gateway {
     }
 
     async fn spawn(&mut self) {
+        let addr = match self.base.strip_prefix("http://") {
+            Some(a) if self.keep_port => a.to_string(),
+            _ => "127.0.0.1:0".to_string(),
+        };
         let mut cmd = Command::new(confab_bin());
-        cmd.args(["--addr", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["--addr", &addr, "--data-dir"])
             .arg(&self.data)
-            .args(["--web-dir", "/nonexistent"])
+            .arg("--web-dir")
+            .arg(&self.web_dir)
             .env_remove("CONFAB_AUTH")
             .env_remove("CONFAB_AGENT")
             .env("RUST_LOG", "warn")

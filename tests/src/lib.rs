@@ -2,6 +2,7 @@
 //! adapter, and a harness that runs a real `confab` process and talks to it
 //! over real HTTP and WebSockets.
 
+pub mod browser;
 pub mod conformance;
 pub mod fake_provider;
 pub mod harness;

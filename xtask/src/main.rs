@@ -7,9 +7,9 @@ use std::process::Command;
 
 const USAGE: &str = "usage: cargo xtask <dev | test | bench> [args]
 
-  dev    build and run Confab at http://127.0.0.1:8787 (demo agent, SQLite in .data/);
+  dev    build the web app and run Confab at http://127.0.0.1:8787 (demo agent, SQLite in .data/);
          extra args go to the gateway, e.g. `cargo xtask dev -- --addr 0.0.0.0:8787`
-  test   formatting, lints, the wasm32 build of the protocol crate, and every test
+  test   formatting, lints, the wasm32 builds, the web app, and every test (browser tests included)
   bench  measure the local gateway and write docs/benchmarks.md";
 
 fn main() -> Result<()> {
@@ -85,7 +85,69 @@ fn ensure_component(component: &str, probe: &[&str]) -> Result<()> {
     run(Command::new("rustup").args(["component", "add", component]))
 }
 
+/// The exact wasm-bindgen version the lockfile uses: Trunk only uses a
+/// `wasm-bindgen` on PATH of that version (otherwise it downloads one).
+fn wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string("Cargo.lock").context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
+                .next()
+                .and_then(|v| v.trim().strip_prefix("version = "))
+        {
+            return Ok(v.trim_matches('"').to_string());
+        }
+    }
+    bail!("Cargo.lock names no wasm-bindgen version")
+}
+
+fn tool_version(bin: &str) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The wasm32 target, wasm-bindgen-cli of the lockfile's version, Trunk.
+fn ensure_web_tools() -> Result<()> {
+    ensure_target("wasm32-unknown-unknown")?;
+    let wanted = wasm_bindgen_version()?;
+    if tool_version("wasm-bindgen").is_none_or(|v| !v.ends_with(&wanted)) {
+        // Not --locked: its lockfile names a crate version this registry lacks.
+        run(cargo().args(["install", "wasm-bindgen-cli", "--version", &wanted]))?;
+    }
+    if tool_version("trunk").is_none_or(|v| !v.ends_with("0.21.14")) {
+        run(cargo().args(["install", "trunk", "--version", "0.21.14", "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// Builds the web app into web/dist.
+fn build_web() -> Result<()> {
+    ensure_web_tools()?;
+    run(Command::new("trunk").args(["build", "--release", "--offline"]))
+}
+
+/// Chromium and ChromeDriver for the browser tests, from Debian's packages.
+fn ensure_browser() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    run(Command::new("apt-get").arg("update").envs(env))
+        .context("the browser tests need Chromium: apt-get must work (run as root)")?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ])
+        .envs(env))
+}
+
 fn dev(extra: &[String]) -> Result<()> {
+    build_web()?;
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -135,12 +197,17 @@ fn test() -> Result<()> {
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
-    // The end-to-end tests start this binary.
+    // The end-to-end tests start this binary; the browser tests also need
+    // the built web app and a browser.
     run(cargo().args(["build", "-p", "confab-local", "--bin", "confab"]))?;
+    build_web()?;
+    ensure_browser()?;
     run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     Ok(())
 }
 
 fn bench() -> Result<()> {
+    build_web()?;
+    ensure_browser()?;
     run(cargo().args(["bench", "-p", "confab-tests", "--bench", "gateway"]))
 }

@@ -1,0 +1,272 @@
+//! The web app in real headless Chromium against a `confab` gateway serving
+//! the built app. Each test saves screenshots under `target/screenshots/`.
+
+use confab_tests::browser::{Driver, Window};
+use confab_tests::harness::{Gateway, id};
+use std::time::Duration;
+
+fn session_path_id(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    assert_eq!(parts.len(), 5, "{path}");
+    assert_eq!((parts[1], parts[3]), ("projects", "sessions"), "{path}");
+    parts[4].to_string()
+}
+
+/// Text of the last stored agent reply.
+const LAST_REPLY: &str = "const m = [...document.querySelectorAll('article.msg-agent[data-status=stored]')]; return m.length ? m[m.length-1].querySelector('.msg-body').innerText : null;";
+
+async fn open(w: &Window, gw: &Gateway, path: &str) {
+    w.goto(&format!("{}{path}", gw.base)).await;
+    w.until(
+        "the app",
+        "return !!document.querySelector('#composer-input')",
+    )
+    .await;
+}
+
+async fn wait_ready(w: &Window) {
+    w.until("the socket ready", "return !document.querySelector('#banner-connecting, #banner-reconnecting, #banner-disconnected');").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_creates_the_session_and_streams_the_reply() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "10")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let path = w.path().await;
+    let sid = session_path_id(&path);
+    assert_eq!(
+        gw.api(None).session(&sid).await.status,
+        404,
+        "nothing is stored before the first message"
+    );
+    w.js("window.__sameDocument = true; return null;").await;
+
+    w.send_message("/words 60").await;
+    w.until("my message at once", "return [...document.querySelectorAll('article.msg-user')].some(a => a.innerText.includes('/words 60'))").await;
+    w.until(
+        "the reply streaming",
+        "return !!document.querySelector('article.msg-agent[data-status=live]')",
+    )
+    .await;
+    let _ = w.screenshot("1-streaming").await;
+    w.until(
+        "the stored reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    let reply = w.js(LAST_REPLY).await;
+    assert_eq!(reply.as_str().unwrap().split_whitespace().count(), 60);
+    assert_eq!(w.path().await, path, "the URL keeps the id");
+    assert_eq!(
+        w.js("return window.__sameDocument === true").await,
+        true,
+        "no reload"
+    );
+    let stored = gw.api(None).all_messages(&sid).await;
+    assert_eq!(stored[1].plain_text(), reply.as_str().unwrap().trim());
+    w.until(
+        "the list shows it",
+        &format!("return !!document.querySelector('[data-session-id=\"{sid}\"]')"),
+    )
+    .await;
+    let _ = w.screenshot("1-first-message").await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_window_sees_the_session_appear_run_and_go_idle() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "10")]).await;
+    let driver = Driver::start().await;
+    let a = driver.window().await;
+    let b = driver.window().await;
+    open(&a, &gw, "/").await;
+    open(&b, &gw, "/").await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let sid = session_path_id(&a.path().await);
+    a.send_message("/words 300").await;
+    let item = format!("document.querySelector('[data-session-id=\"{sid}\"] [data-badge]')");
+    b.until(
+        "the new session, running",
+        &format!("const e = {item}; return !!e && e.dataset.badge === 'running'"),
+    )
+    .await;
+    let _ = b.screenshot("2-other-window-running").await;
+    b.until(
+        "the session idle",
+        &format!("const e = {item}; return !!e && e.dataset.badge === 'idle'"),
+    )
+    .await;
+    let _ = b.screenshot("2-other-window-idle").await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_a_long_reply_and_both_windows_show_it() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "5")]).await;
+    let driver = Driver::start().await;
+    let a = driver.window().await;
+    let b = driver.window().await;
+    open(&a, &gw, "/").await;
+    open(&b, &gw, "/").await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let sid = session_path_id(&a.path().await);
+    a.send_message("/words 100000").await;
+    a.until("some of the reply", "const l = document.querySelector('article.msg-agent[data-status=live]'); return !!l && l.innerText.length > 200").await;
+    a.click("#stop-button").await;
+    a.until("the stopped reply", "return !!document.querySelector('article.msg-agent[data-status=stored]') && !document.querySelector('#stop-button')").await;
+    a.until("the status stopped", "const s = document.querySelector('#session-status'); return !!s && s.innerText === 'stopped'").await;
+    let item = format!("document.querySelector('[data-session-id=\"{sid}\"] [data-badge]')");
+    b.until(
+        "idle in the other window",
+        &format!("const e = {item}; return !!e && e.dataset.badge === 'stopped'"),
+    )
+    .await;
+    let stored = gw.api(None).all_messages(&sid).await;
+    assert_eq!(
+        stored[1].status,
+        confab_protocol::model::MessageStatus::Stopped
+    );
+    let _ = a.screenshot("3-stopped").await;
+    let _ = b.screenshot("3-stopped-other-window").await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_reply_brings_back_the_history_and_the_rest_of_the_reply() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "2")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let path = w.path().await;
+    let sid = session_path_id(&path);
+    w.send_message("/words 1500").await;
+    w.until("some of the reply", "const l = document.querySelector('article.msg-agent[data-status=live]'); return !!l && l.innerText.length > 300").await;
+    w.client.refresh().await.expect("reload");
+    w.until("the history after the reload", "return [...document.querySelectorAll('article.msg-user')].some(a => a.innerText.includes('/words 1500'))").await;
+    let _ = w.screenshot("4-after-reload").await;
+    w.until(
+        "the rest of the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    let shown = w.js(LAST_REPLY).await;
+    let stored = gw.api(None).all_messages(&sid).await;
+    assert_eq!(shown.as_str().unwrap().trim(), stored[1].plain_text());
+    assert_eq!(stored[1].plain_text().split_whitespace().count(), 1500);
+    let _ = w.screenshot("4-reload-complete").await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restart_shows_reconnecting_then_recovers() {
+    let mut gw = Gateway::start_with_web(&[]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let sid = session_path_id(&w.path().await);
+    w.send_message("hello").await;
+    w.until(
+        "the first reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    gw.kill().await;
+    w.until(
+        "the reconnecting banner",
+        "return !!document.querySelector('#banner-reconnecting')",
+    )
+    .await;
+    let _ = w.screenshot("5-reconnecting").await;
+    gw.restart().await;
+    wait_ready(&w).await;
+    w.send_message("hello again").await;
+    w.until(
+        "the second reply",
+        "return document.querySelectorAll('article.msg-agent[data-status=stored]').length === 2",
+    )
+    .await;
+    assert_eq!(gw.api(None).all_messages(&sid).await.len(), 4);
+    let _ = w.screenshot("5-recovered").await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_in_a_reply_is_shown_as_text_and_never_runs() {
+    let gw = Gateway::start_with_web(&[]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    w.js(
+        "window.__alerted = false; window.alert = () => { window.__alerted = true; }; return null;",
+    )
+    .await;
+    let evil = "<img src=x onerror=alert(1)> and <script>alert(2)</script>";
+    w.send_message(evil).await;
+    w.until(
+        "the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    let reply = w.js(LAST_REPLY).await;
+    assert!(
+        reply
+            .as_str()
+            .unwrap()
+            .contains("<img src=x onerror=alert(1)>"),
+        "{reply}"
+    );
+    assert!(
+        reply
+            .as_str()
+            .unwrap()
+            .contains("<script>alert(2)</script>"),
+        "{reply}"
+    );
+    assert_eq!(
+        w.js("return document.querySelectorAll('.messages img, .messages script').length")
+            .await,
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.js("return window.__alerted").await, false);
+    let _ = w.screenshot("6-html-as-text").await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_session_url_opens_ready_for_a_first_message() {
+    let gw = Gateway::start_with_web(&[]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    let sid = id();
+    open(&w, &gw, &format!("/projects/default/sessions/{sid}")).await;
+    w.until("a fresh session", "const p = document.querySelector('.session-page'); return !!p && p.dataset.phase === 'not-created'").await;
+    assert_eq!(
+        w.js("return document.querySelector('#composer-input').disabled")
+            .await,
+        false
+    );
+    let _ = w.screenshot("7-unknown-url").await;
+    w.send_message("first words").await;
+    w.until(
+        "the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    assert_eq!(
+        gw.api(None).session(&sid).await.status,
+        200,
+        "the session was created with the id in the URL"
+    );
+    w.close().await;
+}

@@ -1,0 +1,61 @@
+//! The message box: Enter sends, Shift+Enter is a new line; Stop while a
+//! turn runs.
+
+use dioxus::prelude::*;
+
+#[component]
+pub fn Composer(
+    /// Text given back after a failed send, so nothing typed is lost.
+    restore: Signal<Option<String>>,
+    disabled: bool,
+    running: bool,
+    placeholder: String,
+    on_send: EventHandler<String>,
+    on_stop: EventHandler<()>,
+) -> Element {
+    let mut draft = use_signal(String::new);
+    let mut restore = restore;
+    use_effect(move || {
+        if let Some(t) = restore() {
+            draft.set(t);
+            restore.set(None);
+        }
+    });
+    let mut submit = move || {
+        let text = draft.peek().trim().to_string();
+        if text.is_empty() || disabled || running {
+            return;
+        }
+        draft.set(String::new());
+        on_send.call(text);
+    };
+    rsx! {
+        form { class: "composer",
+            onsubmit: move |e: FormEvent| { e.prevent_default(); submit(); },
+            textarea {
+                id: "composer-input",
+                aria_label: "Message",
+                placeholder: "{placeholder}",
+                rows: "3",
+                disabled,
+                value: "{draft}",
+                oninput: move |e| draft.set(e.value()),
+                onkeydown: move |e: KeyboardEvent| {
+                    if e.key() == Key::Enter && !e.modifiers().contains(Modifiers::SHIFT) && !e.is_composing() {
+                        e.prevent_default();
+                        submit();
+                    }
+                },
+                onmounted: move |e: MountedEvent| async move { let _ = e.data().set_focus(true).await; },
+            }
+            div { class: "composer-actions",
+                span { class: "hint", "Enter to send · Shift+Enter for a new line" }
+                if running {
+                    button { r#type: "button", class: "stop", id: "stop-button", onclick: move |_| on_stop.call(()), "Stop" }
+                } else {
+                    button { r#type: "submit", class: "send", id: "send-button", disabled: disabled || draft().trim().is_empty(), "Send" }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! One session in the sidebar: title, live status, rename and delete.
+
+use crate::Route;
+use crate::api;
+use crate::state::use_app;
+use confab_protocol::model::{SessionStatus, SessionSummary, TurnOutcome};
+use dioxus::prelude::*;
+
+/// The badge text and class for a session's state.
+pub fn badge(s: &SessionSummary) -> (&'static str, &'static str) {
+    match (s.status, s.last_turn.as_ref().map(|t| t.outcome)) {
+        (SessionStatus::Running, _) => ("running", "badge badge-running"),
+        (SessionStatus::Idle, Some(TurnOutcome::Failed)) => ("failed", "badge badge-failed"),
+        (SessionStatus::Idle, Some(TurnOutcome::Stopped)) => ("stopped", "badge badge-stopped"),
+        (SessionStatus::Idle, Some(TurnOutcome::Interrupted)) => {
+            ("interrupted", "badge badge-failed")
+        }
+        (SessionStatus::Idle, _) => ("idle", "badge badge-idle"),
+    }
+}
+
+#[component]
+pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
+    let mut app = use_app();
+    let nav = use_navigator();
+    let mut renaming = use_signal(|| false);
+    let mut name = use_signal(|| summary.title.clone());
+    let (label, class) = badge(&summary);
+    let id = summary.id.clone();
+    let route = Route::Session {
+        project_id: summary.project_id.clone(),
+        id: id.clone(),
+    };
+    let save = {
+        let id = id.clone();
+        move || {
+            let (id, title) = (id.clone(), name.peek().trim().to_string());
+            renaming.set(false);
+            if title.is_empty() {
+                return;
+            }
+            spawn(async move {
+                match api::update(&id, Some(title), None).await {
+                    Ok(s) => {
+                        app.sessions.write().upsert(s);
+                    }
+                    Err(e) => app.notice.set(Some(e.to_string())),
+                }
+            });
+        }
+    };
+    let remove = {
+        let id = id.clone();
+        move |_| {
+            let ok = web_sys::window()
+                .and_then(|w| {
+                    w.confirm_with_message("Delete this session and all its messages?")
+                        .ok()
+                })
+                .unwrap_or(false);
+            if !ok {
+                return;
+            }
+            let id = id.clone();
+            spawn(async move {
+                match api::delete(&id).await {
+                    Ok(()) | Err(api::ApiError::NotFound) => {
+                        let v = app
+                            .sessions
+                            .peek()
+                            .get(&id)
+                            .map_or(u64::MAX, |s| s.version + 1);
+                        app.sessions.write().remove(&id, v);
+                        if app
+                            .current
+                            .peek()
+                            .as_ref()
+                            .is_some_and(|c| c.session_id() == id)
+                        {
+                            nav.push(Route::Home {});
+                        }
+                    }
+                    Err(e) => app.notice.set(Some(e.to_string())),
+                }
+            });
+        }
+    };
+    let title = summary.title.clone();
+    rsx! {
+        li { class: if active { "session active" } else { "session" }, "data-session-id": "{id}",
+            if renaming() {
+                input {
+                    class: "rename",
+                    aria_label: "Session title",
+                    value: "{name}",
+                    oninput: move |e| name.set(e.value()),
+                    onkeydown: {
+                        let mut save = save.clone();
+                        move |e: KeyboardEvent| {
+                            if e.key() == Key::Enter { save(); }
+                            if e.key() == Key::Escape { renaming.set(false); }
+                        }
+                    },
+                    onmounted: move |e: MountedEvent| async move { let _ = e.data().set_focus(true).await; },
+                }
+            } else {
+                Link { to: route, class: "session-link",
+                    span { class: "session-title", "{title}" }
+                    span { class: "{class}", "data-badge": "{label}", "{label}" }
+                }
+                div { class: "session-actions",
+                    button { class: "icon", title: "Rename", aria_label: "Rename {title}",
+                        onclick: move |_| { name.set(title.clone()); renaming.set(true); }, "✎" }
+                    button { class: "icon", title: "Delete", aria_label: "Delete session", onclick: remove, "🗑" }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The Confab web app: routes, the root that owns state and socket, launch.
+
+mod api;
+mod components;
+mod pages;
+mod socket;
+mod state;
+
+use components::banner::Banners;
+use components::sidebar::Sidebar;
+use dioxus::prelude::*;
+use pages::home::Home;
+use pages::not_found::NotFound;
+use pages::session::Session;
+use state::AppState;
+
+#[derive(Routable, Clone, PartialEq, Debug)]
+#[rustfmt::skip]
+pub enum Route {
+    #[layout(Shell)]
+        #[route("/")]
+        Home {},
+        #[route("/projects/:project_id/sessions/:id")]
+        Session { project_id: String, id: String },
+        #[route("/:..segments")]
+        NotFound { segments: Vec<String> },
+}
+
+fn main() {
+    console_error_panic_hook::set_once();
+    dioxus::launch(App);
+}
+
+#[component]
+fn App() -> Element {
+    let mut app = use_context_provider(AppState::new);
+    // The socket coroutine lives here, above the router, for the app's life.
+    socket::use_socket(app);
+    use_future(move || async move {
+        api::load_endpoints().await;
+        if let Ok(c) = api::config().await {
+            app.config.set(Some(c));
+        }
+    });
+    rsx! { Router::<Route> {} }
+}
+
+/// The layout: sidebar always mounted, banners, the page.
+#[component]
+fn Shell() -> Element {
+    rsx! {
+        div { class: "shell",
+            Sidebar {}
+            main { class: "page",
+                Banners {}
+                Outlet::<Route> {}
+            }
+        }
+    }
+}

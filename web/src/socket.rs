@@ -1,0 +1,501 @@
+//! The socket: one coroutine at the root owns it. The protocol decisions it
+//! makes (when to retry, what waits for `ready`, where an event goes) are
+//! plain functions here, tested natively; the browser loop is below them.
+
+use confab_protocol::client::{CurrentSession, Effect, SessionList};
+use confab_protocol::{ClientFrame, ServerEvent};
+use std::collections::VecDeque;
+
+/// Reconnect attempts before waiting for the Reconnect button.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// A ping goes out this often; a pong missing this long is a drop.
+pub const PING_EVERY_MS: f64 = 30_000.0;
+pub const PONG_WITHIN_MS: f64 = 10_000.0;
+
+/// The delay before reconnect attempt `attempt` (1-based): 0.5 s doubling to
+/// a cap of 8 s, spread by ±20 % (`rand01` in 0..1) so tabs do not retry in
+/// step. None once the attempts are used up.
+pub fn backoff_ms(attempt: u32, rand01: f64) -> Option<u32> {
+    if attempt == 0 || attempt > MAX_ATTEMPTS {
+        return None;
+    }
+    let base = (500u32 << (attempt - 1).min(4)).min(8_000) as f64;
+    let spread = 0.8 + 0.4 * rand01.clamp(0.0, 1.0);
+    Some((base * spread).round() as u32)
+}
+
+/// The socket's state, as a WebSocket's `readyState` says it, plus ours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadyState {
+    #[default]
+    Uninstantiated,
+    Connecting,
+    Open,
+    Closing,
+    Closed,
+}
+
+/// What the banners show.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Conn {
+    pub state: ReadyState,
+    /// The server said `ready`.
+    pub ready: bool,
+    /// The reconnect attempt under way or next (0 while connected).
+    pub attempt: u32,
+    /// Seconds until the next attempt.
+    pub retry_in: Option<u32>,
+    /// Attempts used up: waiting for the Reconnect button.
+    pub gave_up: bool,
+    /// The socket was open at least once (so a drop is a reconnect).
+    pub was_open: bool,
+}
+
+/// Frames that wait for `ready` and go out in order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    ready: bool,
+    queue: VecDeque<ClientFrame>,
+}
+
+impl Outbox {
+    /// Returns the frame to send now, or queues it until `ready`.
+    pub fn push(&mut self, frame: ClientFrame) -> Option<ClientFrame> {
+        if self.ready {
+            return Some(frame);
+        }
+        // A later subscribe or unsubscribe of a session replaces an earlier one.
+        if let Some(sid) = frame_session(&frame) {
+            self.queue.retain(|f| frame_session(f) != Some(sid));
+        }
+        self.queue.push_back(frame);
+        None
+    }
+
+    /// `ready` arrived: everything queued, in order.
+    pub fn ready(&mut self) -> Vec<ClientFrame> {
+        self.ready = true;
+        self.queue.drain(..).collect()
+    }
+
+    /// The connection dropped: frames queue again until the next `ready`.
+    pub fn disconnected(&mut self) {
+        self.ready = false;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+}
+
+fn frame_session(f: &ClientFrame) -> Option<&str> {
+    match f {
+        ClientFrame::Subscribe { session_id, .. } | ClientFrame::Unsubscribe { session_id } => {
+            Some(session_id)
+        }
+        _ => None,
+    }
+}
+
+/// The subscribe that brings `current` up to date from what it holds.
+pub fn subscribe_frame(current: &mut CurrentSession) -> ClientFrame {
+    current.subscribe_sent();
+    ClientFrame::Subscribe {
+        session_id: current.session_id().to_string(),
+        after_seq: current.last_seq(),
+    }
+}
+
+/// Applies a server event to the list and, when it is the current session's,
+/// to the current session. Returns the frames to send in answer.
+pub fn route_event(
+    event: &ServerEvent,
+    list: &mut SessionList,
+    current: Option<&mut CurrentSession>,
+) -> Vec<ClientFrame> {
+    list.apply(event);
+    let Some(current) = current else {
+        return Vec::new();
+    };
+    if event.session_id() != Some(current.session_id()) {
+        return Vec::new();
+    }
+    match current.apply_event(event) {
+        Effect::Resubscribe { after_seq } => {
+            vec![ClientFrame::Subscribe {
+                session_id: current.session_id().to_string(),
+                after_seq,
+            }]
+        }
+        Effect::None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_protocol::Timestamp;
+    use confab_protocol::model::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_then_gives_up() {
+        let mid: Vec<u32> = (1..=5).map(|a| backoff_ms(a, 0.5).unwrap()).collect();
+        assert_eq!(mid, vec![500, 1000, 2000, 4000, 8000]);
+        assert_eq!(backoff_ms(6, 0.5), None, "five attempts, then the button");
+        assert_eq!(backoff_ms(0, 0.5), None);
+        // Jitter stays within ±20 %.
+        assert_eq!(backoff_ms(1, 0.0), Some(400));
+        assert_eq!(backoff_ms(1, 1.0), Some(600));
+        assert_eq!(backoff_ms(5, 1.0), Some(9600));
+    }
+
+    #[test]
+    fn frames_wait_for_ready_and_go_in_order() {
+        let mut o = Outbox::default();
+        assert_eq!(o.push(ClientFrame::Ping), None);
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: "a".into(),
+                after_seq: 0
+            }),
+            None
+        );
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: "b".into(),
+                after_seq: 0
+            }),
+            None
+        );
+        // A newer subscribe to `a` replaces the queued one.
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: "a".into(),
+                after_seq: 4
+            }),
+            None
+        );
+        assert_eq!(
+            o.ready(),
+            vec![
+                ClientFrame::Ping,
+                ClientFrame::Subscribe {
+                    session_id: "b".into(),
+                    after_seq: 0
+                },
+                ClientFrame::Subscribe {
+                    session_id: "a".into(),
+                    after_seq: 4
+                },
+            ]
+        );
+        assert_eq!(
+            o.push(ClientFrame::Ping),
+            Some(ClientFrame::Ping),
+            "once ready, frames go at once"
+        );
+        o.disconnected();
+        assert_eq!(o.push(ClientFrame::Ping), None);
+        assert!(!o.is_ready());
+    }
+
+    fn summary(id: &str, version: u64) -> SessionSummary {
+        SessionSummary {
+            id: id.into(),
+            project_id: "default".into(),
+            title: "t".into(),
+            status: SessionStatus::Running,
+            permission_mode: PermissionMode::Default,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            last_message_at: Timestamp::from_millis(version as i64),
+            message_count: 0,
+            usage: Usage::default(),
+            first_message_preview: "p".into(),
+            last_turn: None,
+            agent_session_id: None,
+            version,
+        }
+    }
+
+    #[test]
+    fn events_of_other_sessions_touch_only_the_list() {
+        let mut list = SessionList::new();
+        let mut current = CurrentSession::new_unsaved("mine");
+        let before = current.clone();
+        let frames = route_event(
+            &ServerEvent::SessionCreated {
+                session: summary("other", 1),
+            },
+            &mut list,
+            Some(&mut current),
+        );
+        assert!(frames.is_empty());
+        assert_eq!(current, before);
+        assert!(list.get("other").is_some());
+        let delta = ServerEvent::MessageDelta {
+            session_id: "other".into(),
+            message_id: "m".into(),
+            block: 0,
+            offset: 0,
+            text: "x".into(),
+        };
+        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(current, before);
+    }
+
+    #[test]
+    fn a_gap_in_the_current_session_asks_to_subscribe_again() {
+        let mut list = SessionList::new();
+        let mut current = CurrentSession::new_loading("mine");
+        route_event(
+            &ServerEvent::SessionUpdated {
+                session: summary("mine", 1),
+            },
+            &mut list,
+            Some(&mut current),
+        );
+        let delta = ServerEvent::MessageDelta {
+            session_id: "mine".into(),
+            message_id: "m".into(),
+            block: 0,
+            offset: 5,
+            text: "x".into(),
+        };
+        let frames = route_event(&delta, &mut list, Some(&mut current));
+        assert_eq!(
+            frames,
+            vec![ClientFrame::Subscribe {
+                session_id: "mine".into(),
+                after_seq: 0
+            }]
+        );
+        // Until it is answered, further gaps ask nothing more.
+        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(list.get("mine").unwrap().version, 1);
+    }
+}
+
+// ---- the browser side -------------------------------------------------------
+
+use crate::api;
+use crate::state::AppState;
+use dioxus::prelude::*;
+use futures::{FutureExt, SinkExt, StreamExt};
+use gloo_net::websocket::{Message, State, futures::WebSocket};
+use gloo_timers::future::{IntervalStream, TimeoutFuture};
+
+/// What components ask of the socket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SocketCmd {
+    /// Subscribe to the current session (from what it holds).
+    SubscribeCurrent,
+    Unsubscribe(String),
+    /// Try again now (the Reconnect button).
+    Reconnect,
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Starts the coroutine that owns the socket, for the app's lifetime.
+pub fn use_socket(app: AppState) -> Coroutine<SocketCmd> {
+    use_coroutine(move |mut rx: UnboundedReceiver<SocketCmd>| async move {
+        let mut app = app;
+        let mut outbox = Outbox::default();
+        let mut attempt: u32 = 0;
+        api::load_endpoints().await;
+        loop {
+            app.conn.with_mut(|c| {
+                c.state = ReadyState::Connecting;
+                c.ready = false;
+                c.retry_in = None;
+                c.gave_up = false;
+                c.attempt = attempt;
+            });
+            if let Some(ws) = open(&api::socket_url()).await {
+                attempt = 0;
+                app.conn.with_mut(|c| {
+                    c.state = ReadyState::Open;
+                    c.attempt = 0;
+                    c.was_open = true;
+                });
+                let quit = serve(&mut app, ws, &mut outbox, &mut rx).await;
+                outbox.disconnected();
+                if quit {
+                    return;
+                }
+            }
+            app.conn.with_mut(|c| {
+                c.state = ReadyState::Closed;
+                c.ready = false;
+            });
+            attempt += 1;
+            match backoff_ms(attempt, js_sys::Math::random()) {
+                Some(ms) => {
+                    app.conn.with_mut(|c| c.attempt = attempt);
+                    if wait(&mut app, ms, &mut rx).await {
+                        attempt = 0;
+                    }
+                }
+                None => {
+                    app.conn.with_mut(|c| {
+                        c.gave_up = true;
+                        c.retry_in = None;
+                    });
+                    loop {
+                        match rx.next().await {
+                            Some(SocketCmd::Reconnect) => break,
+                            Some(_) => {}
+                            None => return,
+                        }
+                    }
+                    attempt = 0;
+                }
+            }
+        }
+    })
+}
+
+/// Opens a socket and waits until it is open (None if it fails or takes
+/// more than 10 s).
+async fn open(url: &str) -> Option<WebSocket> {
+    let ws = WebSocket::open(url).ok()?;
+    let started = now_ms();
+    while matches!(ws.state(), State::Connecting) {
+        if now_ms() - started > 10_000.0 {
+            return None;
+        }
+        TimeoutFuture::new(25).await;
+    }
+    matches!(ws.state(), State::Open).then_some(ws)
+}
+
+/// Counts down to the next attempt; true when the user asked to retry now.
+async fn wait(app: &mut AppState, ms: u32, rx: &mut UnboundedReceiver<SocketCmd>) -> bool {
+    let until = now_ms() + ms as f64;
+    loop {
+        let left = until - now_ms();
+        if left <= 0.0 {
+            return false;
+        }
+        app.conn
+            .with_mut(|c| c.retry_in = Some((left / 1000.0).ceil() as u32));
+        let step = TimeoutFuture::new(left.min(250.0) as u32).fuse();
+        futures::pin_mut!(step);
+        futures::select! {
+            _ = step => {}
+            cmd = rx.next() => match cmd {
+                Some(SocketCmd::Reconnect) => return true,
+                Some(_) => {}
+                None => return false,
+            },
+        }
+    }
+}
+
+fn encode(f: &ClientFrame) -> Message {
+    Message::Text(serde_json::to_string(f).unwrap_or_default())
+}
+
+/// Serves an open socket until it drops. True when the app is going away.
+async fn serve(
+    app: &mut AppState,
+    ws: WebSocket,
+    outbox: &mut Outbox,
+    rx: &mut UnboundedReceiver<SocketCmd>,
+) -> bool {
+    let (mut sink, stream) = ws.split();
+    let mut stream = stream.fuse();
+    let mut ticks = IntervalStream::new(1_000).fuse();
+    if sink.send(encode(&ClientFrame::Hello)).await.is_err() {
+        return false;
+    }
+    let mut last_ping = now_ms();
+    let mut pong_due: Option<f64> = None;
+    loop {
+        let mut to_send: Vec<ClientFrame> = Vec::new();
+        futures::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else { continue };
+                    match event {
+                        ServerEvent::Ready { .. } => {
+                            app.conn.with_mut(|c| c.ready = true);
+                            if let Some(f) = app.current.with_mut(|c| c.as_mut().filter(|c| c.summary().is_some()).map(subscribe_frame)) {
+                                outbox.push(f);
+                            }
+                            to_send.extend(outbox.ready());
+                            refresh_list(*app);
+                        }
+                        ServerEvent::Pong => pong_due = None,
+                        other => {
+                            let frames = {
+                                let mut list = app.sessions.write();
+                                let mut current = app.current.write();
+                                route_event(&other, &mut list, current.as_mut())
+                            };
+                            for f in frames {
+                                to_send.extend(outbox.push(f));
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Bytes(_))) => {}
+                Some(Err(_)) | None => return false,
+            },
+            cmd = rx.next() => match cmd {
+                Some(SocketCmd::SubscribeCurrent) => {
+                    if let Some(f) = app.current.with_mut(|c| c.as_mut().map(subscribe_frame)) {
+                        to_send.extend(outbox.push(f));
+                    }
+                }
+                Some(SocketCmd::Unsubscribe(session_id)) => to_send.extend(outbox.push(ClientFrame::Unsubscribe { session_id })),
+                Some(SocketCmd::Reconnect) => {}
+                None => return true,
+            },
+            _ = ticks.next() => {
+                let now = now_ms();
+                if pong_due.is_some_and(|due| now > due) {
+                    // No pong: the connection is dead; close it and start over.
+                    app.conn.with_mut(|c| c.state = ReadyState::Closing);
+                    let _ = sink.close().await;
+                    return false;
+                }
+                if outbox.is_ready() && now - last_ping >= PING_EVERY_MS {
+                    last_ping = now;
+                    pong_due = Some(now + PONG_WITHIN_MS);
+                    to_send.push(ClientFrame::Ping);
+                }
+            },
+        }
+        for f in to_send {
+            if sink.send(encode(&f)).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Fetches the list again (after a reconnect nothing missed stays missing),
+/// keeping any summary newer than the fetched one.
+fn refresh_list(app: AppState) {
+    let mut sessions = app.sessions;
+    spawn(async move {
+        let Ok(page) = api::list_sessions().await else {
+            return;
+        };
+        let mut fresh = SessionList::new();
+        fresh.merge_page(page.sessions);
+        let newer: Vec<_> = sessions
+            .peek()
+            .sorted()
+            .into_iter()
+            .filter(|s| fresh.get(&s.id).is_some_and(|f| f.version < s.version))
+            .cloned()
+            .collect();
+        fresh.merge_page(newer);
+        sessions.set(fresh);
+    });
+}

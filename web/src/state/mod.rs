@@ -1,0 +1,57 @@
+//! The app's state: a `Copy` struct of signals around the protocol's state
+//! machines, provided once at the root.
+
+use crate::socket::Conn;
+use confab_protocol::client::{CurrentSession, SessionList};
+use confab_protocol::model::PermissionMode;
+use confab_protocol::rest::ConfigResponse;
+use dioxus::prelude::*;
+
+#[derive(Clone, Copy)]
+pub struct AppState {
+    /// Every session of the user, newest activity first; always mounted.
+    pub sessions: Signal<SessionList>,
+    /// The session on screen.
+    pub current: Signal<Option<CurrentSession>>,
+    pub conn: Signal<Conn>,
+    pub config: Signal<Option<ConfigResponse>>,
+    /// The permission mode new sessions start with.
+    pub default_mode: Signal<PermissionMode>,
+    /// A message for the user that is not about one session.
+    pub notice: Signal<Option<String>>,
+}
+
+impl AppState {
+    pub fn new() -> AppState {
+        AppState {
+            sessions: Signal::new(SessionList::new()),
+            current: Signal::new(None),
+            conn: Signal::new(Conn::default()),
+            config: Signal::new(None),
+            default_mode: Signal::new(load_default_mode()),
+            notice: Signal::new(None),
+        }
+    }
+}
+
+/// The app state; the root provides it.
+pub fn use_app() -> AppState {
+    try_use_context::<AppState>().expect("AppState is provided by App at the root")
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+pub fn load_default_mode() -> PermissionMode {
+    storage()
+        .and_then(|s| s.get_item("confab.defaultMode").ok()?)
+        .and_then(|v| PermissionMode::ALL.into_iter().find(|m| m.as_str() == v))
+        .unwrap_or_default()
+}
+
+pub fn save_default_mode(m: PermissionMode) {
+    if let Some(s) = storage() {
+        let _ = s.set_item("confab.defaultMode", m.as_str());
+    }
+}
