@@ -30,7 +30,10 @@ pub enum ClientFrame {
     Ping,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Serialized by serde's derive; deserialized by hand (below), because the
+/// derived reader of an internally tagged enum is the largest function of
+/// the web app.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum ServerEvent {
     #[serde(rename = "ready", rename_all = "camelCase")]
@@ -121,6 +124,108 @@ impl ServerEvent {
         }
     }
 }
+
+impl<'de> Deserialize<'de> for ServerEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        type Map = serde_json::Map<String, serde_json::Value>;
+        fn take<T: serde::de::DeserializeOwned, E: Error>(
+            m: &mut Map,
+            k: &'static str,
+        ) -> Result<T, E> {
+            let v = m.remove(k).unwrap_or(serde_json::Value::Null);
+            serde_json::from_value(v).map_err(|e| E::custom(format_args!("{k}: {e}")))
+        }
+        fn opt<T: serde::de::DeserializeOwned, E: Error>(
+            m: &mut Map,
+            k: &'static str,
+        ) -> Result<Option<T>, E> {
+            match m.remove(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => serde_json::from_value(v)
+                    .map(Some)
+                    .map_err(|e| E::custom(format_args!("{k}: {e}"))),
+            }
+        }
+        let mut m = Map::deserialize(d)?;
+        let kind = match m.remove("type") {
+            Some(serde_json::Value::String(s)) => s,
+            _ => return Err(D::Error::missing_field("type")),
+        };
+        let m = &mut m;
+        Ok(match kind.as_str() {
+            "ready" => ServerEvent::Ready {
+                connection_id: take(m, "connectionId")?,
+                server_time: take(m, "serverTime")?,
+            },
+            "subscribed" => ServerEvent::Subscribed {
+                session_id: take(m, "sessionId")?,
+                session: take(m, "session")?,
+                messages: take(m, "messages")?,
+                has_more: take(m, "hasMore")?,
+                live: opt(m, "live")?,
+            },
+            "unsubscribed" => ServerEvent::Unsubscribed {
+                session_id: take(m, "sessionId")?,
+            },
+            "pong" => ServerEvent::Pong,
+            "error" => ServerEvent::Error {
+                code: take(m, "code")?,
+                message: take(m, "message")?,
+                session_id: opt(m, "sessionId")?,
+            },
+            "session.created" => ServerEvent::SessionCreated {
+                session: take(m, "session")?,
+            },
+            "session.updated" => ServerEvent::SessionUpdated {
+                session: take(m, "session")?,
+            },
+            "session.deleted" => ServerEvent::SessionDeleted {
+                session_id: take(m, "sessionId")?,
+                version: take(m, "version")?,
+            },
+            "message.created" => ServerEvent::MessageCreated {
+                session_id: take(m, "sessionId")?,
+                message: take(m, "message")?,
+            },
+            "message.snapshot" => ServerEvent::MessageSnapshot {
+                session_id: take(m, "sessionId")?,
+                message_id: take(m, "messageId")?,
+                turn_id: take(m, "turnId")?,
+                content: take(m, "content")?,
+            },
+            "message.delta" => ServerEvent::MessageDelta {
+                session_id: take(m, "sessionId")?,
+                message_id: take(m, "messageId")?,
+                block: take(m, "block")?,
+                offset: take(m, "offset")?,
+                text: take(m, "text")?,
+            },
+            "message.block" => ServerEvent::MessageBlock {
+                session_id: take(m, "sessionId")?,
+                message_id: take(m, "messageId")?,
+                index: take(m, "index")?,
+                block: take(m, "block")?,
+            },
+            other => return Err(D::Error::unknown_variant(other, SERVER_EVENT_TYPES)),
+        })
+    }
+}
+
+const SERVER_EVENT_TYPES: &[&str] = &[
+    "ready",
+    "subscribed",
+    "unsubscribed",
+    "pong",
+    "error",
+    "session.created",
+    "session.updated",
+    "session.deleted",
+    "message.created",
+    "message.snapshot",
+    "message.delta",
+    "message.block",
+];
 
 /// Parses a client frame, saying what is wrong in words a developer can act on.
 pub fn parse_client_frame(raw: &str) -> Result<ClientFrame, FrameError> {

@@ -18,6 +18,10 @@ struct Local {
 }
 
 async fn start(delay_ms: u64) -> Local {
+    start_with(delay_ms, None).await
+}
+
+async fn start_with(delay_ms: u64, web_dir: Option<std::path::PathBuf>) -> Local {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
         auth: AuthConfig::None,
@@ -27,7 +31,7 @@ async fn start(delay_ms: u64) -> Local {
     let opts = confab_local::Options {
         addr: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
-        web_dir: None,
+        web_dir,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -208,6 +212,71 @@ async fn fanout(l: &Local, n: usize, words: usize) -> (usize, f64, f64) {
     )
 }
 
+/// The app's wasm and JS, gzipped (what a browser downloads), in bytes.
+fn bundle_gzipped() -> (u64, u64) {
+    let dist = confab_tests::harness::web_dist();
+    let (mut wasm, mut js) = (0, 0);
+    for entry in walk(&dist) {
+        let name = entry.to_string_lossy().to_string();
+        let is_wasm = name.ends_with(".wasm");
+        if !is_wasm && !name.ends_with(".js") {
+            continue;
+        }
+        let out = std::process::Command::new("gzip")
+            .arg("-9")
+            .arg("-c")
+            .arg(&entry)
+            .output()
+            .expect("gzip");
+        if is_wasm {
+            wasm += out.stdout.len() as u64;
+        } else {
+            js += out.stdout.len() as u64;
+        }
+    }
+    (wasm, js)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// From navigation to a session page that takes input with its socket
+/// ready, in headless Chromium (a fresh window each time, nothing cached).
+async fn time_to_interactive(l: &Local, runs: usize) -> (Duration, Duration) {
+    let driver = confab_tests::browser::Driver::start().await;
+    let base = l.api.base.clone();
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let w = driver.window().await;
+        let t0 = Instant::now();
+        w.goto(&format!("{base}/projects/default/sessions/{}", id()))
+            .await;
+        loop {
+            let ready = w
+                .js("const t = document.querySelector('#composer-input'); return !!t && !t.disabled && !document.querySelector('#banner-connecting, #banner-reconnecting');")
+                .await;
+            if ready == serde_json::Value::Bool(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        out.push(t0.elapsed());
+        w.close().await;
+    }
+    out.sort();
+    (out[out.len() / 2], out[out.len() - 1])
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -225,7 +294,7 @@ async fn main() {
     eprintln!("bench: fan-out to 100 sockets");
     let (frames, fps, mbps) = fanout(&fast, 100, 100_000).await;
 
-    let rows = [
+    let mut rows = vec![
         (
             "Pushes to one subscriber, 1,000-word reply, demo delay 0",
             f0.to_string(),
@@ -282,6 +351,33 @@ async fn main() {
             "",
         ),
     ];
+    eprintln!("bench: the web app");
+    let web = start_with(0, Some(confab_tests::harness::web_dist())).await;
+    let (wasm, js) = bundle_gzipped();
+    let (i50, imax) = time_to_interactive(&web, 10).await;
+    let kib = |b: u64| b as f64 / 1024.0;
+    rows.extend([
+        (
+            "Web app download, gzipped (wasm + JS)",
+            format!(
+                "{:.1} KiB ({:.1} + {:.1})",
+                kib(wasm + js),
+                kib(wasm),
+                kib(js)
+            ),
+            "< 350 KiB",
+        ),
+        (
+            "Navigation to an interactive session page (headless Chromium), p50 of 10",
+            ms(i50),
+            "",
+        ),
+        (
+            "Navigation to an interactive session page (headless Chromium), slowest of 10",
+            ms(imax),
+            "",
+        ),
+    ]);
     let mut table = String::from("| measure | result | target |\n|---|---|---|\n");
     for (what, value, target) in rows {
         table.push_str(&format!("| {what} | {value} | {target} |\n"));

@@ -26,6 +26,17 @@ pub enum Route {
         NotFound { segments: Vec<String> },
 }
 
+/// Moves keyboard focus to the element with this id, once it is on the page.
+pub fn focus(id: &str) {
+    use wasm_bindgen::JsCast;
+    let el = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id));
+    if let Some(el) = el.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+        let _ = el.focus();
+    }
+}
+
 fn main() {
     console_error_panic_hook::set_once();
     dioxus::launch(App);

@@ -121,10 +121,47 @@ fn ensure_web_tools() -> Result<()> {
     Ok(())
 }
 
-/// Builds the web app into web/dist.
+/// binaryen's wasm-opt from npm (a build that reads current rustc output),
+/// under target/tools; returns the folder of its executables.
+fn ensure_wasm_opt() -> Result<PathBuf> {
+    let tools = root().join("target/tools");
+    let bin = tools.join("node_modules/.bin");
+    if tool_version(bin.join("wasm-opt").to_str().unwrap_or(""))
+        .is_some_and(|v| v.contains("version 132"))
+    {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&tools)?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&tools)
+        .arg("binaryen@132"))
+    .context("installing binaryen 132 from npm (needs node and npm)")?;
+    Ok(bin)
+}
+
+/// Builds the web app into web/dist (optimised by wasm-opt).
 fn build_web() -> Result<()> {
     ensure_web_tools()?;
-    run(Command::new("trunk").args(["build", "--release", "--offline"]))
+    let bin = ensure_wasm_opt()?;
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
+    // Panic locations name source files: keep build machines' paths out.
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let flags = format!(
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/confab",
+        home.display(),
+        root().display()
+    );
+    run(Command::new("trunk")
+        .args(["build", "--release", "--offline"])
+        .env("PATH", path)
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", flags))
 }
 
 /// Chromium and ChromeDriver for the browser tests, from Debian's packages.

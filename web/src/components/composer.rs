@@ -14,6 +14,8 @@ pub fn Composer(
     on_stop: EventHandler<()>,
 ) -> Element {
     let mut draft = use_signal(String::new);
+    // Focus lands in the message box when the page opens.
+    use_effect(|| crate::focus("composer-input"));
     let mut restore = restore;
     use_effect(move || {
         if let Some(t) = restore() {
@@ -46,7 +48,6 @@ pub fn Composer(
                         submit();
                     }
                 },
-                onmounted: move |e: MountedEvent| async move { let _ = e.data().set_focus(true).await; },
             }
             div { class: "composer-actions",
                 span { class: "hint", "Enter to send · Shift+Enter for a new line" }

@@ -1,16 +1,16 @@
-//! Markdown as elements: pulldown-cmark's events become a small tree rendered
-//! with rsx, so every piece of text is a text node. Raw HTML in a message is
-//! shown as text and never executed; links keep only safe schemes; remote
-//! images are not loaded (a link is shown instead).
+//! Markdown as elements: the Markdown agents write (fenced code, headings,
+//! lists, quotes, tables, rules, emphasis, code spans, links) parsed into a
+//! small tree and rendered with rsx, so every piece of text is a text node.
+//! Raw HTML in a message is shown as text and never executed; links keep only
+//! safe schemes; remote images are not loaded (a link is shown instead). A
+//! full CommonMark parser would more than double the app's download.
 
 use dioxus::prelude::*;
-use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag};
 
 #[derive(Clone, PartialEq, Debug)]
 pub enum Md {
     Text(String),
     Code(String),
-    Break,
     Rule,
     Node(Kind, Vec<Md>),
 }
@@ -33,73 +33,385 @@ pub enum Kind {
     THead,
     Tr,
     Td,
-    Span,
+}
+
+// ---- blocks ------------------------------------------------------------------
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// An opening code fence: its character, length and info string.
+fn fence(line: &str) -> Option<(char, usize, String)> {
+    if indent(line) > 3 {
+        return None;
+    }
+    let t = line.trim_start();
+    let c = t.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let n = t.chars().take_while(|x| *x == c).count();
+    let info = t[n..].trim();
+    (n >= 3 && !(c == '`' && info.contains('`'))).then(|| (c, n, info.to_string()))
+}
+
+fn heading(line: &str) -> Option<(u8, &str)> {
+    let t = line.trim_start();
+    if indent(line) > 3 {
+        return None;
+    }
+    let n = t.chars().take_while(|c| *c == '#').count();
+    let rest = &t[n..];
+    if !(1..=6).contains(&n) || !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    let text = rest.trim().trim_end_matches('#').trim_end();
+    Some((n as u8, text))
+}
+
+fn is_rule(line: &str) -> bool {
+    let t: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(c) = t.chars().next() else {
+        return false;
+    };
+    indent(line) <= 3 && matches!(c, '-' | '*' | '_') && t.len() >= 3 && t.chars().all(|x| x == c)
+}
+
+/// A list item marker: (indent, ordered start, width of marker and space, rest).
+fn list_item(line: &str) -> Option<(usize, Option<u64>, usize, &str)> {
+    let ind = indent(line);
+    let t = &line[ind..];
+    if let Some(rest) = t
+        .strip_prefix("- ")
+        .or_else(|| t.strip_prefix("* "))
+        .or_else(|| t.strip_prefix("+ "))
+    {
+        return Some((ind, None, 2, rest));
+    }
+    if t == "-" || t == "*" || t == "+" {
+        return Some((ind, None, 2, ""));
+    }
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    if (1..=9).contains(&digits) {
+        let after = &t[digits..];
+        if let Some(rest) = after
+            .strip_prefix(". ")
+            .or_else(|| after.strip_prefix(") "))
+        {
+            return Some((ind, t[..digits].parse().ok(), digits + 2, rest));
+        }
+    }
+    None
+}
+
+fn table_cells(line: &str) -> Vec<String> {
+    let t = line.trim();
+    let t = t.strip_prefix('|').unwrap_or(t);
+    let t = t.strip_suffix('|').unwrap_or(t);
+    t.split('|').map(|c| c.trim().to_string()).collect()
+}
+
+fn is_table_separator(line: &str) -> bool {
+    let cells = table_cells(line);
+    line.contains('-')
+        && !cells.is_empty()
+        && cells.iter().all(|c| {
+            let c = c.trim_matches(':');
+            !c.is_empty() && c.chars().all(|x| x == '-')
+        })
+}
+
+fn starts_block(line: &str) -> bool {
+    fence(line).is_some()
+        || heading(line).is_some()
+        || is_rule(line)
+        || line.trim_start().starts_with('>')
+        || list_item(line).is_some()
 }
 
 pub fn parse(src: &str) -> Vec<Md> {
-    let opts = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
-    let mut stack: Vec<(Kind, Vec<Md>)> = vec![(Kind::Span, Vec::new())];
-    fn push(s: &mut [(Kind, Vec<Md>)], n: Md) {
-        if let Some(top) = s.last_mut() {
-            top.1.push(n);
-        }
-    }
-    for ev in Parser::new_ext(src, opts) {
-        match ev {
-            Event::Start(tag) => stack.push((kind_of(tag), Vec::new())),
-            Event::End(_) => {
-                if stack.len() > 1
-                    && let Some((k, ch)) = stack.pop()
-                {
-                    push(&mut stack, Md::Node(k, ch));
-                }
-            }
-            // Raw HTML stays text.
-            Event::Text(t) | Event::Html(t) | Event::InlineHtml(t) => {
-                push(&mut stack, Md::Text(t.into_string()))
-            }
-            Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
-                push(&mut stack, Md::Code(t.into_string()))
-            }
-            Event::SoftBreak => push(&mut stack, Md::Text("\n".into())),
-            Event::HardBreak => push(&mut stack, Md::Break),
-            Event::Rule => push(&mut stack, Md::Rule),
-            Event::TaskListMarker(done) => {
-                push(&mut stack, Md::Text(if done { "☑ " } else { "☐ " }.into()))
-            }
-            Event::FootnoteReference(t) => push(&mut stack, Md::Text(format!("[{t}]"))),
-        }
-    }
-    while stack.len() > 1 {
-        if let Some((k, ch)) = stack.pop() {
-            push(&mut stack, Md::Node(k, ch));
-        }
-    }
-    stack.pop().map(|(_, ch)| ch).unwrap_or_default()
+    let lines: Vec<&str> = src.lines().map(|l| l.trim_end_matches('\r')).collect();
+    blocks(&lines)
 }
 
-fn kind_of(tag: Tag<'_>) -> Kind {
-    match tag {
-        Tag::Paragraph => Kind::P,
-        Tag::Heading { level, .. } => Kind::H(level as u8),
-        Tag::BlockQuote(_) => Kind::Quote,
-        Tag::CodeBlock(CodeBlockKind::Fenced(lang)) => Kind::Pre(lang.into_string()),
-        Tag::CodeBlock(CodeBlockKind::Indented) => Kind::Pre(String::new()),
-        Tag::HtmlBlock => Kind::P,
-        Tag::List(Some(start)) => Kind::Ol(start),
-        Tag::List(None) => Kind::Ul,
-        Tag::Item => Kind::Li,
-        Tag::Emphasis => Kind::Em,
-        Tag::Strong => Kind::Strong,
-        Tag::Strikethrough => Kind::Del,
-        Tag::Link { dest_url, .. } => Kind::Link(dest_url.into_string()),
-        Tag::Image { dest_url, .. } => Kind::Image(dest_url.into_string()),
-        Tag::Table(_) => Kind::Table,
-        Tag::TableHead => Kind::THead,
-        Tag::TableRow => Kind::Tr,
-        Tag::TableCell => Kind::Td,
-        _ => Kind::Span,
+fn blocks(lines: &[&str]) -> Vec<Md> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim().is_empty() {
+            i += 1;
+        } else if let Some((c, n, info)) = fence(line) {
+            let mut code = Vec::new();
+            i += 1;
+            while i < lines.len() {
+                let t = lines[i].trim();
+                if t.len() >= n && t.chars().all(|x| x == c) {
+                    i += 1;
+                    break;
+                }
+                code.push(lines[i]);
+                i += 1;
+            }
+            let mut text = code.join("\n");
+            text.push('\n');
+            let lang = info.split_whitespace().next().unwrap_or("").to_string();
+            out.push(Md::Node(Kind::Pre(lang), vec![Md::Text(text)]));
+        } else if let Some((level, text)) = heading(line) {
+            out.push(Md::Node(Kind::H(level), inline(text)));
+            i += 1;
+        } else if is_rule(line) {
+            out.push(Md::Rule);
+            i += 1;
+        } else if line.trim_start().starts_with('>') {
+            let mut inner = Vec::new();
+            while i < lines.len() && lines[i].trim_start().starts_with('>') {
+                let t = &lines[i].trim_start()[1..];
+                inner.push(t.strip_prefix(' ').unwrap_or(t));
+                i += 1;
+            }
+            out.push(Md::Node(Kind::Quote, blocks(&inner)));
+        } else if let Some((ind, start, _, _)) = list_item(line) {
+            let ordered = start.is_some();
+            let mut items = Vec::new();
+            while i < lines.len() {
+                let Some((ind2, start2, width, rest)) = list_item(lines[i]) else {
+                    break;
+                };
+                if ind2 != ind || start2.is_some() != ordered {
+                    break;
+                }
+                let mut body = vec![rest.to_string()];
+                i += 1;
+                while i < lines.len() {
+                    let l = lines[i];
+                    if l.trim().is_empty() {
+                        // A blank line ends the item unless indented text follows.
+                        if lines
+                            .get(i + 1)
+                            .is_some_and(|n| !n.trim().is_empty() && indent(n) >= ind + width)
+                        {
+                            body.push(String::new());
+                            i += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                    if indent(l) >= ind + width {
+                        body.push(l[(ind + width).min(indent(l))..].to_string());
+                    } else if !starts_block(l) && list_item(l).is_none() {
+                        body.push(l.trim_start().to_string()); // a lazy continuation
+                    } else {
+                        break;
+                    }
+                    i += 1;
+                }
+                let body: Vec<&str> = body.iter().map(String::as_str).collect();
+                let mut content = blocks(&body);
+                // A tight item's paragraph renders without a paragraph box.
+                if let [Md::Node(Kind::P, inner)] = content.as_slice() {
+                    content = inner.clone();
+                }
+                items.push(Md::Node(Kind::Li, content));
+                while i < lines.len()
+                    && lines[i].trim().is_empty()
+                    && lines.get(i + 1).is_some_and(|n| {
+                        list_item(n).is_some_and(|(d, s, _, _)| d == ind && s.is_some() == ordered)
+                    })
+                {
+                    i += 1;
+                }
+            }
+            let kind = match start {
+                Some(n) => Kind::Ol(n),
+                None => Kind::Ul,
+            };
+            out.push(Md::Node(kind, items));
+        } else if line.contains('|') && lines.get(i + 1).is_some_and(|n| is_table_separator(n)) {
+            let head: Vec<Md> = table_cells(line)
+                .iter()
+                .map(|c| Md::Node(Kind::Td, inline(c)))
+                .collect();
+            let mut rows = vec![Md::Node(Kind::THead, head)];
+            i += 2;
+            while i < lines.len() && lines[i].contains('|') && !lines[i].trim().is_empty() {
+                let cells = table_cells(lines[i])
+                    .iter()
+                    .map(|c| Md::Node(Kind::Td, inline(c)))
+                    .collect();
+                rows.push(Md::Node(Kind::Tr, cells));
+                i += 1;
+            }
+            out.push(Md::Node(Kind::Table, rows));
+        } else {
+            let mut para = vec![line.trim_start()];
+            i += 1;
+            // Only a list starting at 1 may interrupt a paragraph ("2024. The
+            // year…" stays text).
+            let interrupts = |l: &str| match list_item(l) {
+                Some((_, Some(n), _, _)) => n == 1,
+                Some((_, None, _, _)) => true,
+                None => starts_block(l),
+            };
+            while i < lines.len() && !lines[i].trim().is_empty() && !interrupts(lines[i]) {
+                para.push(lines[i].trim_start());
+                i += 1;
+            }
+            out.push(Md::Node(Kind::P, inline(&para.join("\n"))));
+        }
     }
+    out
+}
+
+// ---- inline ------------------------------------------------------------------
+
+/// Where the delimiter `d` closes, from byte `from`, with non-empty content
+/// that does not start or end with white space.
+fn closing(s: &str, from: usize, d: &str) -> Option<usize> {
+    let mut at = from;
+    while let Some(k) = s[at..].find(d) {
+        let end = at + k;
+        let inner = &s[from..end];
+        if !inner.is_empty()
+            && !inner.starts_with(char::is_whitespace)
+            && !inner.ends_with(char::is_whitespace)
+            && (d.len() != 1 || !s[end + 1..].starts_with(d))
+        {
+            return Some(end);
+        }
+        at = end + d.len();
+        if d.len() == 1 && s[at..].starts_with(d) {
+            at += d.len();
+        }
+    }
+    None
+}
+
+fn inline(s: &str) -> Vec<Md> {
+    let mut out: Vec<Md> = Vec::new();
+    let mut text = String::new();
+    let flush = |text: &mut String, out: &mut Vec<Md>| {
+        if !text.is_empty() {
+            out.push(Md::Text(std::mem::take(text)));
+        }
+    };
+    let mut i = 0;
+    while i < s.len() {
+        let rest = &s[i..];
+        let c = rest.chars().next().unwrap_or(' ');
+        let prev_alnum = s[..i]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric);
+        if c == '\\'
+            && let Some(n) = rest[1..]
+                .chars()
+                .next()
+                .filter(|n| n.is_ascii_punctuation())
+        {
+            text.push(n);
+            i += 1 + n.len_utf8();
+            continue;
+        }
+        if c == '`' {
+            let n = rest.chars().take_while(|x| *x == '`').count();
+            let ticks = &rest[..n];
+            let mut search = n;
+            let mut found = None;
+            while let Some(k) = rest[search..].find(ticks) {
+                let at = search + k;
+                let run = rest[at..].chars().take_while(|x| *x == '`').count();
+                if run == n {
+                    found = Some(at);
+                    break;
+                }
+                search = at + run;
+            }
+            if let Some(end) = found {
+                let code = &rest[n..end];
+                let code = if code.len() > 1 && code.starts_with(' ') && code.ends_with(' ') {
+                    &code[1..code.len() - 1]
+                } else {
+                    code
+                };
+                flush(&mut text, &mut out);
+                out.push(Md::Code(code.replace('\n', " ")));
+                i += end + n;
+                continue;
+            }
+            text.push_str(ticks);
+            i += n;
+            continue;
+        }
+        let spans: [(&str, Kind); 5] = [
+            ("**", Kind::Strong),
+            ("__", Kind::Strong),
+            ("~~", Kind::Del),
+            ("*", Kind::Em),
+            ("_", Kind::Em),
+        ];
+        let mut matched = false;
+        for (d, kind) in spans {
+            let opens = rest.starts_with(d) && !(d.starts_with('_') && prev_alnum);
+            if opens && let Some(end) = closing(s, i + d.len(), d) {
+                // `_` only emphasises at word edges (snake_case stays text).
+                let after = s[end + d.len()..].chars().next();
+                if d.starts_with('_') && after.is_some_and(char::is_alphanumeric) {
+                    continue;
+                }
+                flush(&mut text, &mut out);
+                out.push(Md::Node(kind, inline(&s[i + d.len()..end])));
+                i = end + d.len();
+                matched = true;
+                break;
+            }
+        }
+        if matched {
+            continue;
+        }
+        let image = rest.starts_with("![");
+        if c == '[' || image {
+            let open = i + usize::from(image) + 1;
+            if let Some(close) = s[open..].find("](").map(|k| open + k)
+                && let Some(end) = s[close + 2..].find(')').map(|k| close + 2 + k)
+            {
+                let url = s[close + 2..end].trim().to_string();
+                if !url.contains(char::is_whitespace) || url.starts_with('<') {
+                    flush(&mut text, &mut out);
+                    let label = inline(&s[open..close]);
+                    out.push(Md::Node(
+                        if image {
+                            Kind::Image(url)
+                        } else {
+                            Kind::Link(url)
+                        },
+                        label,
+                    ));
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
+        if c == '<'
+            && let Some(end) = rest.find('>')
+        {
+            let url = &rest[1..end];
+            if safe_href(url).is_some()
+                && !url.contains(char::is_whitespace)
+                && !url.starts_with('#')
+            {
+                flush(&mut text, &mut out);
+                out.push(Md::Node(
+                    Kind::Link(url.to_string()),
+                    vec![Md::Text(url.to_string())],
+                ));
+                i += end + 1;
+                continue;
+            }
+        }
+        text.push(c);
+        i += c.len_utf8();
+    }
+    flush(&mut text, &mut out);
+    out
 }
 
 /// Only links a person would expect to follow.
@@ -117,7 +429,6 @@ fn plain(nodes: &[Md]) -> String {
     for n in nodes {
         match n {
             Md::Text(t) | Md::Code(t) => s.push_str(t),
-            Md::Break => s.push('\n'),
             Md::Node(_, ch) => s.push_str(&plain(ch)),
             Md::Rule => {}
         }
@@ -137,7 +448,6 @@ fn node(n: &Md) -> Element {
     match n {
         Md::Text(t) => rsx! { "{t}" },
         Md::Code(t) => rsx! { code { "{t}" } },
-        Md::Break => rsx! { br {} },
         Md::Rule => rsx! { hr {} },
         Md::Node(kind, ch) => {
             let inner = render(ch);
@@ -182,7 +492,6 @@ fn node(n: &Md) -> Element {
                 Kind::THead => rsx! { thead { tr { {inner} } } },
                 Kind::Tr => rsx! { tr { {inner} } },
                 Kind::Td => rsx! { td { {inner} } },
-                Kind::Span => rsx! { span { {inner} } },
             }
         }
     }
@@ -198,12 +507,19 @@ pub fn Markdown(text: ReadSignal<String>) -> Element {
 mod tests {
     use super::*;
 
+    fn t(s: &str) -> Md {
+        Md::Text(s.into())
+    }
+    fn n(k: Kind, ch: Vec<Md>) -> Md {
+        Md::Node(k, ch)
+    }
+
     #[test]
     fn raw_html_is_text() {
         let md = parse("hi <img src=x onerror=alert(1)> <script>alert(2)</script>");
         let text = plain(&md);
         assert!(text.contains("<img src=x onerror=alert(1)>"));
-        assert!(text.contains("<script>"));
+        assert!(text.contains("<script>alert(2)</script>"));
         let block = parse("<div onclick=\"x()\">\nblock\n</div>");
         assert!(plain(&block).contains("<div onclick"));
     }
@@ -214,17 +530,172 @@ mod tests {
         assert_eq!(safe_href("javascript:alert(1)"), None);
         assert_eq!(safe_href(" JaVaScRiPt:alert(1)"), None);
         assert_eq!(safe_href("data:text/html,x"), None);
+        assert_eq!(
+            parse("[x](javascript:alert(1))"),
+            vec![n(
+                Kind::P,
+                vec![
+                    n(Kind::Link("javascript:alert(1".into()), vec![t("x")]),
+                    t(")")
+                ]
+            )]
+        );
     }
 
     #[test]
     fn code_blocks_keep_their_text() {
-        let md = parse("```rust\nfn main() {}\n```");
         assert_eq!(
-            md,
-            vec![Md::Node(
+            parse("```rust\nfn main() {}\n  *not* markdown\n```"),
+            vec![n(
                 Kind::Pre("rust".into()),
-                vec![Md::Text("fn main() {}\n".into())]
+                vec![t("fn main() {}\n  *not* markdown\n")]
             )]
         );
+        // An unclosed fence runs to the end.
+        assert_eq!(
+            parse("~~~\nx"),
+            vec![n(Kind::Pre(String::new()), vec![t("x\n")])]
+        );
+    }
+
+    #[test]
+    fn headings_rules_and_quotes() {
+        assert_eq!(parse("## Plan ##"), vec![n(Kind::H(2), vec![t("Plan")])]);
+        assert_eq!(parse("#hashtag"), vec![n(Kind::P, vec![t("#hashtag")])]);
+        assert_eq!(
+            parse("a\n\n---\nb"),
+            vec![n(Kind::P, vec![t("a")]), Md::Rule, n(Kind::P, vec![t("b")])]
+        );
+        assert_eq!(
+            parse("> quoted\n> **bold**"),
+            vec![n(
+                Kind::Quote,
+                vec![n(
+                    Kind::P,
+                    vec![t("quoted\n"), n(Kind::Strong, vec![t("bold")])]
+                )]
+            )]
+        );
+    }
+
+    #[test]
+    fn lists_nest_and_number() {
+        let md = parse("1. one\n2. two\n   - inner\n3. three");
+        let Md::Node(Kind::Ol(1), items) = &md[0] else {
+            panic!("{md:?}")
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[1],
+            n(
+                Kind::Li,
+                vec![
+                    n(Kind::P, vec![t("two")]),
+                    n(Kind::Ul, vec![n(Kind::Li, vec![t("inner")])])
+                ]
+            )
+        );
+        assert_eq!(
+            parse("- a\n- b"),
+            vec![n(
+                Kind::Ul,
+                vec![n(Kind::Li, vec![t("a")]), n(Kind::Li, vec![t("b")])]
+            )]
+        );
+        assert_eq!(
+            parse("3) c"),
+            vec![n(Kind::Ol(3), vec![n(Kind::Li, vec![t("c")])])]
+        );
+    }
+
+    #[test]
+    fn emphasis_code_and_links_inline() {
+        assert_eq!(
+            parse(
+                "Use `cargo test` and **do** _not_ touch snake_case_name or 2*3*4 [docs](https://x.y)."
+            ),
+            vec![n(
+                Kind::P,
+                vec![
+                    t("Use "),
+                    Md::Code("cargo test".into()),
+                    t(" and "),
+                    n(Kind::Strong, vec![t("do")]),
+                    t(" "),
+                    n(Kind::Em, vec![t("not")]),
+                    t(" touch snake_case_name or 2"),
+                    n(Kind::Em, vec![t("3")]),
+                    t("4 "),
+                    n(Kind::Link("https://x.y".into()), vec![t("docs")]),
+                    t("."),
+                ]
+            )]
+        );
+        assert_eq!(
+            parse("``a `b` c``"),
+            vec![n(Kind::P, vec![Md::Code("a `b` c".into())])]
+        );
+        assert_eq!(parse("\\*not em\\*"), vec![n(Kind::P, vec![t("*not em*")])]);
+        assert_eq!(
+            parse("unclosed **bold and `tick"),
+            vec![n(Kind::P, vec![t("unclosed **bold and `tick")])]
+        );
+        assert_eq!(
+            parse("~~gone~~"),
+            vec![n(Kind::P, vec![n(Kind::Del, vec![t("gone")])])]
+        );
+        assert_eq!(
+            parse("<https://a.b/c>"),
+            vec![n(
+                Kind::P,
+                vec![n(
+                    Kind::Link("https://a.b/c".into()),
+                    vec![t("https://a.b/c")]
+                )]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_number_inside_a_paragraph_is_not_a_list() {
+        assert_eq!(
+            parse("It happened in\n2024. Then more."),
+            vec![n(Kind::P, vec![t("It happened in\n2024. Then more.")])]
+        );
+    }
+
+    #[test]
+    fn tables() {
+        let md = parse("| a | b |\n|---|:-:|\n| 1 | `2` |\n\nafter");
+        assert_eq!(
+            md[0],
+            n(
+                Kind::Table,
+                vec![
+                    n(
+                        Kind::THead,
+                        vec![n(Kind::Td, vec![t("a")]), n(Kind::Td, vec![t("b")])]
+                    ),
+                    n(
+                        Kind::Tr,
+                        vec![
+                            n(Kind::Td, vec![t("1")]),
+                            n(Kind::Td, vec![Md::Code("2".into())])
+                        ]
+                    ),
+                ]
+            )
+        );
+        assert_eq!(md[1], n(Kind::P, vec![t("after")]));
+    }
+
+    #[test]
+    fn anything_at_all_parses() {
+        for s in [
+            "", "\n\n", "*", "**", "[", "![", "](", "`", "> ", "- ", "1.", "|", "|-|", "```", "\\",
+            "é*é*é", "_a_b_", "[a](b", "<", "<>",
+        ] {
+            let _ = parse(s);
+        }
     }
 }

@@ -86,10 +86,20 @@ pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
         }
     };
     let title = summary.title.clone();
+    let rename_id = format!("rename-{id}");
+    use_effect({
+        let rename_id = rename_id.clone();
+        move || {
+            if renaming() {
+                crate::focus(&rename_id);
+            }
+        }
+    });
     rsx! {
         li { class: if active { "session active" } else { "session" }, "data-session-id": "{id}",
             if renaming() {
                 input {
+                    id: "{rename_id}",
                     class: "rename",
                     aria_label: "Session title",
                     value: "{name}",
@@ -101,7 +111,6 @@ pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
                             if e.key() == Key::Escape { renaming.set(false); }
                         }
                     },
-                    onmounted: move |e: MountedEvent| async move { let _ = e.data().set_focus(true).await; },
                 }
             } else {
                 Link { to: route, class: "session-link",
