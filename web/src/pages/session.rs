@@ -22,11 +22,18 @@ fn with_current(mut app: AppState, id: &str, f: impl FnOnce(&mut CurrentSession)
     });
 }
 
-fn scroll_to_bottom() {
-    if let Some(el) = web_sys::window()
+fn messages_el() -> Option<web_sys::Element> {
+    web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.get_element_by_id("messages"))
-    {
+}
+
+fn messages_height() -> i32 {
+    messages_el().map_or(0, |el| el.scroll_height())
+}
+
+fn scroll_to_bottom() {
+    if let Some(el) = messages_el() {
         el.set_scroll_top(el.scroll_height());
     }
 }
@@ -176,15 +183,32 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
         });
     };
 
-    let load_older = move |_| {
+    // Older pages load when the reader scrolls to the top (or asks).
+    let mut loading_older = use_signal(|| false);
+    let mut load_older = move || {
         let sid = id();
-        let Some(oldest) = app.current.peek().as_ref().and_then(|c| c.oldest_seq()) else {
+        let oldest = app
+            .current
+            .peek()
+            .as_ref()
+            .filter(|c| c.has_older())
+            .and_then(|c| c.oldest_seq());
+        let Some(oldest) = oldest else { return };
+        if *loading_older.peek() {
             return;
-        };
+        }
+        loading_older.set(true);
         spawn(async move {
+            let before = messages_height();
             if let Ok(page) = api::older(&sid, oldest).await {
                 with_current(app, &sid, |c| c.apply_older(&page));
+                // Keep the reader's place: what was on screen stays there.
+                gloo_timers::future::TimeoutFuture::new(0).await;
+                if let Some(el) = messages_el() {
+                    el.set_scroll_top(el.scroll_top() + el.scroll_height() - before);
+                }
             }
+            loading_older.set(false);
         });
     };
 
@@ -282,13 +306,16 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
             }
             div { class: "messages", id: "messages", aria_live: "polite",
                 onscroll: move |_| {
-                    if let Some(el) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("messages")) {
+                    if let Some(el) = messages_el() {
                         let gap = el.scroll_height() - el.scroll_top() - el.client_height();
                         stick.set(gap < 40);
+                        if el.scroll_top() < 80 {
+                            load_older();
+                        }
                     }
                 },
                 if has_older {
-                    button { class: "older", onclick: load_older, "Load older messages" }
+                    button { class: "older", onclick: move |_| load_older(), "Load older messages" }
                 }
                 if stored.is_empty() && pending.is_empty() && phase == Phase::NotCreated {
                     div { class: "welcome",
