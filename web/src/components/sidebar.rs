@@ -10,7 +10,12 @@ use dioxus::prelude::*;
 
 /// Makes a session id here and opens it at once; nothing is stored until
 /// the first message.
-pub fn open_new_session(mut app: AppState, nav: dioxus::router::Navigator) {
+pub fn open_new_session(app: AppState, nav: dioxus::router::Navigator) {
+    nav.push(new_session_route(app));
+}
+
+/// Prepares a fresh session and returns where it lives.
+pub fn new_session_route(mut app: AppState) -> Route {
     let id = uuid::Uuid::now_v7().hyphenated().to_string();
     let project = app
         .current
@@ -19,10 +24,10 @@ pub fn open_new_session(mut app: AppState, nav: dioxus::router::Navigator) {
         .and_then(|c| c.summary().map(|s| s.project_id.clone()))
         .unwrap_or_else(|| "default".into());
     app.current.set(Some(CurrentSession::new_unsaved(&id)));
-    nav.push(Route::Session {
+    Route::Session {
         project_id: project,
         id,
-    });
+    }
 }
 
 #[component]

@@ -1,6 +1,6 @@
 //! `/`: opens a fresh session, ready for a first message.
 
-use crate::components::sidebar::open_new_session;
+use crate::components::sidebar::new_session_route;
 use crate::state::use_app;
 use dioxus::prelude::*;
 
@@ -8,6 +8,9 @@ use dioxus::prelude::*;
 pub fn Home() -> Element {
     let app = use_app();
     let nav = use_navigator();
-    use_effect(move || open_new_session(app, nav));
+    // Replace, so that Back does not land here and open another one.
+    use_effect(move || {
+        nav.replace(new_session_route(app));
+    });
     rsx! {}
 }
