@@ -32,7 +32,67 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
 }
 
+/// Refuses what a browser sends on behalf of another site: a request whose
+/// `Origin` is not this gateway's own (cross-site requests and socket
+/// hijacking), and, while auth is off, a `Host` that is a name other than
+/// `localhost` (a DNS-rebinding page). Non-browser clients send no `Origin`.
+async fn same_site_only(
+    State(gw): State<Arc<Gateway>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            == Some(host);
+        if !same {
+            return refused("requests from other sites are refused");
+        }
+    }
+    if matches!(*gw.auth, Auth::None) && !host_is_local(host) {
+        return refused("without auth, Confab answers only at an IP address or localhost");
+    }
+    next.run(req).await
+}
+
+/// `localhost` or an IP literal, with or without a port.
+fn host_is_local(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn refused(message: &str) -> Response {
+    let body = confab_protocol::rest::ErrorBody {
+        error: confab_protocol::rest::ErrorDetail {
+            code: confab_protocol::rest::ErrorCode::Unauthorized,
+            message: message.to_string(),
+        },
+    };
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
+/// The management endpoint is for this machine's own processes.
+fn not_local(peer: SocketAddr) -> Option<Response> {
+    (!peer.ip().is_loopback())
+        .then(|| refused("the management endpoint answers only on this machine"))
+}
+
 pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router {
+    let guard = axum::middleware::from_fn_with_state(gw.clone(), same_site_only);
     let sockets = Router::new()
         .route("/ws", get(upgrade))
         .route(
@@ -47,13 +107,14 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
     let app = api
         .merge(sockets)
         .route("/config.json", get(move || web_config(config_file.clone())));
-    match web_dir.filter(|d| d.join("index.html").is_file()) {
+    let app = match web_dir.filter(|d| d.join("index.html").is_file()) {
         Some(dir) => {
             let index = dir.join("index.html");
             app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
         }
         None => app.fallback(no_web_app),
-    }
+    };
+    app.layer(guard)
 }
 
 /// Where the web app finds the API and the socket: the web directory's own
@@ -180,7 +241,14 @@ fn gone() -> Response {
         .into_response()
 }
 
-async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn conn_info(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = not_local(peer) {
+        return r;
+    }
     match gw.registry.info(&id) {
         Some(info) => axum::Json(info).into_response(),
         None => gone(),
@@ -189,9 +257,13 @@ async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Re
 
 async fn conn_post(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = not_local(peer) {
+        return r;
+    }
     if body.len() > MAX_INCOMING_FRAME {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -205,10 +277,45 @@ async fn conn_post(
     }
 }
 
-async fn conn_delete(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn conn_delete(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = not_local(peer) {
+        return r;
+    }
     if gw.registry.close(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         gone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_is_local;
+
+    #[test]
+    fn only_ip_literals_and_localhost_are_local_hosts() {
+        for ok in [
+            "127.0.0.1:8787",
+            "localhost:8787",
+            "LOCALHOST",
+            "[::1]:8787",
+            "192.168.1.5:8787",
+            "10.0.0.1",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8787",
+            "evil.example",
+            "127.0.0.1.nip.io:8787",
+            "localhost.evil:80",
+            "",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
     }
 }

@@ -636,3 +636,72 @@ async fn a_closed_connection_is_forgotten_and_events_go_on_to_the_rest() {
         idle["session"]["status"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_cannot_drive_the_gateway_from_a_browser() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let host = gw.base.strip_prefix("http://").unwrap().to_string();
+    let create = || Some(json!({ "id": id(), "message": { "id": id(), "text": "run something" } }));
+    // A page on another site posting to the gateway.
+    let r = api
+        .with_headers(
+            "POST",
+            "/api/sessions",
+            create(),
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "unauthorized");
+    let r = api
+        .with_headers(
+            "GET",
+            "/api/sessions",
+            None,
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // A page that rebinds its own name to this machine.
+    let r = api
+        .with_headers(
+            "GET",
+            "/api/sessions",
+            None,
+            &[
+                ("host", "evil.example:8787"),
+                ("origin", "http://evil.example:8787"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // The socket refuses a foreign origin at the handshake.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        gw.ws_url(None),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 403),
+        other => panic!("a foreign origin opened a socket: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        api.get("/api/sessions").await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing was created"
+    );
+    // The app's own origin, and clients that send none, are served.
+    let own = format!("http://{host}");
+    assert_eq!(
+        api.with_headers("POST", "/api/sessions", create(), &[("origin", &own)])
+            .await
+            .status,
+        201
+    );
+    assert_eq!(api.create(&id(), &id(), "from curl").await.status, 201);
+}
