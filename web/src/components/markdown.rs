@@ -129,10 +129,17 @@ fn starts_block(line: &str) -> bool {
 
 pub fn parse(src: &str) -> Vec<Md> {
     let lines: Vec<&str> = src.lines().map(|l| l.trim_end_matches('\r')).collect();
-    blocks(&lines)
+    blocks(&lines, 0)
 }
 
-fn blocks(lines: &[&str]) -> Vec<Md> {
+/// How deep quotes and lists nest, and emphasis within emphasis, before the
+/// rest is shown as plain text (so no reply can exhaust the stack).
+const MAX_DEPTH: usize = 12;
+
+fn blocks(lines: &[&str], depth: usize) -> Vec<Md> {
+    if depth >= MAX_DEPTH {
+        return vec![Md::Node(Kind::P, vec![Md::Text(lines.join("\n"))])];
+    }
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -168,7 +175,7 @@ fn blocks(lines: &[&str]) -> Vec<Md> {
                 inner.push(t.strip_prefix(' ').unwrap_or(t));
                 i += 1;
             }
-            out.push(Md::Node(Kind::Quote, blocks(&inner)));
+            out.push(Md::Node(Kind::Quote, blocks(&inner, depth + 1)));
         } else if let Some((ind, start, _, _)) = list_item(line) {
             let ordered = start.is_some();
             let mut items = Vec::new();
@@ -205,7 +212,7 @@ fn blocks(lines: &[&str]) -> Vec<Md> {
                     i += 1;
                 }
                 let body: Vec<&str> = body.iter().map(String::as_str).collect();
-                let mut content = blocks(&body);
+                let mut content = blocks(&body, depth + 1);
                 // A tight item's paragraph renders without a paragraph box.
                 if let [Md::Node(Kind::P, inner)] = content.as_slice() {
                     content = inner.clone();
@@ -286,6 +293,13 @@ fn closing(s: &str, from: usize, d: &str) -> Option<usize> {
 }
 
 fn inline(s: &str) -> Vec<Md> {
+    inline_at(s, 0)
+}
+
+fn inline_at(s: &str, depth: usize) -> Vec<Md> {
+    if depth >= MAX_DEPTH {
+        return vec![Md::Text(s.to_string())];
+    }
     let mut out: Vec<Md> = Vec::new();
     let mut text = String::new();
     let flush = |text: &mut String, out: &mut Vec<Md>| {
@@ -358,7 +372,7 @@ fn inline(s: &str) -> Vec<Md> {
                     continue;
                 }
                 flush(&mut text, &mut out);
-                out.push(Md::Node(kind, inline(&s[i + d.len()..end])));
+                out.push(Md::Node(kind, inline_at(&s[i + d.len()..end], depth + 1)));
                 i = end + d.len();
                 matched = true;
                 break;
@@ -376,7 +390,7 @@ fn inline(s: &str) -> Vec<Md> {
                 let url = s[close + 2..end].trim().to_string();
                 if !url.contains(char::is_whitespace) || url.starts_with('<') {
                     flush(&mut text, &mut out);
-                    let label = inline(&s[open..close]);
+                    let label = inline_at(&s[open..close], depth + 1);
                     out.push(Md::Node(
                         if image {
                             Kind::Image(url)
@@ -687,6 +701,29 @@ mod tests {
             )
         );
         assert_eq!(md[1], n(Kind::P, vec![t("after")]));
+    }
+
+    fn depth(nodes: &[Md]) -> usize {
+        nodes
+            .iter()
+            .map(|n| match n {
+                Md::Node(_, ch) => 1 + depth(ch),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let quotes = format!("hi\n{}", ">".repeat(5000));
+        assert!(depth(&parse(&quotes)) <= 2 * MAX_DEPTH + 2);
+        let lists: String = (0..3000)
+            .map(|i| format!("{}- x\n", "  ".repeat(i)))
+            .collect();
+        assert!(depth(&parse(&lists)) <= 2 * MAX_DEPTH + 2);
+        let emphasis = format!("{}x{}", "*_".repeat(2000), "_*".repeat(2000));
+        assert!(depth(&parse(&emphasis)) <= MAX_DEPTH + 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::components::session_item::badge;
 use crate::socket::SocketCmd;
 use crate::state::{AppState, use_app};
 use confab_protocol::client::{CurrentSession, Phase};
-use confab_protocol::model::{Block, Message, MessageStatus, PermissionMode, Role};
+use confab_protocol::model::{Block, Message, MessageStatus, PermissionMode, Role, SessionStatus};
 use confab_protocol::rest::NewMessage;
 use confab_protocol::{ServerEvent, Timestamp};
 use dioxus::prelude::*;
@@ -106,11 +106,12 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
             error: None,
             usage: None,
         };
+        // Not yet on the server (also after a failed first send): create it.
         let creating = app
             .current
             .peek()
             .as_ref()
-            .is_some_and(|c| c.phase() == Phase::NotCreated);
+            .is_some_and(|c| c.summary().is_none());
         let mut restore = restore;
         stick.set(true);
         if creating {
@@ -248,7 +249,10 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
     let has_older = c.has_older();
     drop(current);
 
-    let running = phase == Phase::Running;
+    // The server's word: a running turn keeps its Stop button whatever else is shown.
+    let running = summary
+        .as_ref()
+        .is_some_and(|s| s.status == SessionStatus::Running);
     let title = summary
         .as_ref()
         .map_or_else(|| "New session".to_string(), |s| s.title.clone());
