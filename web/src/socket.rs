@@ -245,6 +245,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refetch_keeps_what_arrived_meanwhile_and_drops_what_went() {
+        let mut old = SessionList::new();
+        old.upsert(summary("deleted-while-away", 2));
+        old.upsert(summary("kept", 5));
+        old.upsert(summary("created-meanwhile", 9));
+        let page = vec![summary("kept", 4), summary("new-from-page", 3)];
+        let fresh = refreshed(&old, page);
+        assert!(fresh.get("deleted-while-away").is_none());
+        assert_eq!(
+            fresh.get("kept").unwrap().version,
+            5,
+            "the newer version stays"
+        );
+        assert!(fresh.get("created-meanwhile").is_some());
+        assert!(fresh.get("new-from-page").is_some());
+    }
+
+    #[test]
     fn a_gap_in_the_current_session_asks_to_subscribe_again() {
         let mut list = SessionList::new();
         let mut current = CurrentSession::new_loading("mine");
@@ -274,6 +292,27 @@ mod tests {
         assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
         assert_eq!(list.get("mine").unwrap().version, 1);
     }
+}
+
+/// The list after a refetch: the fetched page, plus what arrived while it
+/// was on its way (newer versions of its sessions, and sessions newer than
+/// anything in it). Sessions the page lacks that are older than it were
+/// deleted while away, or are past the first page: they leave the list.
+pub fn refreshed(old: &SessionList, page: Vec<confab_protocol::SessionSummary>) -> SessionList {
+    let newest = page.iter().map(|s| s.last_message_at).max();
+    let mut fresh = SessionList::new();
+    fresh.merge_page(page);
+    let kept: Vec<_> = old
+        .sorted()
+        .into_iter()
+        .filter(|s| match fresh.get(&s.id) {
+            Some(f) => f.version < s.version,
+            None => newest.is_none_or(|n| s.last_message_at > n),
+        })
+        .cloned()
+        .collect();
+    fresh.merge_page(kept);
+    fresh
 }
 
 // ---- the browser side -------------------------------------------------------
@@ -486,16 +525,7 @@ fn refresh_list(app: AppState) {
         let Ok(page) = api::list_sessions().await else {
             return;
         };
-        let mut fresh = SessionList::new();
-        fresh.merge_page(page.sessions);
-        let newer: Vec<_> = sessions
-            .peek()
-            .sorted()
-            .into_iter()
-            .filter(|s| fresh.get(&s.id).is_some_and(|f| f.version < s.version))
-            .cloned()
-            .collect();
-        fresh.merge_page(newer);
+        let fresh = refreshed(&sessions.peek(), page.sessions);
         sessions.set(fresh);
     });
 }
