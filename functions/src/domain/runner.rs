@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// What a turn that could not be saved tells the user.
+const SAVE_FAILED: &str = "Confab could not save this reply; try again.";
+
 /// The cadence of a runner.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -127,6 +130,8 @@ impl Reply {
 enum Flow {
     Continue,
     Stop,
+    /// The store failed: end the turn as failed rather than leave it running.
+    Broken,
     /// The turn was closed by someone else (deleted, reaped): walk away.
     Abandon,
 }
@@ -194,7 +199,7 @@ pub async fn run_turn(
                         Some(Ok(AgentEvent::Text(t))) => {
                             reply.push_text(&t);
                             if reply.pending_bytes >= cfg.flush_bytes {
-                                flush(store, push, &mut reply, &mut seen).await?
+                                flush(store, push, &mut reply, &mut seen).await
                             } else {
                                 Flow::Continue
                             }
@@ -224,7 +229,7 @@ pub async fn run_turn(
                         let due_poll = last_poll.elapsed() >= cfg.poll_interval;
                         if due_output || due_poll {
                             last_poll = Instant::now();
-                            flush(store, push, &mut reply, &mut seen).await?
+                            flush(store, push, &mut reply, &mut seen).await
                         } else {
                             Flow::Continue
                         }
@@ -237,17 +242,29 @@ pub async fn run_turn(
                         break;
                     }
                     Flow::Abandon => return Ok(()),
+                    Flow::Broken => {
+                        outcome = TurnOutcome::Failed;
+                        error = Some(SAVE_FAILED.into());
+                        break;
+                    }
                 }
                 let changed_due =
                     reply.unsaved && last_checkpoint.elapsed() >= cfg.checkpoint_interval;
                 if changed_due || last_checkpoint.elapsed() >= cfg.heartbeat_interval {
                     last_checkpoint = Instant::now();
                     reply.unsaved = false;
-                    if !store
+                    match store
                         .checkpoint(&job.session_id, &job.turn_id, &reply.live(), now_ms())
-                        .await?
+                        .await
                     {
-                        return Ok(());
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(e) => {
+                            tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "checkpoint failed");
+                            outcome = TurnOutcome::Failed;
+                            error = Some(SAVE_FAILED.into());
+                            break;
+                        }
                     }
                 }
             }
@@ -257,8 +274,10 @@ pub async fn run_turn(
     }
 
     // Whatever is still waiting goes out before the stored message.
-    if reply.pending_since.is_some() {
-        push_frames(store, push, &mut reply, &mut seen).await?;
+    if reply.pending_since.is_some()
+        && let Err(e) = push_frames(store, push, &mut reply, &mut seen).await
+    {
+        tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "last frames not sent");
     }
     let now = now_ms();
     let end = TurnEnd {
@@ -293,14 +312,22 @@ async fn flush(
     push: &dyn Push,
     reply: &mut Reply,
     seen: &mut HashMap<String, String>,
-) -> Result<Flow, ServiceError> {
-    match store.active_turn(&reply.session_id, &reply.turn_id).await? {
-        None => return Ok(Flow::Abandon),
-        Some(t) if t.stop_requested => return Ok(Flow::Stop),
-        Some(_) => {}
+) -> Flow {
+    match store.active_turn(&reply.session_id, &reply.turn_id).await {
+        Ok(None) => Flow::Abandon,
+        Ok(Some(t)) if t.stop_requested => Flow::Stop,
+        Ok(Some(_)) => match push_frames(store, push, reply, seen).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "pushing frames failed");
+                Flow::Broken
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "reading the turn failed");
+            Flow::Broken
+        }
     }
-    push_frames(store, push, reply, seen).await?;
-    Ok(Flow::Continue)
 }
 
 /// Pushes the increment to subscribers that have the reply so far, and the
