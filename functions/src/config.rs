@@ -178,6 +178,13 @@ impl Config {
                 because: "CONFAB_AGENT=claude-code",
             });
         }
+        if kind == AgentKind::ClaudeCode && matches!(auth, AuthConfig::JwtHs256 { .. }) {
+            return Err(ConfigError::Invalid {
+                name: "CONFAB_AGENT",
+                value: "claude-code".into(),
+                expected: "an agent other than claude-code when CONFAB_AUTH=jwt: Claude Code runs as this machine's one user, in folders all sessions share",
+            });
+        }
         let create_rate = number(
             get("CONFAB_CREATE_RATE"),
             "CONFAB_CREATE_RATE",
@@ -271,6 +278,13 @@ mod tests {
             }
         );
         assert!(cfg(&[("CONFAB_AGENT", "claude-code")]).is_err());
+        let jwt_claude = cfg(&[
+            ("CONFAB_AGENT", "claude-code"),
+            ("CONFAB_PROJECTS_ROOT", "/tmp"),
+            ("CONFAB_AUTH", "jwt"),
+            ("CONFAB_JWT_SECRET", "a-long-enough-secret"),
+        ]);
+        assert!(jwt_claude.unwrap_err().to_string().contains("claude-code"));
         let c = cfg(&[
             ("CONFAB_AGENT", "openai"),
             ("OPENAI_API_KEY", "sk-very-secret"),

@@ -163,6 +163,8 @@ pub struct Subscriber {
 pub enum SubscribeOutcome {
     Subscribed,
     TooMany,
+    /// The session does not exist (any more) for the connection's owner.
+    NotFound,
 }
 
 /// Sessions, messages, connections and subscriptions.

@@ -157,6 +157,7 @@ async fn subscribe(
         .await?
     {
         SubscribeOutcome::Subscribed => {}
+        SubscribeOutcome::NotFound => return Err(ServiceError::NotFound),
         SubscribeOutcome::TooMany => {
             return Err(ServiceError::Invalid(format!(
                 "a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"

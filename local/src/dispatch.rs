@@ -52,7 +52,11 @@ impl LocalDispatch {
 #[async_trait]
 impl Dispatch for LocalDispatch {
     async fn dispatch(&self, job: TurnJob) -> Result<(), DispatchError> {
-        if *self.shutdown.borrow() {
+        // Subscribe first and check under the lock `drain` takes, so that a
+        // turn is either refused or seen by `drain`, never neither.
+        let shutdown = self.shutdown.subscribe();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if *shutdown.borrow() {
             return Err(DispatchError("the server is shutting down".into()));
         }
         let (store, push, agent, cfg) = (
@@ -61,8 +65,6 @@ impl Dispatch for LocalDispatch {
             self.agent.clone(),
             self.cfg.clone(),
         );
-        let shutdown = self.shutdown.subscribe();
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             if let Err(e) = run_turn(&*store, &*push, &*agent, &cfg, &job, shutdown).await {

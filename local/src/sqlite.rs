@@ -673,6 +673,18 @@ impl Store for SqliteStore {
             if held as usize >= max {
                 return Ok(SubscribeOutcome::TooMany);
             }
+            // Checked in the same write: a session deleted meanwhile (or
+            // another owner's) gets no subscription row.
+            let owned: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sessions s JOIN connections c ON c.owner = s.owner WHERE c.id = ?1 AND s.id = ?2)",
+                    [&c, &s],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !owned {
+                return Ok(SubscribeOutcome::NotFound);
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token) VALUES (?1, ?2, ?3)",
                 params![c, s, t],

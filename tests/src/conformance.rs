@@ -638,7 +638,20 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     want.sort();
     assert_eq!(conns, want);
 
-    let sessions: Vec<String> = (0..3).map(|_| new_id()).collect();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(idle_session(&*store, &owner, now_ms()).await);
+    }
+    // Only a session of the connection's owner can be subscribed to.
+    let other = idle_session(&*store, "someone-else", now_ms()).await;
+    assert_eq!(
+        store.subscribe(&c1, &other, "t0", 2).await.unwrap(),
+        SubscribeOutcome::NotFound
+    );
+    assert_eq!(
+        store.subscribe(&c1, &new_id(), "t0", 2).await.unwrap(),
+        SubscribeOutcome::NotFound
+    );
     assert_eq!(
         store.subscribe(&c1, &sessions[0], "t1", 2).await.unwrap(),
         SubscribeOutcome::Subscribed
