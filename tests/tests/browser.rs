@@ -270,3 +270,59 @@ async fn an_unknown_session_url_opens_ready_for_a_first_message() {
     );
     w.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_message_comes_back_and_the_retry_creates_the_session() {
+    let gw = Gateway::start_with_web(&[]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let sid = session_path_id(&w.path().await);
+    // A first message over the 32 KiB limit, typed (pasted) into the box.
+    w.js("const t = document.querySelector('#composer-input'); t.value = 'x'.repeat(33000); t.dispatchEvent(new Event('input', { bubbles: true })); return null;").await;
+    w.client
+        .find(fantoccini::Locator::Css("#composer-input"))
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    w.until("the refusal shown", "return !!document.querySelector('.banner-bad') && document.querySelector('.banner-bad').innerText.includes('limit')").await;
+    w.until(
+        "the text given back",
+        "return document.querySelector('#composer-input').value.length === 33000",
+    )
+    .await;
+    assert_eq!(
+        gw.api(None).session(&sid).await.status,
+        404,
+        "nothing was stored"
+    );
+    let _ = w.screenshot("8-refused-first-message").await;
+    // The user shortens it and sends again: the session is created.
+    w.js("const t = document.querySelector('#composer-input'); t.value = 'x'.repeat(100); t.dispatchEvent(new Event('input', { bubbles: true })); return null;").await;
+    w.client
+        .find(fantoccini::Locator::Css("#composer-input"))
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    w.until(
+        "the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    assert_eq!(
+        gw.api(None).session(&sid).await.status,
+        200,
+        "created with the id in the URL"
+    );
+    assert_eq!(
+        w.js("return document.querySelectorAll('article.msg-user').length")
+            .await,
+        1
+    );
+    w.close().await;
+}
