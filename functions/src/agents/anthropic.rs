@@ -3,7 +3,7 @@
 //! `ping` and `error` events. Text and tool_use blocks become the contract's
 //! blocks; thinking is not shown.
 
-use super::http::{HttpSettings, SseParser, client, malformed, send, sse_stream};
+use super::http::{HttpSettings, SseParser, client, malformed, reply_stream};
 use super::prompt::transcript;
 use crate::config::Secret;
 use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
@@ -171,24 +171,24 @@ impl Agent for Anthropic {
         &self,
         request: AgentRequest,
     ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
-        let (http, url, key, settings, body) = (
+        let (http, url, key, body) = (
             self.http.clone(),
             format!("{}/v1/messages", self.base_url),
             self.api_key.clone(),
-            self.settings.clone(),
             self.body(&request),
         );
-        let idle = settings.idle_timeout;
-        let connect = Box::pin(async move {
-            send(PROVIDER, "ANTHROPIC_API_KEY", &settings, || {
+        Ok(reply_stream(
+            PROVIDER,
+            "ANTHROPIC_API_KEY",
+            self.settings.clone(),
+            Parser::default(),
+            move || {
                 http.post(&url)
                     .header("x-api-key", key.expose())
                     .header("anthropic-version", API_VERSION)
                     .header("accept", "text/event-stream")
                     .json(&body)
-            })
-            .await
-        });
-        Ok(sse_stream(PROVIDER, idle, connect, Parser::default()))
+            },
+        ))
     }
 }

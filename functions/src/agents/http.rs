@@ -151,6 +151,20 @@ enum State<P> {
     Done,
 }
 
+/// A provider's streamed reply: `make` builds the request (again for each
+/// retry); nothing is sent until the stream is first polled.
+pub fn reply_stream<P: SseParser>(
+    provider: &'static str,
+    key_var: &'static str,
+    settings: HttpSettings,
+    parser: P,
+    make: impl Fn() -> RequestBuilder + Send + 'static,
+) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
+    let idle = settings.idle_timeout;
+    let connect = Box::pin(async move { send(provider, key_var, &settings, make).await });
+    sse_stream(provider, idle, connect, parser)
+}
+
 pub fn malformed(provider: &str) -> AgentError {
     AgentError::new(format!("{provider} sent a reply Confab could not read."))
 }

@@ -2,7 +2,7 @@
 //! and vLLM serve it. Usage comes from the final chunk
 //! (`stream_options.include_usage`).
 
-use super::http::{HttpSettings, SseParser, client, malformed, send, sse_stream};
+use super::http::{HttpSettings, SseParser, client, malformed, reply_stream};
 use super::prompt::transcript;
 use crate::config::Secret;
 use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
@@ -166,16 +166,18 @@ impl Agent for OpenAi {
         &self,
         request: AgentRequest,
     ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
-        let (http, url, key, settings, body) = (
+        let (http, url, key, body) = (
             self.http.clone(),
             format!("{}/chat/completions", self.base_url),
             self.api_key.clone(),
-            self.settings.clone(),
             self.body(&request),
         );
-        let idle = settings.idle_timeout;
-        let connect = Box::pin(async move {
-            send(PROVIDER, "OPENAI_API_KEY", &settings, || {
+        Ok(reply_stream(
+            PROVIDER,
+            "OPENAI_API_KEY",
+            self.settings.clone(),
+            Parser::default(),
+            move || {
                 let r = http
                     .post(&url)
                     .header("accept", "text/event-stream")
@@ -184,9 +186,7 @@ impl Agent for OpenAi {
                     Some(k) => r.bearer_auth(k.expose()),
                     None => r,
                 }
-            })
-            .await
-        });
-        Ok(sse_stream(PROVIDER, idle, connect, Parser::default()))
+            },
+        ))
     }
 }
