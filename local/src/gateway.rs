@@ -86,9 +86,15 @@ fn refused(message: &str) -> Response {
 }
 
 /// The management endpoint is for this machine's own processes.
-fn not_local(peer: SocketAddr) -> Option<Response> {
-    (!peer.ip().is_loopback())
-        .then(|| refused("the management endpoint answers only on this machine"))
+async fn loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return refused("the management endpoint answers only on this machine");
+    }
+    next.run(req).await
 }
 
 pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router {
@@ -97,7 +103,10 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
         .route("/ws", get(upgrade))
         .route(
             "/@connections/{id}",
-            get(conn_info).post(conn_post).delete(conn_delete),
+            get(conn_info)
+                .post(conn_post)
+                .delete(conn_delete)
+                .layer(axum::middleware::from_fn(loopback_only)),
         )
         .with_state(gw);
     let config_file = web_dir
@@ -241,14 +250,7 @@ fn gone() -> Response {
         .into_response()
 }
 
-async fn conn_info(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = not_local(peer) {
-        return r;
-    }
+async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     match gw.registry.info(&id) {
         Some(info) => axum::Json(info).into_response(),
         None => gone(),
@@ -257,13 +259,9 @@ async fn conn_info(
 
 async fn conn_post(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = not_local(peer) {
-        return r;
-    }
     if body.len() > MAX_INCOMING_FRAME {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -277,14 +275,7 @@ async fn conn_post(
     }
 }
 
-async fn conn_delete(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = not_local(peer) {
-        return r;
-    }
+async fn conn_delete(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     if gw.registry.close(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
