@@ -32,6 +32,20 @@ pub async fn session_updated(
     to_owner(store, push, owner, &event).await
 }
 
+/// Tells the subscribers of a session that a message was stored.
+pub async fn message_created(
+    store: &dyn Store,
+    push: &dyn Push,
+    session_id: &str,
+    message: confab_protocol::Message,
+) {
+    let event = ServerEvent::MessageCreated {
+        session_id: session_id.to_string(),
+        message,
+    };
+    to_subscribers(store, push, session_id, &event).await
+}
+
 /// Sends one event to every subscriber of `session_id`.
 pub async fn to_subscribers(
     store: &dyn Store,

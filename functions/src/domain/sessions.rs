@@ -262,16 +262,7 @@ pub async fn finish_and_announce(
             return None;
         }
     };
-    notify::to_subscribers(
-        store,
-        push,
-        session_id,
-        &ServerEvent::MessageCreated {
-            session_id: session_id.to_string(),
-            message,
-        },
-    )
-    .await;
+    notify::message_created(store, push, session_id, message).await;
     let owner = match store.get_session(session_id).await {
         Ok(Some(r)) => r.owner,
         _ => return Some(session),
@@ -343,16 +334,7 @@ pub async fn send_message(
     };
     match store.start_turn(owner, session_id, &new).await? {
         StartOutcome::Started { message, session } => {
-            notify::to_subscribers(
-                store,
-                push,
-                session_id,
-                &ServerEvent::MessageCreated {
-                    session_id: session_id.to_string(),
-                    message: message.clone(),
-                },
-            )
-            .await;
+            notify::message_created(store, push, session_id, message.clone()).await;
             notify::session_updated(store, push, owner, &session).await;
             let session = start(store, push, dispatch, owner, session, &turn).await;
             Ok((true, SendMessageResponse { message, session }))
