@@ -68,15 +68,21 @@ fn is_idle_update(e: &ServerEvent, sid: &str) -> bool {
     matches!(e, ServerEvent::SessionUpdated { session } if session.id == sid && session.status == SessionStatus::Idle)
 }
 
-/// Frames one subscriber receives and store writes made for one reply.
-async fn one_reply(l: &Local, words: usize) -> (usize, u64) {
-    let sid = idle_session(l).await;
+/// A socket subscribed to an idle session (holding its first two messages).
+async fn subscribed(l: &Local, sid: &str) -> Socket {
     let mut s = socket(l).await;
-    s.subscribe(&sid, 2).await;
+    s.subscribe(sid, 2).await;
     s.expect("subscribed", |e| {
         matches!(e, ServerEvent::Subscribed { .. })
     })
     .await;
+    s
+}
+
+/// Frames one subscriber receives and store writes made for one reply.
+async fn one_reply(l: &Local, words: usize) -> (usize, u64) {
+    let sid = idle_session(l).await;
+    let mut s = subscribed(l, &sid).await;
     let frames_before = s.frames.load(Ordering::Relaxed);
     let writes_before = l.writes.writes.load(Ordering::Relaxed);
     assert_eq!(
@@ -151,12 +157,7 @@ async fn create_latency(l: &Local, n: usize) -> (Duration, Duration) {
 /// socket already subscribed.
 async fn send_latency(l: &Local, n: usize) -> (Duration, Duration) {
     let sid = idle_session(l).await;
-    let mut s = socket(l).await;
-    s.subscribe(&sid, 2).await;
-    s.expect("subscribed", |e| {
-        matches!(e, ServerEvent::Subscribed { .. })
-    })
-    .await;
+    let mut s = subscribed(l, &sid).await;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -174,13 +175,7 @@ async fn fanout(l: &Local, n: usize, words: usize) -> (usize, f64, f64) {
     let sid = idle_session(l).await;
     let mut sockets = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut s = socket(l).await;
-        s.subscribe(&sid, 2).await;
-        s.expect("subscribed", |e| {
-            matches!(e, ServerEvent::Subscribed { .. })
-        })
-        .await;
-        sockets.push(s);
+        sockets.push(subscribed(l, &sid).await);
     }
     let t0 = Instant::now();
     assert_eq!(

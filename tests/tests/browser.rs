@@ -24,6 +24,17 @@ async fn open(w: &Window, gw: &Gateway, path: &str) {
     .await;
 }
 
+/// Two windows on fresh sessions, both with their sockets ready.
+async fn two_windows(driver: &Driver, gw: &Gateway) -> (Window, Window) {
+    let a = driver.window().await;
+    let b = driver.window().await;
+    open(&a, gw, "/").await;
+    open(&b, gw, "/").await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    (a, b)
+}
+
 async fn wait_ready(w: &Window) {
     w.until("the socket ready", "return !document.querySelector('#banner-connecting, #banner-reconnecting, #banner-disconnected');").await;
 }
@@ -80,12 +91,7 @@ async fn a_first_message_creates_the_session_and_streams_the_reply() {
 async fn another_window_sees_the_session_appear_run_and_go_idle() {
     let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "10")]).await;
     let driver = Driver::start().await;
-    let a = driver.window().await;
-    let b = driver.window().await;
-    open(&a, &gw, "/").await;
-    open(&b, &gw, "/").await;
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let (a, b) = two_windows(&driver, &gw).await;
     let sid = session_path_id(&a.path().await);
     a.send_message("/words 300").await;
     let item = format!("document.querySelector('[data-session-id=\"{sid}\"] [data-badge]')");
@@ -109,12 +115,7 @@ async fn another_window_sees_the_session_appear_run_and_go_idle() {
 async fn stop_ends_a_long_reply_and_both_windows_show_it() {
     let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "5")]).await;
     let driver = Driver::start().await;
-    let a = driver.window().await;
-    let b = driver.window().await;
-    open(&a, &gw, "/").await;
-    open(&b, &gw, "/").await;
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let (a, b) = two_windows(&driver, &gw).await;
     let sid = session_path_id(&a.path().await);
     a.send_message("/words 100000").await;
     a.until("some of the reply", "const l = document.querySelector('article.msg-agent[data-status=live]'); return !!l && l.innerText.length > 200").await;
