@@ -4,6 +4,8 @@
 
 pub mod agents;
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -6,3 +6,4 @@ pub mod browser;
 pub mod conformance;
 pub mod fake_provider;
 pub mod harness;
+pub mod moto;

@@ -608,3 +608,24 @@ pub async fn recover_interrupted(
     }
     Ok(n)
 }
+
+/// Closes every turn whose runner stopped answering (a worker that died),
+/// as `interrupted` with its checkpointed reply. Returns how many it closed.
+/// On AWS a schedule runs this; locally the next request on the session does.
+pub async fn sweep_stale(store: &dyn Store, push: &dyn Push) -> Result<usize, ServiceError> {
+    let mut closed = 0;
+    for (_, session_id, turn) in store.running_turns().await? {
+        if now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
+            continue;
+        }
+        if let Some(rec) = store.get_session(&session_id).await? {
+            let before = rec.turn.as_ref().map(|t| t.turn_id.clone());
+            match reap_if_stale(store, push, rec).await {
+                Ok(after) if after.turn.as_ref().map(|t| &t.turn_id) == before.as_ref() => {}
+                Ok(_) | Err(ServiceError::NotFound) => closed += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(closed)
+}

@@ -1,0 +1,1333 @@
+//! The DynamoDB store. Three tables; the key design is in `docs/aws.md`.
+//!
+//! - sessions: `id`. The summary (`summary`, a map), the running turn
+//!   (`turn`, a map whose `live`, `heartbeatMs` and `stopRequested` are
+//!   updated in place), `rev` (a counter every summary write is conditioned
+//!   on), and the attributes the indexes read: `owner` + `activityKey`
+//!   (`byOwner`), `running` (`byRunning`, present only while a turn runs).
+//! - messages: `sessionId` + `sk`. `m#<seq, 20 digits>` holds a message,
+//!   `id#<message id>` its seq: the guard that makes a message id unique.
+//! - connections: `connectionId` + `sk`. `conn` holds the owner (`byOwner`),
+//!   `sub#<session id>` a subscription with its token (`bySession`). Every
+//!   row carries `expiresAt` for DynamoDB's TTL.
+//!
+//! A seq is given inside a transaction conditioned on the session's `rev`,
+//! together with the message and its id guard, so under concurrent sends it
+//! can neither repeat nor skip: the loser of a race reads again and retries.
+
+use super::stats::AwsStats;
+use crate::ports::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
+    SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
+    DeleteRequest, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    Put, ReturnConsumedCapacity, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update, WriteRequest,
+};
+use confab_protocol::Timestamp;
+use confab_protocol::model::{
+    LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus, SessionSummary,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Connection and subscription rows live this long without a refresh
+/// (API Gateway closes a socket after 2 hours).
+const CONNECTION_TTL_SECS: i64 = 3 * 60 * 60;
+/// A write that lost a race is tried again this many times.
+const MAX_ATTEMPTS: usize = 8;
+const BY_OWNER: &str = "byOwner";
+const BY_RUNNING: &str = "byRunning";
+const BY_SESSION: &str = "bySession";
+const RUNNING: &str = "turn";
+const CONN_SK: &str = "conn";
+
+/// The table names, from `CONFAB_*_TABLE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables {
+    pub sessions: String,
+    pub messages: String,
+    pub connections: String,
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: Arc<Tables>,
+    stats: Arc<AwsStats>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn to_av<T: serde::Serialize>(v: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(v).map_err(StoreError::corrupt)
+}
+
+fn from_av<T: serde::de::DeserializeOwned>(v: &AttributeValue) -> Result<T, StoreError> {
+    serde_dynamo::from_attribute_value(v.clone()).map_err(StoreError::corrupt)
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Result<&'a str, StoreError> {
+    match item.get(k) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(corrupt(format!("attribute {k} is missing"))),
+    }
+}
+
+fn get_n(item: &Item, k: &str) -> Result<i64, StoreError> {
+    match item.get(k) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| corrupt(format!("attribute {k} is not a number"))),
+        _ => Err(corrupt(format!("attribute {k} is missing"))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Corrupt(String);
+
+fn corrupt(m: String) -> StoreError {
+    StoreError::corrupt(Corrupt(m))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a write lost {MAX_ATTEMPTS} races in a row")]
+struct Contention;
+
+fn message_sk(seq: u64) -> String {
+    format!("m#{seq:020}")
+}
+
+fn guard_sk(message_id: &str) -> String {
+    format!("id#{message_id}")
+}
+
+/// Newest activity first, ties by id (descending), as one sortable string.
+fn activity_key(activity_ms: i64, id: &str) -> String {
+    format!("{:013}#{id}", activity_ms.max(0))
+}
+
+fn expires_at(now_ms: i64) -> AttributeValue {
+    n(now_ms / 1000 + CONNECTION_TTL_SECS)
+}
+
+/// What a transaction's cancellation says about each of its items.
+fn cancelled_on_condition<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<bool>> {
+    let svc = e.as_service_error()?;
+    match svc {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+            Some(
+                c.cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+fn is_condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// A session as read, with the revision its next write is conditioned on.
+struct Loaded {
+    record: SessionRecord,
+    rev: i64,
+}
+
+fn parse_session(item: &Item) -> Result<Loaded, StoreError> {
+    let summary: SessionSummary = from_av(
+        item.get("summary")
+            .ok_or_else(|| corrupt("session without summary".into()))?,
+    )?;
+    let turn = match item.get("turn") {
+        None | Some(AttributeValue::Null(_)) => None,
+        Some(t) => Some(from_av::<ActiveTurn>(t)?),
+    };
+    Ok(Loaded {
+        record: SessionRecord {
+            owner: get_s(item, "owner")?.to_string(),
+            summary,
+            turn,
+        },
+        rev: get_n(item, "rev")?,
+    })
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, tables: Tables, stats: Arc<AwsStats>) -> DynamoStore {
+        DynamoStore {
+            client,
+            tables: Arc::new(tables),
+            stats,
+        }
+    }
+
+    /// A store on the tables `settings` names, with the SDK configured
+    /// from the environment (or for the emulator it names).
+    pub async fn from_settings(settings: &super::AwsSettings, stats: Arc<AwsStats>) -> DynamoStore {
+        let sdk = settings.sdk_config().await;
+        DynamoStore::new(Client::new(&sdk), settings.tables.clone(), stats)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn count(&self, kind: &str, cc: Option<&ConsumedCapacity>) {
+        self.stats.request(kind);
+        self.capacity(cc);
+    }
+
+    fn capacity(&self, cc: Option<&ConsumedCapacity>) {
+        if let Some(cc) = cc {
+            let read = cc.read_capacity_units().unwrap_or(0.0);
+            let write = cc.write_capacity_units().unwrap_or(0.0);
+            // Some answers give only the total; writes report write units.
+            if read == 0.0 && write == 0.0 {
+                self.stats.capacity(0.0, cc.capacity_units().unwrap_or(0.0));
+            } else {
+                self.stats.capacity(read, write);
+            }
+        }
+    }
+
+    fn capacities(&self, kind: &str, ccs: &[ConsumedCapacity]) {
+        self.stats.request(kind);
+        for cc in ccs {
+            self.capacity(Some(cc));
+        }
+    }
+
+    /// Creates the three tables with their indexes and TTL, as the SAM
+    /// template declares them. For emulators and tests; idempotent.
+    pub async fn create_tables(&self) -> Result<(), StoreError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(backend)
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(backend)
+        };
+        let gsi = |name: &str,
+                   keys: Vec<KeySchemaElement>,
+                   projection: ProjectionType,
+                   include: &[&str]| {
+            let mut p = Projection::builder().projection_type(projection);
+            for a in include {
+                p = p.non_key_attributes(*a);
+            }
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .set_key_schema(Some(keys))
+                .projection(p.build())
+                .build()
+                .map_err(backend)
+        };
+        use KeyType::{Hash, Range};
+        use ScalarAttributeType::S as Str;
+        let specs = vec![
+            (
+                self.tables.sessions.clone(),
+                vec![
+                    attr("id", Str)?,
+                    attr("owner", Str)?,
+                    attr("activityKey", Str)?,
+                    attr("running", Str)?,
+                ],
+                vec![key("id", Hash)?],
+                vec![
+                    gsi(
+                        BY_OWNER,
+                        vec![key("owner", Hash)?, key("activityKey", Range)?],
+                        ProjectionType::Include,
+                        &["summary", "projectId", "titleLc", "firstLc"],
+                    )?,
+                    gsi(
+                        BY_RUNNING,
+                        vec![key("running", Hash)?],
+                        ProjectionType::KeysOnly,
+                        &[],
+                    )?,
+                ],
+                false,
+            ),
+            (
+                self.tables.messages.clone(),
+                vec![attr("sessionId", Str)?, attr("sk", Str)?],
+                vec![key("sessionId", Hash)?, key("sk", Range)?],
+                vec![],
+                false,
+            ),
+            (
+                self.tables.connections.clone(),
+                vec![
+                    attr("connectionId", Str)?,
+                    attr("sk", Str)?,
+                    attr("owner", Str)?,
+                    attr("sessionId", Str)?,
+                ],
+                vec![key("connectionId", Hash)?, key("sk", Range)?],
+                vec![
+                    gsi(
+                        BY_OWNER,
+                        vec![key("owner", Hash)?],
+                        ProjectionType::KeysOnly,
+                        &[],
+                    )?,
+                    gsi(
+                        BY_SESSION,
+                        vec![key("sessionId", Hash)?, key("connectionId", Range)?],
+                        ProjectionType::Include,
+                        &["token"],
+                    )?,
+                ],
+                true,
+            ),
+        ];
+        for (name, attrs, keys, indexes, ttl) in specs {
+            let mut req = self
+                .client
+                .create_table()
+                .table_name(&name)
+                .billing_mode(BillingMode::PayPerRequest)
+                .set_attribute_definitions(Some(attrs))
+                .set_key_schema(Some(keys));
+            if !indexes.is_empty() {
+                req = req.set_global_secondary_indexes(Some(indexes));
+            }
+            match req.send().await {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_resource_in_use_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(backend(e)),
+            }
+            if ttl {
+                self.client
+                    .update_time_to_live()
+                    .table_name(&name)
+                    .time_to_live_specification(
+                        TimeToLiveSpecification::builder()
+                            .enabled(true)
+                            .attribute_name("expiresAt")
+                            .build()
+                            .map_err(backend)?,
+                    )
+                    .send()
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(id))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:GetItem", out.consumed_capacity());
+        out.item().map(parse_session).transpose()
+    }
+
+    /// The summary's attributes as an update sets them.
+    fn summary_values(
+        summary: &SessionSummary,
+    ) -> Result<Vec<(&'static str, AttributeValue)>, StoreError> {
+        Ok(vec![
+            (":summary", to_av(summary)?),
+            (
+                ":ak",
+                s(activity_key(summary.last_message_at.millis(), &summary.id)),
+            ),
+            (":tlc", s(summary.title.to_lowercase())),
+        ])
+    }
+
+    fn message_puts(&self, m: &Message) -> Result<[TransactWriteItem; 2], StoreError> {
+        let row = Put::builder()
+            .table_name(&self.tables.messages)
+            .item("sessionId", s(&m.session_id))
+            .item("sk", s(message_sk(m.seq)))
+            .item("message", to_av(m)?)
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        let guard = Put::builder()
+            .table_name(&self.tables.messages)
+            .item("sessionId", s(&m.session_id))
+            .item("sk", s(guard_sk(&m.id)))
+            .item("seq", n(m.seq))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        Ok([
+            TransactWriteItem::builder().put(row).build(),
+            TransactWriteItem::builder().put(guard).build(),
+        ])
+    }
+
+    /// Runs a transaction. `Ok(None)` when a condition failed, with which
+    /// items failed.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<bool>>, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.capacities("dynamodb:TransactWriteItems", out.consumed_capacity());
+                Ok(None)
+            }
+            Err(e) => {
+                self.stats.request("dynamodb:TransactWriteItems");
+                match cancelled_on_condition(&e) {
+                    Some(failed) if failed.iter().any(|f| *f) => Ok(Some(failed)),
+                    _ => Err(backend(e)),
+                }
+            }
+        }
+    }
+
+    /// Every item of a query, across pages.
+    async fn query_all(
+        &self,
+        build: impl Fn() -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = build()
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(backend)?;
+            self.count("dynamodb:Query", page.consumed_capacity());
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes keys in batches of 25, retrying what DynamoDB leaves
+    /// unprocessed.
+    async fn delete_keys(&self, table: &str, keys: Vec<Item>) -> Result<(), StoreError> {
+        for chunk in keys.chunks(25) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|k| {
+                    DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(backend)
+                })
+                .collect::<Result<_, _>>()?;
+            let mut backoff = std::time::Duration::from_millis(20);
+            for _ in 0..MAX_ATTEMPTS {
+                if pending.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table, pending)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                self.capacities("dynamodb:BatchWriteItem", out.consumed_capacity());
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(table))
+                    .cloned()
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(backend(Contention));
+            }
+        }
+        Ok(())
+    }
+
+    async fn message_by_sk(
+        &self,
+        session_id: &str,
+        sk: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .key("sessionId", s(session_id))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:GetItem", out.consumed_capacity());
+        out.item()
+            .and_then(|i| i.get("message"))
+            .map(from_av)
+            .transpose()
+    }
+
+    async fn subscription_rows(&self, connection_id: &str) -> Result<Vec<Item>, StoreError> {
+        let table = self.tables.connections.clone();
+        let c = connection_id.to_string();
+        self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&table)
+                .key_condition_expression("connectionId = :c")
+                .expression_attribute_values(":c", s(&c))
+                .projection_expression("connectionId, sk, #owner")
+                .expression_attribute_names("#owner", "owner")
+                .consistent_read(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError> {
+        let sm = &new.summary;
+        let mut first = new.first.clone();
+        first.seq = 1;
+        for _ in 0..MAX_ATTEMPTS {
+            let session = Put::builder()
+                .table_name(&self.tables.sessions)
+                .item("id", s(&sm.id))
+                .item("owner", s(&new.owner))
+                .item("projectId", s(&sm.project_id))
+                .item(
+                    "activityKey",
+                    s(activity_key(sm.last_message_at.millis(), &sm.id)),
+                )
+                .item("titleLc", s(sm.title.to_lowercase()))
+                .item("firstLc", s(first.plain_text().to_lowercase()))
+                .item("summary", to_av(sm)?)
+                .item("turn", to_av(&new.turn)?)
+                .item("running", s(RUNNING))
+                .item("rev", n(0))
+                .condition_expression("attribute_not_exists(id)")
+                .build()
+                .map_err(backend)?;
+            let [row, guard] = self.message_puts(&first)?;
+            match self
+                .transact(vec![
+                    TransactWriteItem::builder().put(session).build(),
+                    row,
+                    guard,
+                ])
+                .await?
+            {
+                None => return Ok(CreateOutcome::Created),
+                Some(_) => {
+                    if let Some(l) = self.load(&sm.id).await? {
+                        return Ok(CreateOutcome::Exists(l.record));
+                    }
+                    // Deleted in between (its messages going): try again.
+                }
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.load(id).await?.map(|l| l.record))
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: &str,
+        q: &SessionQuery,
+    ) -> Result<(Vec<SessionSummary>, Option<ListCursor>), StoreError> {
+        let mut filters = Vec::new();
+        let mut values: Item = HashMap::new();
+        values.insert(":o".into(), s(owner));
+        let mut key = "#owner = :o".to_string();
+        if let Some(c) = &q.after {
+            key.push_str(" AND activityKey < :c");
+            values.insert(":c".into(), s(activity_key(c.activity_ms, &c.id)));
+        }
+        if let Some(p) = &q.project_id {
+            filters.push("projectId = :p".to_string());
+            values.insert(":p".into(), s(p));
+        }
+        if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            filters.push("(contains(titleLc, :t) OR contains(firstLc, :t))".to_string());
+            values.insert(":t".into(), s(t));
+        }
+        let want = q.limit + 1;
+        let mut out: Vec<SessionSummary> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.tables.sessions)
+                .index_name(BY_OWNER)
+                .key_condition_expression(&key)
+                .expression_attribute_names("#owner", "owner")
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .projection_expression("summary")
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            if filters.is_empty() {
+                req = req.limit((want - out.len()) as i32);
+            } else {
+                req = req
+                    .filter_expression(filters.join(" AND "))
+                    .limit(want.max(100) as i32);
+            }
+            let page = req.send().await.map_err(backend)?;
+            self.count("dynamodb:Query", page.consumed_capacity());
+            for item in page.items() {
+                if out.len() < want {
+                    out.push(from_av(
+                        item.get("summary")
+                            .ok_or_else(|| corrupt("index row without summary".into()))?,
+                    )?);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() && out.len() < want => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let next = if out.len() > q.limit {
+            out.truncate(q.limit);
+            out.last().map(|s| ListCursor {
+                activity_ms: s.last_message_at.millis(),
+                id: s.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    async fn list_projects(&self, owner: &str) -> Result<Vec<ProjectSummary>, StoreError> {
+        let table = self.tables.sessions.clone();
+        let rows = self
+            .query_all(|| {
+                self.client
+                    .query()
+                    .table_name(&table)
+                    .index_name(BY_OWNER)
+                    .key_condition_expression("#owner = :o")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":o", s(owner))
+                    .projection_expression("id, projectId, activityKey")
+                    .scan_index_forward(false)
+            })
+            .await?;
+        // Rows come newest first, so a project's first row is its latest.
+        let mut projects: Vec<ProjectSummary> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for r in &rows {
+            let project = get_s(r, "projectId")?;
+            match at.get(project) {
+                Some(&i) => projects[i].session_count += 1,
+                None => {
+                    let ak = get_s(r, "activityKey")?;
+                    let ms = ak
+                        .split('#')
+                        .next()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| corrupt("bad activityKey".into()))?;
+                    at.insert(project.to_string(), projects.len());
+                    projects.push(ProjectSummary {
+                        id: project.to_string(),
+                        last_session_id: get_s(r, "id")?.to_string(),
+                        last_activity_at: Timestamp::from_millis(ms),
+                        session_count: 1,
+                    });
+                }
+            }
+        }
+        Ok(projects)
+    }
+
+    async fn patch_session(
+        &self,
+        owner: &str,
+        id: &str,
+        title: Option<&str>,
+        permission_mode: Option<PermissionMode>,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { mut record, rev }) =
+                self.load(id).await?.filter(|l| l.record.owner == owner)
+            else {
+                return Ok(None);
+            };
+            let sm = &mut record.summary;
+            if let Some(t) = title {
+                sm.title = t.to_string();
+            }
+            if let Some(p) = permission_mode {
+                sm.permission_mode = p;
+            }
+            sm.updated_at = Timestamp::from_millis(now_ms);
+            sm.version += 1;
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.sessions)
+                .key("id", s(id))
+                .update_expression(
+                    "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next",
+                )
+                .condition_expression("rev = :rev")
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            for (k, v) in Self::summary_values(sm)? {
+                req = req.expression_attribute_values(k, v);
+            }
+            match req.send().await {
+                Ok(out) => {
+                    self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                    return Ok(Some(record.summary));
+                }
+                Err(e) if is_condition_failed(&e) => {
+                    self.stats.request("dynamodb:UpdateItem");
+                    continue;
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn delete_session(&self, owner: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { record, rev }) =
+                self.load(id).await?.filter(|l| l.record.owner == owner)
+            else {
+                return Ok(None);
+            };
+            // Messages first: the session row goes last, so a failure half
+            // way leaves a session that can be deleted again, never orphans
+            // that a new session with this id would inherit.
+            let table = self.tables.messages.clone();
+            let keys = self
+                .query_all(|| {
+                    self.client
+                        .query()
+                        .table_name(&table)
+                        .key_condition_expression("sessionId = :s")
+                        .expression_attribute_values(":s", s(id))
+                        .projection_expression("sessionId, sk")
+                        .consistent_read(true)
+                })
+                .await?;
+            self.delete_keys(&self.tables.messages, keys).await?;
+            let ctable = self.tables.connections.clone();
+            let subs = self
+                .query_all(|| {
+                    self.client
+                        .query()
+                        .table_name(&ctable)
+                        .index_name(BY_SESSION)
+                        .key_condition_expression("sessionId = :s")
+                        .expression_attribute_values(":s", s(id))
+                })
+                .await?;
+            let sub_keys = subs
+                .iter()
+                .map(|r| {
+                    Ok(HashMap::from([
+                        ("connectionId".to_string(), s(get_s(r, "connectionId")?)),
+                        ("sk".to_string(), s(format!("sub#{id}"))),
+                    ]))
+                })
+                .collect::<Result<Vec<Item>, StoreError>>()?;
+            self.delete_keys(&self.tables.connections, sub_keys).await?;
+            match self
+                .client
+                .delete_item()
+                .table_name(&self.tables.sessions)
+                .key("id", s(id))
+                .condition_expression("rev = :rev")
+                .expression_attribute_values(":rev", n(rev))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    self.count("dynamodb:DeleteItem", out.consumed_capacity());
+                    return Ok(Some(record.summary.version + 1));
+                }
+                // A message arrived meanwhile: delete again.
+                Err(e) if is_condition_failed(&e) => {
+                    self.stats.request("dynamodb:DeleteItem");
+                    continue;
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn messages(
+        &self,
+        session_id: &str,
+        range: MessageRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let (lo, hi, limit, forward) = match range {
+            MessageRange::Latest { limit } => (message_sk(0), message_sk(u64::MAX), limit, false),
+            MessageRange::Before { seq, limit } => {
+                if seq <= 1 {
+                    return Ok((Vec::new(), false));
+                }
+                (message_sk(0), message_sk(seq - 1), limit, false)
+            }
+            MessageRange::After { seq, limit } => {
+                if seq == u64::MAX {
+                    return Ok((Vec::new(), false));
+                }
+                (message_sk(seq + 1), message_sk(u64::MAX), limit, true)
+            }
+        };
+        let page = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .key_condition_expression("sessionId = :s AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":s", s(session_id))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(forward)
+            .limit((limit + 1).min(i32::MAX as usize) as i32)
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:Query", page.consumed_capacity());
+        let mut out = page
+            .items()
+            .iter()
+            .map(|i| {
+                from_av::<Message>(
+                    i.get("message")
+                        .ok_or_else(|| corrupt("message row without message".into()))?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = out.len() > limit;
+        out.truncate(limit);
+        if !forward {
+            out.reverse();
+        }
+        Ok((out, more))
+    }
+
+    async fn find_message(
+        &self,
+        session_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.messages)
+            .key("sessionId", s(session_id))
+            .key("sk", s(guard_sk(message_id)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:GetItem", out.consumed_capacity());
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let seq = get_n(item, "seq")?;
+        self.message_by_sk(session_id, &message_sk(seq as u64))
+            .await
+    }
+
+    async fn start_turn(
+        &self,
+        owner: &str,
+        session_id: &str,
+        turn: &NewTurn,
+    ) -> Result<StartOutcome, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { mut record, rev }) = self
+                .load(session_id)
+                .await?
+                .filter(|l| l.record.owner == owner)
+            else {
+                return Ok(StartOutcome::NotFound);
+            };
+            if record.turn.is_some() {
+                if let Some(m) = self.find_message(session_id, &turn.message.id).await? {
+                    return Ok(StartOutcome::Duplicate(m));
+                }
+                return Ok(StartOutcome::Running);
+            }
+            let mut message = turn.message.clone();
+            message.seq = record.summary.message_count + 1;
+            let sm = &mut record.summary;
+            sm.message_count = message.seq;
+            sm.status = SessionStatus::Running;
+            if let Some(p) = turn.permission_mode {
+                sm.permission_mode = p;
+            }
+            sm.last_message_at = Timestamp::from_millis(turn.now_ms);
+            sm.updated_at = sm.last_message_at;
+            sm.version += 1;
+            let mut update = Update::builder()
+                .table_name(&self.tables.sessions)
+                .key("id", s(session_id))
+                .update_expression(
+                    "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next, turn = :turn, running = :running",
+                )
+                .condition_expression("rev = :rev AND attribute_not_exists(turn)")
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .expression_attribute_values(":turn", to_av(&turn.turn)?)
+                .expression_attribute_values(":running", s(RUNNING));
+            for (k, v) in Self::summary_values(sm)? {
+                update = update.expression_attribute_values(k, v);
+            }
+            let [row, guard] = self.message_puts(&message)?;
+            match self
+                .transact(vec![
+                    TransactWriteItem::builder()
+                        .update(update.build().map_err(backend)?)
+                        .build(),
+                    row,
+                    guard,
+                ])
+                .await?
+            {
+                None => {
+                    return Ok(StartOutcome::Started {
+                        message,
+                        session: record.summary,
+                    });
+                }
+                Some(failed) => {
+                    if failed.get(2) == Some(&true)
+                        && let Some(m) = self.find_message(session_id, &turn.message.id).await?
+                    {
+                        return Ok(StartOutcome::Duplicate(m));
+                    }
+                }
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn checkpoint(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        live: &LiveReply,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression("SET turn.live = :live, turn.heartbeatMs = :now")
+            .condition_expression("turn.turnId = :t")
+            .expression_attribute_values(":live", to_av(live)?)
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":t", s(turn_id))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn active_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+    ) -> Result<Option<ActiveTurn>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .projection_expression("turn")
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:GetItem", out.consumed_capacity());
+        let Some(t) = out.item().and_then(|i| i.get("turn")) else {
+            return Ok(None);
+        };
+        let t: ActiveTurn = from_av(t)?;
+        Ok((t.turn_id == turn_id).then_some(t))
+    }
+
+    async fn request_stop(
+        &self,
+        owner: &str,
+        session_id: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression("SET turn.stopRequested = :yes")
+            .condition_expression("#owner = :o AND attribute_exists(turn.turnId)")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .return_values(ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                out.attributes()
+                    .map(|a| parse_session(a).map(|l| l.record))
+                    .transpose()
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(self
+                    .load(session_id)
+                    .await?
+                    .map(|l| l.record)
+                    .filter(|r| r.owner == owner))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn finish_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        end: &TurnEnd,
+    ) -> Result<Option<(Message, SessionSummary)>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { mut record, rev }) = self.load(session_id).await? else {
+                return Ok(None);
+            };
+            if record.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
+                return Ok(None);
+            }
+            let mut reply = end.reply.clone();
+            reply.seq = record.summary.message_count + 1;
+            let sm = &mut record.summary;
+            sm.message_count = reply.seq;
+            sm.status = SessionStatus::Idle;
+            sm.usage = sm.usage.plus(end.usage);
+            sm.last_turn = Some(end.last_turn.clone());
+            if let Some(a) = &end.agent_session_id {
+                sm.agent_session_id = Some(a.clone());
+            }
+            sm.last_message_at = Timestamp::from_millis(end.now_ms);
+            sm.updated_at = sm.last_message_at;
+            sm.version += 1;
+            let mut update = Update::builder()
+                .table_name(&self.tables.sessions)
+                .key("id", s(session_id))
+                .update_expression(
+                    "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next REMOVE turn, running",
+                )
+                .condition_expression("rev = :rev AND turn.turnId = :t")
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .expression_attribute_values(":t", s(turn_id));
+            for (k, v) in Self::summary_values(sm)? {
+                update = update.expression_attribute_values(k, v);
+            }
+            let [row, guard] = self.message_puts(&reply)?;
+            if self
+                .transact(vec![
+                    TransactWriteItem::builder()
+                        .update(update.build().map_err(backend)?)
+                        .build(),
+                    row,
+                    guard,
+                ])
+                .await?
+                .is_none()
+            {
+                return Ok(Some((reply, record.summary)));
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError> {
+        let table = self.tables.sessions.clone();
+        let rows = self
+            .query_all(|| {
+                self.client
+                    .query()
+                    .table_name(&table)
+                    .index_name(BY_RUNNING)
+                    .key_condition_expression("running = :r")
+                    .expression_attribute_values(":r", s(RUNNING))
+            })
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id = get_s(&r, "id")?;
+            // The index lags; the row itself says whether the turn runs.
+            if let Some(l) = self.load(id).await?
+                && let Some(t) = l.record.turn
+            {
+                out.push((l.record.owner, id.to_string(), t));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .item("connectionId", s(id))
+            .item("sk", s(CONN_SK))
+            .item("owner", s(owner))
+            .item("connectedMs", n(now_ms))
+            .item("expiresAt", expires_at(now_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:PutItem", out.consumed_capacity());
+        Ok(())
+    }
+
+    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(id))
+            .key("sk", s(CONN_SK))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:GetItem", out.consumed_capacity());
+        out.item()
+            .map(|i| get_s(i, "owner").map(str::to_string))
+            .transpose()
+    }
+
+    async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
+        let keys = self
+            .subscription_rows(id)
+            .await?
+            .into_iter()
+            .map(|mut r| {
+                r.retain(|k, _| k == "connectionId" || k == "sk");
+                r
+            })
+            .collect();
+        self.delete_keys(&self.tables.connections, keys).await
+    }
+
+    async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let table = self.tables.connections.clone();
+        let rows = self
+            .query_all(|| {
+                self.client
+                    .query()
+                    .table_name(&table)
+                    .index_name(BY_OWNER)
+                    .key_condition_expression("#owner = :o")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":o", s(owner))
+            })
+            .await?;
+        rows.iter()
+            .map(|r| get_s(r, "connectionId").map(str::to_string))
+            .collect()
+    }
+
+    async fn subscribe(
+        &self,
+        connection_id: &str,
+        session_id: &str,
+        token: &str,
+        max: usize,
+    ) -> Result<SubscribeOutcome, StoreError> {
+        let rows = self.subscription_rows(connection_id).await?;
+        let this = format!("sub#{session_id}");
+        let mut owner = None;
+        let mut held = 0;
+        for r in &rows {
+            match get_s(r, "sk")? {
+                CONN_SK => owner = Some(get_s(r, "owner")?.to_string()),
+                sk if sk.starts_with("sub#") && sk != this => held += 1,
+                _ => {}
+            }
+        }
+        if held >= max {
+            return Ok(SubscribeOutcome::TooMany);
+        }
+        let Some(owner) = owner else {
+            return Ok(SubscribeOutcome::NotFound);
+        };
+        let now = crate::clock::now_ms();
+        // The session must exist and be the connection owner's when the row
+        // is written: a session deleted meanwhile gets no subscription.
+        let check = ConditionCheck::builder()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .condition_expression("#owner = :o")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", s(&owner))
+            .build()
+            .map_err(backend)?;
+        let put = Put::builder()
+            .table_name(&self.tables.connections)
+            .item("connectionId", s(connection_id))
+            .item("sk", s(this))
+            .item("sessionId", s(session_id))
+            .item("token", s(token))
+            .item("expiresAt", expires_at(now))
+            .build()
+            .map_err(backend)?;
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().condition_check(check).build(),
+                TransactWriteItem::builder().put(put).build(),
+            ])
+            .await?
+        {
+            None => Ok(SubscribeOutcome::Subscribed),
+            Some(_) => Ok(SubscribeOutcome::NotFound),
+        }
+    }
+
+    async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .key("sk", s(format!("sub#{session_id}")))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:DeleteItem", out.consumed_capacity());
+        Ok(())
+    }
+
+    async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError> {
+        let table = self.tables.connections.clone();
+        let rows = self
+            .query_all(|| {
+                self.client
+                    .query()
+                    .table_name(&table)
+                    .index_name(BY_SESSION)
+                    .key_condition_expression("sessionId = :s")
+                    .expression_attribute_values(":s", s(session_id))
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Subscriber {
+                    connection_id: get_s(r, "connectionId")?.to_string(),
+                    token: get_s(r, "token")?.to_string(),
+                })
+            })
+            .collect()
+    }
+}

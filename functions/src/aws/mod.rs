@@ -1,0 +1,17 @@
+//! The AWS adapters: the DynamoDB store, push through the API Gateway
+//! management API, dispatch by asynchronous Lambda invocation, and the entry
+//! points of the Lambda binaries.
+
+pub mod dispatch;
+pub mod dynamo;
+pub mod env;
+pub mod lambda;
+pub mod push;
+pub mod stats;
+pub mod worker;
+
+pub use dispatch::LambdaDispatch;
+pub use dynamo::{DynamoStore, Tables};
+pub use env::AwsSettings;
+pub use push::ApiGatewayPush;
+pub use stats::AwsStats;

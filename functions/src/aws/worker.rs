@@ -1,0 +1,89 @@
+//! The worker: runs one turn per invocation, or, on a schedule, closes the
+//! turns whose worker died.
+
+use crate::domain::runner::{RunnerConfig, run_turn};
+use crate::domain::sessions::sweep_stale;
+use crate::error::ServiceError;
+use crate::ports::{Agent, Push, Store, TurnJob};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the worker is invoked with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerEvent {
+    /// From `LambdaDispatch`: run this turn.
+    Turn(TurnJob),
+    /// From an EventBridge schedule: sweep.
+    Scheduled(ScheduledEvent),
+}
+
+/// The fields of an EventBridge scheduled event the worker reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledEvent {
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    pub source: String,
+}
+
+/// The worker ends a turn as interrupted (its reply so far kept) this long
+/// before Lambda's deadline, rather than be killed mid-write.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+pub struct Worker<'a> {
+    pub store: &'a dyn Store,
+    pub push: &'a dyn Push,
+    pub agent: &'a dyn Agent,
+    pub runner: &'a RunnerConfig,
+}
+
+impl Worker<'_> {
+    /// Handles one event; `remaining` is the invocation's time left.
+    pub async fn handle(
+        &self,
+        event: WorkerEvent,
+        remaining: Option<Duration>,
+    ) -> Result<(), ServiceError> {
+        match event {
+            WorkerEvent::Turn(job) => {
+                let (tx, rx) = watch::channel(false);
+                let deadline = async move {
+                    match remaining {
+                        Some(r) => tokio::time::sleep(r.saturating_sub(DEADLINE_MARGIN)).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                    let _ = tx.send(true);
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    r = run_turn(self.store, self.push, self.agent, self.runner, &job, rx) => r,
+                    _ = deadline => unreachable!("the deadline future never ends"),
+                }
+            }
+            WorkerEvent::Scheduled(ev) => {
+                let closed = sweep_stale(self.store, self.push).await?;
+                tracing::info!(source = %ev.source, closed, "swept stale turns");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_told_apart() {
+        let turn: WorkerEvent =
+            serde_json::from_str(r#"{"owner":"o","sessionId":"s","turnId":"t"}"#).unwrap();
+        assert!(matches!(turn, WorkerEvent::Turn(j) if j.session_id == "s"));
+        let sched: WorkerEvent = serde_json::from_str(
+            r#"{"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.events","account":"1","time":"2026-11-21T00:00:00Z","region":"us-east-1","resources":[],"detail":{}}"#,
+        )
+        .unwrap();
+        assert!(matches!(sched, WorkerEvent::Scheduled(e) if e.source == "aws.events"));
+        assert!(serde_json::from_str::<WorkerEvent>(r#"{"hello":1}"#).is_err());
+    }
+}
