@@ -86,7 +86,7 @@ fn refused(message: &str) -> Response {
 }
 
 /// The management endpoint is for this machine's own processes.
-async fn loopback_only(
+pub(crate) async fn loopback_only(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -242,9 +242,12 @@ async fn serve_socket(
     let _ = writer.await;
 }
 
+/// API Gateway's answer for a connection that is no more: the SDKs read the
+/// error type from the header.
 fn gone() -> Response {
     (
         StatusCode::GONE,
+        [("x-amzn-ErrorType", "GoneException")],
         axum::Json(serde_json::json!({ "message": "Gone" })),
     )
         .into_response()
@@ -265,6 +268,7 @@ async fn conn_post(
     if body.len() > MAX_INCOMING_FRAME {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
+            [("x-amzn-ErrorType", "PayloadTooLargeException")],
             axum::Json(serde_json::json!({ "message": "Payload too large" })),
         )
             .into_response();

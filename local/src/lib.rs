@@ -1,6 +1,8 @@
 //! Confab on one machine: the gateway, the SQLite store, in-process dispatch.
 
 pub mod dispatch;
+#[cfg(feature = "aws")]
+pub mod emulated;
 pub mod gateway;
 pub mod registry;
 pub mod sqlite;
@@ -23,13 +25,33 @@ pub struct Options {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub web_dir: Option<PathBuf>,
+    /// Run the AWS adapters against an emulator (`CONFAB_AWS_ENDPOINT`)
+    /// instead of SQLite and in-process push and dispatch.
+    pub aws_emulated: bool,
 }
 
 /// What a started gateway tells whoever embeds it.
 #[derive(Debug, Clone)]
 pub struct Started {
     pub addr: SocketAddr,
-    pub store: Arc<sqlite::Counters>,
+    /// SQLite's write counts (absent in emulated-AWS mode).
+    pub store: Option<Arc<sqlite::Counters>>,
+    /// What the AWS adapters asked of AWS (emulated-AWS mode only).
+    #[cfg(feature = "aws")]
+    pub aws: Option<Arc<confab_functions::aws::AwsStats>>,
+}
+
+/// The adapters one run uses.
+struct Backend {
+    store: Arc<dyn Store>,
+    push: Arc<dyn Push>,
+    /// What the REST router and socket handlers start turns with.
+    /// None: the in-process runner.
+    dispatch: Option<Arc<dyn confab_functions::ports::Dispatch>>,
+    counters: Option<Arc<sqlite::Counters>>,
+    #[cfg(feature = "aws")]
+    aws: Option<Arc<confab_functions::aws::AwsStats>>,
+    extra: Option<axum::Router>,
 }
 
 /// Runs the gateway until `shutdown` resolves, then ends running turns as
@@ -41,16 +63,82 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> anyhow::Result<()> {
-    let store = sqlite::SqliteStore::open(&opts.data_dir)
-        .with_context(|| format!("opening the database in {}", opts.data_dir.display()))?;
-    let counters = store.counters();
-    store
-        .clear_connections()
+    let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
-        .context("clearing stale connections")?;
+        .with_context(|| format!("listening on {}", opts.addr))?;
+    let local = listener.local_addr()?;
+    let agent = confab_functions::agents::from_config(&config.agent)?;
     let registry = Arc::new(registry::Registry::default());
-    let push: Arc<dyn Push> = Arc::new(registry::LocalPush(registry.clone()));
-    let store: Arc<dyn Store> = Arc::new(store);
+
+    // Turns run as tasks here, in both modes; only who asks differs.
+    let runner_parts: (Arc<dyn Store>, Arc<dyn Push>);
+    let backend = if opts.aws_emulated {
+        #[cfg(feature = "aws")]
+        {
+            let em = emulated::connect().await?;
+            let store: Arc<dyn Store> = em.store.clone();
+            let push = em.push(local);
+            runner_parts = (store.clone(), push.clone());
+            Backend {
+                store,
+                push,
+                dispatch: Some(em.dispatch(local)),
+                counters: None,
+                aws: Some(em.stats.clone()),
+                extra: None,
+            }
+        }
+        #[cfg(not(feature = "aws"))]
+        anyhow::bail!("this confab was built without the `aws` feature; build with `--features aws`")
+    } else {
+        let store = sqlite::SqliteStore::open(&opts.data_dir)
+            .with_context(|| format!("opening the database in {}", opts.data_dir.display()))?;
+        let counters = store.counters();
+        store
+            .clear_connections()
+            .await
+            .context("clearing stale connections")?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let push: Arc<dyn Push> = Arc::new(registry::LocalPush(registry.clone()));
+        runner_parts = (store.clone(), push.clone());
+        Backend {
+            store,
+            push,
+            dispatch: None,
+            counters: Some(counters),
+            #[cfg(feature = "aws")]
+            aws: None,
+            extra: None,
+        }
+    };
+    let runner = Arc::new(dispatch::LocalDispatch::new(
+        runner_parts.0,
+        runner_parts.1,
+        agent.clone(),
+        RunnerConfig::default(),
+    ));
+    #[cfg(feature = "aws")]
+    let backend = {
+        let mut b = backend;
+        if opts.aws_emulated {
+            b.extra = Some(emulated::invoke_routes(
+                runner.clone(),
+                b.store.clone(),
+                b.push.clone(),
+            ));
+        }
+        b
+    };
+    #[cfg(feature = "aws")]
+    let backend_aws = backend.aws.clone();
+    let Backend {
+        store,
+        push,
+        dispatch,
+        counters,
+        extra,
+        ..
+    } = backend;
 
     let recovered = recover_interrupted(&*store, &*push)
         .await
@@ -62,25 +150,22 @@ pub async fn run(
         );
     }
 
-    let agent = confab_functions::agents::from_config(&config.agent)?;
     let auth = Arc::new(match &config.auth {
         AuthConfig::None => Auth::None,
         AuthConfig::JwtHs256 { secret } => Auth::hs256(secret.expose().as_bytes()),
     });
-    let dispatch = Arc::new(dispatch::LocalDispatch::new(
-        store.clone(),
-        push.clone(),
-        agent.clone(),
-        RunnerConfig::default(),
-    ));
     let api = api_router(Arc::new(ApiState {
         store: store.clone(),
         push: push.clone(),
-        dispatch: dispatch.clone(),
+        dispatch: dispatch.unwrap_or_else(|| runner.clone()),
         limiter: RateLimiter::per_minute(config.create_rate),
         auth: auth.clone(),
         agent: agent.clone(),
     }));
+    let api = match extra {
+        Some(r) => api.merge(r),
+        None => api,
+    };
     let gw = Arc::new(gateway::Gateway {
         store: store.clone(),
         push: push.clone(),
@@ -89,19 +174,18 @@ pub async fn run(
     });
     let app = gateway::router(gw, api, opts.web_dir.clone());
 
-    let listener = tokio::net::TcpListener::bind(opts.addr)
-        .await
-        .with_context(|| format!("listening on {}", opts.addr))?;
-    let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("confab listening on http://{local}");
     if let Some(ready) = ready {
         let _ = ready.send(Started {
             addr: local,
             store: counters,
+            #[cfg(feature = "aws")]
+            aws: backend_aws,
         });
     }
-    tracing::info!(agent = agent.provider(), auth = ?config.auth, data = %opts.data_dir.display(), "Confab is running at http://{local}");
+    let mode = if opts.aws_emulated { "emulated AWS" } else { "SQLite" };
+    tracing::info!(agent = agent.provider(), auth = ?config.auth, mode, data = %opts.data_dir.display(), "Confab is running at http://{local}");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Small frames go out at once: without TCP_NODELAY a frame that follows
@@ -121,7 +205,7 @@ pub async fn run(
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!("shutting down: closing running turns");
-    dispatch.drain().await;
+    runner.drain().await;
     registry.close_all();
     let _ = stop_tx.send(());
     server.await.context("server task")?.context("server")?;

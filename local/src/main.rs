@@ -18,6 +18,11 @@ struct Args {
     /// Directory of the built web app.
     #[arg(long, default_value = "web/dist")]
     web_dir: PathBuf,
+    /// Run the AWS adapters against emulated AWS: DynamoDB at
+    /// `CONFAB_AWS_ENDPOINT` (such as moto_server), the management API and
+    /// Lambda's Invoke answered by this gateway.
+    #[arg(long)]
+    aws_emulated: bool,
 }
 
 #[tokio::main]
@@ -36,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             addr: args.addr,
             data_dir: args.data_dir,
             web_dir: Some(args.web_dir),
+            aws_emulated: args.aws_emulated,
         },
         config,
         confab_local::signal(),

@@ -32,6 +32,7 @@ async fn start_with(delay_ms: u64, web_dir: Option<std::path::PathBuf>) -> Local
         addr: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
         web_dir,
+        aws_emulated: false,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -44,7 +45,7 @@ async fn start_with(delay_ms: u64, web_dir: Option<std::path::PathBuf>) -> Local
     Local {
         api: Api::new(&base, None),
         ws: format!("ws://{}/ws", started.addr),
-        writes: started.store,
+        writes: started.store.expect("SQLite counters"),
         _dir: dir,
     }
 }

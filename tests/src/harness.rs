@@ -48,6 +48,13 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
+/// Whether gateways run in emulated-AWS mode (`CONFAB_TEST_AWS=1`):
+/// DynamoDB on moto, push through the management API, turns through the
+/// Lambda worker path. `cargo xtask test` runs the end-to-end suites in both.
+pub fn aws_mode() -> bool {
+    std::env::var("CONFAB_TEST_AWS").is_ok_and(|v| v == "1")
+}
+
 /// The `confab` binary, built once per test process (a no-op when fresh).
 pub fn confab_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -57,7 +64,16 @@ pub fn confab_bin() -> PathBuf {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "confab-local", "--bin", "confab"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "confab-local",
+                "--features",
+                "aws",
+                "--bin",
+                "confab",
+            ])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
             .status()
             .expect("running cargo build");
@@ -102,6 +118,14 @@ impl Gateway {
         if !env.iter().any(|(k, _)| k == "CONFAB_DEMO_DELAY_MS") {
             env.push(("CONFAB_DEMO_DELAY_MS".into(), "1".into()));
         }
+        if aws_mode() {
+            // Tables of its own, kept across restarts like a data directory.
+            let t = crate::moto::fresh_tables();
+            env.push(("CONFAB_AWS_ENDPOINT".into(), crate::moto::moto().url.clone()));
+            env.push(("CONFAB_SESSIONS_TABLE".into(), t.sessions));
+            env.push(("CONFAB_MESSAGES_TABLE".into(), t.messages));
+            env.push(("CONFAB_CONNECTIONS_TABLE".into(), t.connections));
+        }
         let mut gw = Gateway {
             child: None,
             base: String::new(),
@@ -140,6 +164,9 @@ impl Gateway {
             _ => "127.0.0.1:0".to_string(),
         };
         let mut cmd = Command::new(confab_bin());
+        if aws_mode() {
+            cmd.arg("--aws-emulated");
+        }
         cmd.args(["--addr", &addr, "--data-dir"])
             .arg(&self.data)
             .arg("--web-dir")

@@ -33,6 +33,23 @@ impl LambdaDispatch {
             stats,
         }
     }
+
+    /// Invokes through another endpoint (an emulator).
+    pub fn with_endpoint(
+        sdk: &SdkConfig,
+        endpoint: &str,
+        function: &str,
+        stats: Arc<AwsStats>,
+    ) -> LambdaDispatch {
+        let conf = aws_sdk_lambda::config::Builder::from(sdk)
+            .endpoint_url(endpoint)
+            .build();
+        LambdaDispatch {
+            client: Client::from_conf(conf),
+            function: function.to_string(),
+            stats,
+        }
+    }
 }
 
 #[async_trait]

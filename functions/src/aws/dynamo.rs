@@ -21,7 +21,7 @@ use crate::ports::{
     SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use async_trait::async_trait;
-use aws_sdk_dynamodb::Client;
+pub use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,

@@ -12,6 +12,7 @@ pub mod worker;
 
 pub use dispatch::LambdaDispatch;
 pub use dynamo::{DynamoStore, Tables};
+pub use aws_config::SdkConfig;
 pub use env::AwsSettings;
 pub use push::ApiGatewayPush;
 pub use stats::AwsStats;
