@@ -66,7 +66,9 @@ pub async fn connect() -> anyhow::Result<Emulated> {
     })
 }
 
-fn aws_sdk_dynamodb_client(sdk: &confab_functions::aws::SdkConfig) -> confab_functions::aws::dynamo::Client {
+fn aws_sdk_dynamodb_client(
+    sdk: &confab_functions::aws::SdkConfig,
+) -> confab_functions::aws::dynamo::Client {
     confab_functions::aws::dynamo::Client::new(sdk)
 }
 
@@ -78,7 +80,11 @@ impl Emulated {
             .push_endpoint
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        Arc::new(ApiGatewayPush::new(&self.sdk, &endpoint, self.stats.clone()))
+        Arc::new(ApiGatewayPush::new(
+            &self.sdk,
+            &endpoint,
+            self.stats.clone(),
+        ))
     }
 
     /// Dispatch by asynchronous invocation of the gateway at `addr`.
@@ -163,7 +169,10 @@ async fn invoke(
     match event {
         WorkerEvent::Turn(job) => {
             if let Err(e) = w.runner.dispatch(job).await {
-                tracing::warn!(error = &e as &dyn std::error::Error, "worker refused a turn");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "worker refused a turn"
+                );
                 return lambda_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceException",

@@ -89,7 +89,9 @@ pub async fn run(
             }
         }
         #[cfg(not(feature = "aws"))]
-        anyhow::bail!("this confab was built without the `aws` feature; build with `--features aws`")
+        anyhow::bail!(
+            "this confab was built without the `aws` feature; build with `--features aws`"
+        )
     } else {
         let store = sqlite::SqliteStore::open(&opts.data_dir)
             .with_context(|| format!("opening the database in {}", opts.data_dir.display()))?;
@@ -184,7 +186,11 @@ pub async fn run(
             aws: backend_aws,
         });
     }
-    let mode = if opts.aws_emulated { "emulated AWS" } else { "SQLite" };
+    let mode = if opts.aws_emulated {
+        "emulated AWS"
+    } else {
+        "SQLite"
+    };
     tracing::info!(agent = agent.provider(), auth = ?config.auth, mode, data = %opts.data_dir.display(), "Confab is running at http://{local}");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -92,6 +92,7 @@ pub struct Gateway {
     web_dir: PathBuf,
     /// Listen here again after a restart (so open pages can reconnect).
     keep_port: bool,
+    aws: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -110,6 +111,15 @@ impl Gateway {
     /// Starts a gateway with a new data directory and these environment
     /// variables (`CONFAB_DEMO_DELAY_MS` defaults to 1 here).
     pub async fn start(env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_in(env, aws_mode()).await
+    }
+
+    /// A gateway in emulated-AWS mode, whatever `CONFAB_TEST_AWS` says.
+    pub async fn start_aws(env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_in(env, true).await
+    }
+
+    async fn start_in(env: &[(&str, &str)], aws: bool) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -118,10 +128,13 @@ impl Gateway {
         if !env.iter().any(|(k, _)| k == "CONFAB_DEMO_DELAY_MS") {
             env.push(("CONFAB_DEMO_DELAY_MS".into(), "1".into()));
         }
-        if aws_mode() {
+        if aws {
             // Tables of its own, kept across restarts like a data directory.
             let t = crate::moto::fresh_tables();
-            env.push(("CONFAB_AWS_ENDPOINT".into(), crate::moto::moto().url.clone()));
+            env.push((
+                "CONFAB_AWS_ENDPOINT".into(),
+                crate::moto::moto().url.clone(),
+            ));
             env.push(("CONFAB_SESSIONS_TABLE".into(), t.sessions));
             env.push(("CONFAB_MESSAGES_TABLE".into(), t.messages));
             env.push(("CONFAB_CONNECTIONS_TABLE".into(), t.connections));
@@ -133,6 +146,7 @@ impl Gateway {
             env,
             web_dir: PathBuf::from("/nonexistent"),
             keep_port: false,
+            aws,
             _dir: Some(dir),
         };
         gw.spawn().await;
@@ -164,7 +178,7 @@ impl Gateway {
             _ => "127.0.0.1:0".to_string(),
         };
         let mut cmd = Command::new(confab_bin());
-        if aws_mode() {
+        if self.aws {
             cmd.arg("--aws-emulated");
         }
         cmd.args(["--addr", &addr, "--data-dir"])

@@ -9,7 +9,7 @@ use crate::http::{ApiState, router};
 use crate::ports::{Agent, Push, Store};
 use crate::ratelimit::RateLimiter;
 use aws_config::SdkConfig;
-use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::collections::HashMap;
@@ -100,14 +100,13 @@ impl Shared {
     }
 
     pub fn sockets(&self) -> SocketApp {
-        SocketApp {
-            store: self.store.clone(),
-            auth: self.auth.clone(),
-            sdk: self.sdk.clone(),
-            stats: self.stats.clone(),
-            push_endpoint: self.settings.push_endpoint.clone(),
-            pushes: Mutex::default(),
-        }
+        SocketApp::new(
+            self.store.clone(),
+            self.auth.clone(),
+            self.sdk.clone(),
+            self.stats.clone(),
+            self.settings.push_endpoint.clone(),
+        )
     }
 }
 
@@ -137,6 +136,23 @@ fn connection_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<&str> {
 }
 
 impl SocketApp {
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Arc<Auth>,
+        sdk: SdkConfig,
+        stats: Arc<AwsStats>,
+        push_endpoint: Option<String>,
+    ) -> SocketApp {
+        SocketApp {
+            store,
+            auth,
+            sdk,
+            stats,
+            push_endpoint,
+            pushes: Mutex::default(),
+        }
+    }
+
     fn push_for(&self, ev: &ApiGatewayWebsocketProxyRequest) -> Option<Arc<ApiGatewayPush>> {
         let endpoint = match &self.push_endpoint {
             Some(e) => e.clone(),

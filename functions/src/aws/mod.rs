@@ -10,9 +10,9 @@ pub mod push;
 pub mod stats;
 pub mod worker;
 
+pub use aws_config::SdkConfig;
 pub use dispatch::LambdaDispatch;
 pub use dynamo::{DynamoStore, Tables};
-pub use aws_config::SdkConfig;
 pub use env::AwsSettings;
 pub use push::ApiGatewayPush;
 pub use stats::AwsStats;

@@ -1,0 +1,254 @@
+//! The AWS adapters against real endpoints: `ApiGatewayPush` against the
+//! local gateway's `@connections` (moto's never answers 410), and the socket
+//! functions fed the API Gateway events that ship in `aws_lambda_events`,
+//! over `DynamoStore` on moto.
+
+use bytes::Bytes;
+use confab_functions::auth::Auth;
+use confab_functions::aws::lambda::ApiGatewayWebsocketProxyRequest as ApiGatewayEvent;
+use confab_functions::aws::lambda::SocketApp;
+use confab_functions::aws::{ApiGatewayPush, AwsStats};
+use confab_functions::domain::notify::to_connections;
+use confab_functions::ports::{Push, PushError, Store, SubscribeOutcome};
+use confab_protocol::ServerEvent;
+use confab_protocol::client::{CurrentSession, Phase};
+use confab_protocol::rest::ErrorCode;
+use confab_tests::harness::{Gateway, SECRET, Viewer, id, token};
+use confab_tests::moto;
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn push_to(gw: &Gateway) -> (ApiGatewayPush, Arc<AwsStats>) {
+    let stats = Arc::new(AwsStats::default());
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config().await;
+    (ApiGatewayPush::new(&sdk, &gw.base, stats.clone()), stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
+    let gw = Gateway::start(&[]).await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let conn = s.connection_id.clone().expect("connection id");
+    let (push, stats) = push_to(&gw).await;
+
+    push.post(&conn, Bytes::from_static(br#"{"type":"pong"}"#))
+        .await
+        .expect("delivered");
+    s.expect("the pushed frame", |e| matches!(e, ServerEvent::Pong))
+        .await;
+
+    // Over API Gateway's 128 KiB: refused here, nothing sent.
+    let big = format!(r#"{{"type":"pong","pad":"{}"}}"#, "x".repeat(129 * 1024));
+    let before = stats.snapshot().count("apigw:");
+    assert!(matches!(
+        push.post(&conn, Bytes::from(big)).await,
+        Err(PushError::Failed(_))
+    ));
+    assert_eq!(stats.snapshot().count("apigw:"), before);
+    assert!(s.drain(Duration::from_millis(300)).await.is_empty());
+
+    // A connection that is gone: 410, and the domain forgets it and its
+    // subscriptions, while the live one still gets the frame.
+    let (store, _) = moto::dynamo_store().await;
+    let sid = confab_tests::conformance::idle_session(&store, "alice", 1).await;
+    for c in ["gone-connection", conn.as_str()] {
+        store.put_connection(c, "alice", 1).await.unwrap();
+        assert_eq!(
+            store.subscribe(c, &sid, "tok", 20).await.unwrap(),
+            SubscribeOutcome::Subscribed
+        );
+    }
+    assert!(matches!(
+        push.post("gone-connection", Bytes::from_static(b"{}"))
+            .await,
+        Err(PushError::Gone)
+    ));
+    to_connections(
+        &store,
+        &push,
+        &["gone-connection".to_string(), conn.clone()],
+        &[Bytes::from_static(br#"{"type":"pong"}"#)],
+    )
+    .await;
+    s.expect("the frame to the live connection", |e| {
+        matches!(e, ServerEvent::Pong)
+    })
+    .await;
+    assert_eq!(
+        store.connection_owner("gone-connection").await.unwrap(),
+        None
+    );
+    let subs = store.subscribers(&sid).await.unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].connection_id, conn);
+}
+
+/// A long reply in emulated-AWS mode: the frames that reach the socket
+/// through the management API are at most 32 KiB, and together they make
+/// exactly the stored reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_arrives_split_into_small_frames_through_the_management_api() {
+    let gw = Gateway::start_aws(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(&sid)).await;
+    assert_eq!(api.create(&sid, &id(), "/words 12000").await.status, 201);
+    v.subscribe().await;
+    v.until("the reply is stored", |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 1
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    let text = stored[1].plain_text();
+    assert!(text.len() > 64 * 1024, "the reply is long: {}", text.len());
+    // Every frame is at most 32 KiB but the one `message.created` that
+    // carries the whole stored reply (docs/protocol.md, Differences), which
+    // API Gateway's 128 KiB limit allows.
+    assert_eq!(v.socket.oversize_frames.load(Ordering::Relaxed), 1);
+    assert!(v.socket.frames.load(Ordering::Relaxed) > 4);
+    assert_eq!(
+        v.current.stored().cloned().collect::<Vec<_>>(),
+        stored,
+        "the client holds exactly the server's messages"
+    );
+}
+
+fn fixture(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/aws")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("fixture JSON")
+}
+
+/// The shipped `$connect` event, for connection `conn` with `token`.
+fn connect_event(conn: &str, token: Option<&str>) -> Value {
+    let mut ev = fixture("example-apigw-websocket-request.json");
+    ev["requestContext"]["connectionId"] = conn.into();
+    ev["queryStringParameters"] = match token {
+        Some(t) => serde_json::json!({ "token": t }),
+        None => serde_json::json!({}),
+    };
+    ev["multiValueQueryStringParameters"] = match token {
+        Some(t) => serde_json::json!({ "token": [t] }),
+        None => serde_json::json!({}),
+    };
+    ev
+}
+
+fn route_event(conn: &str, body: &str) -> Value {
+    let mut ev = fixture("example-apigw-websocket-request.json");
+    ev["requestContext"]["connectionId"] = conn.into();
+    ev["requestContext"]["routeKey"] = "$default".into();
+    ev["requestContext"]["eventType"] = "MESSAGE".into();
+    ev["body"] = body.into();
+    ev
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("the fixture is a valid event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_functions_handle_the_shipped_api_gateway_events() {
+    // The answers of `$default` go out through the management API of a real
+    // gateway, to a real socket whose connection id the events carry.
+    let gw = Gateway::start(&[]).await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let conn = s.connection_id.clone().expect("connection id");
+    let (store, stats) = moto::dynamo_store().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config().await;
+    let app = SocketApp::new(
+        store.clone(),
+        Arc::new(Auth::hs256(SECRET.as_bytes())),
+        sdk,
+        stats,
+        Some(gw.base.clone()),
+    );
+
+    // $connect without a token, or with a bad one: 401, nothing stored.
+    let r = app.connect(parse(connect_event(&conn, None))).await;
+    assert_eq!(r.status_code, 401);
+    let r = app
+        .connect(parse(connect_event(&conn, Some("not-a-jwt"))))
+        .await;
+    assert_eq!(r.status_code, 401);
+    assert_eq!(store.connection_owner(&conn).await.unwrap(), None);
+    // With a valid token: 200 and the connection belongs to its subject.
+    let r = app
+        .connect(parse(connect_event(&conn, Some(&token("alice")))))
+        .await;
+    assert_eq!(r.status_code, 200);
+    assert_eq!(
+        store.connection_owner(&conn).await.unwrap().as_deref(),
+        Some("alice")
+    );
+
+    // $default with a good frame: the answer reaches the socket.
+    let r = app
+        .route(parse(route_event(&conn, r#"{"action":"ping"}"#)))
+        .await;
+    assert_eq!(r.status_code, 200);
+    s.expect("pong", |e| matches!(e, ServerEvent::Pong)).await;
+    // The fixture's own body has no action: an error frame, nothing else.
+    let shipped: ApiGatewayEvent = parse(route_event(&conn, "{\r\n\t\"a\": 1\r\n}"));
+    let r = app.route(shipped).await;
+    assert_eq!(r.status_code, 200);
+    let (e, _) = s
+        .expect("an error frame", |e| matches!(e, ServerEvent::Error { .. }))
+        .await;
+    assert!(matches!(
+        e,
+        ServerEvent::Error {
+            code: ErrorCode::InvalidRequest,
+            ..
+        }
+    ));
+    // Malformed JSON and another user's session: clear errors.
+    let r = app.route(parse(route_event(&conn, "{nope"))).await;
+    assert_eq!(r.status_code, 200);
+    s.expect("an error frame", |e| matches!(e, ServerEvent::Error { .. }))
+        .await;
+    let bobs = confab_tests::conformance::idle_session(&*store, "bob", 1).await;
+    let frame = serde_json::json!({"action": "subscribe", "sessionId": bobs, "afterSeq": 0});
+    app.route(parse(route_event(&conn, &frame.to_string())))
+        .await;
+    let (e, _) = s
+        .expect("not found", |e| matches!(e, ServerEvent::Error { .. }))
+        .await;
+    assert!(matches!(
+        e,
+        ServerEvent::Error {
+            code: ErrorCode::NotFound,
+            ..
+        }
+    ));
+    assert!(store.subscribers(&bobs).await.unwrap().is_empty());
+
+    // $disconnect (its own shipped event): the connection is forgotten.
+    let mine = confab_tests::conformance::idle_session(&*store, "alice", 2).await;
+    assert_eq!(
+        store.subscribe(&conn, &mine, "t", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+    let mut ev = fixture("example-apigw-websocket-request-disconnect-route.json");
+    ev["requestContext"]["connectionId"] = conn.clone().into();
+    let r = app.disconnect(parse(ev)).await;
+    assert_eq!(r.status_code, 200);
+    assert_eq!(store.connection_owner(&conn).await.unwrap(), None);
+    assert!(store.subscribers(&mine).await.unwrap().is_empty());
+
+    // An event without a connection id is refused.
+    let ev = fixture("example-apigw-websocket-request-without-method.json");
+    let mut ev = ev;
+    ev["requestContext"]["connectionId"] = Value::Null;
+    assert_eq!(app.disconnect(parse(ev)).await.status_code, 400);
+    assert!(s.drain(WAIT / 20).await.is_empty());
+}
