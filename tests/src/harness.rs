@@ -497,8 +497,18 @@ impl Socket {
         what: &str,
         pred: impl Fn(&ServerEvent) -> bool,
     ) -> (ServerEvent, Vec<ServerEvent>) {
+        self.expect_within(what, WAIT, pred).await
+    }
+
+    /// `expect` with a wait of its own.
+    pub async fn expect_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&ServerEvent) -> bool,
+    ) -> (ServerEvent, Vec<ServerEvent>) {
         let mut before = Vec::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {

@@ -19,28 +19,46 @@ pub fn venv() -> PathBuf {
     target_dir().join("aws-venv")
 }
 
-/// `moto_server`, installed on first use.
-pub fn moto_server_bin() -> PathBuf {
-    let bin = venv().join("bin").join("moto_server");
-    if !bin.is_file() {
-        let venv = venv();
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin").join("pip"))
-                .args(["install", "--quiet", "moto[server]==5.2.1"])
+/// The PyPI tools the AWS tests use, at the versions they were written
+/// against (`cargo xtask test` installs the same).
+pub const MOTO: &str = "moto[server]==5.2.1";
+pub const CARGO_LAMBDA: &str = "cargo-lambda==1.9.2";
+pub const CFN_LINT: &str = "cfn-lint==1.58.0";
+
+/// `bin` of the virtual environment, with `package` installed there when
+/// missing.
+pub fn venv_tool(bin: &str, package: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = venv();
+    let path = venv.join("bin").join(bin);
+    if !path.is_file() {
+        let ok = (venv.join("bin/pip").is_file()
+            || Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success()))
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", package])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(ok, "installing moto into {} failed", venv.display());
+        assert!(ok, "installing {package} into {} failed", venv.display());
     }
-    bin
+    path
+}
+
+/// `moto_server`, installed on first use.
+pub fn moto_server_bin() -> PathBuf {
+    venv_tool("moto_server", MOTO)
 }
 
 /// A running emulator.
 pub struct Moto {
     pub url: String,
+    /// Kept, never waited on: the process outlives every test and is
+    /// stopped by the watcher below when this process ends.
+    _child: std::sync::Mutex<std::process::Child>,
 }
 
 fn free_port() -> u16 {
@@ -84,7 +102,10 @@ pub fn moto() -> &'static Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { url }
+        Moto {
+            url,
+            _child: std::sync::Mutex::new(child),
+        }
     })
 }
 

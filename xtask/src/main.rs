@@ -5,12 +5,23 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "usage: cargo xtask <dev | test | bench> [args]
+const USAGE: &str = "usage: cargo xtask <dev | test | bench | deploy> [args]
 
-  dev    build the web app and run Confab at http://127.0.0.1:8787 (demo agent, SQLite in .data/);
-         extra args go to the gateway, e.g. `cargo xtask dev -- --addr 0.0.0.0:8787`
-  test   formatting, lints, the wasm32 builds, the web app, and every test (browser tests included)
-  bench  measure the local gateway and write docs/benchmarks.md";
+  dev     build the web app and run Confab at http://127.0.0.1:8787 (demo agent, SQLite in .data/);
+          extra args go to the gateway, e.g. `cargo xtask dev -- --addr 0.0.0.0:8787`;
+          `cargo xtask dev --aws` runs the AWS adapters against a local moto server instead
+  test    formatting, lints, the wasm32 builds, the web app, the SAM template, the Lambda
+          builds, and every test (browser tests and emulated AWS included)
+  bench   measure the local gateway and emulated AWS, and write docs/benchmarks.md
+  deploy  build and deploy to AWS with SAM, upload the web app and its config.json
+          (see docs/deploy.md); extra args go to `sam deploy`";
+
+/// The PyPI tools of the AWS work, pinned (tests/src/moto.rs names the same).
+const AWS_TOOLS: [(&str, &str); 3] = [
+    ("moto_server", "moto[server]==5.2.1"),
+    ("cargo-lambda", "cargo-lambda==1.9.2"),
+    ("cfn-lint", "cfn-lint==1.58.0"),
+];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -22,6 +33,7 @@ fn main() -> Result<()> {
         "dev" => dev(&rest),
         "test" => test(),
         "bench" => bench(),
+        "deploy" => deploy(&rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -183,18 +195,111 @@ fn ensure_browser() -> Result<()> {
         .envs(env))
 }
 
+/// A virtual environment under target/ with moto, cargo-lambda (which
+/// brings zig) and cfn-lint; returns its `bin` folder.
+fn ensure_aws_tools() -> Result<PathBuf> {
+    let venv = root().join("target/aws-venv");
+    let bin = venv.join("bin");
+    if !bin.join("pip").is_file()
+        && !succeeds(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+    {
+        // Debian's own Python keeps venv in a separate package.
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        run(Command::new("apt-get").arg("update").envs(env))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "python3-venv"])
+            .envs(env))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let missing: Vec<&str> = AWS_TOOLS
+        .iter()
+        .filter(|(b, _)| !bin.join(b).is_file())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new(bin.join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&missing))
+        .context("installing the AWS tools from PyPI")?;
+    }
+    Ok(bin)
+}
+
+/// PATH with the AWS tools first.
+fn aws_path(bin: &Path) -> Result<std::ffi::OsString> {
+    Ok(std::env::join_paths(
+        std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )?)
+}
+
+/// `cargo lambda build --release --arm64`: every function, as SAM builds it.
+fn build_lambdas(bin: &Path) -> Result<()> {
+    run(cargo()
+        .args([
+            "lambda",
+            "build",
+            "--release",
+            "--arm64",
+            "-p",
+            "confab-functions",
+            "--lambda-dir",
+            "target/lambda",
+        ])
+        .env("PATH", aws_path(bin)?))
+}
+
+/// Starts `moto_server` on a free port; it stops with the returned guard.
+struct Moto(std::process::Child, String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto(bin: &Path) -> Result<Moto> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(bin.join("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting moto_server")?;
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("moto_server did not listen within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(Moto(child, format!("http://127.0.0.1:{port}")))
+}
+
 fn dev(extra: &[String]) -> Result<()> {
     build_web()?;
+    let aws = extra.iter().any(|a| a == "--aws");
+    let extra: Vec<String> = extra.iter().filter(|a| *a != "--aws").cloned().collect();
     let mut cmd = cargo();
-    cmd.args([
-        "run",
-        "--release",
-        "-p",
-        "confab-local",
-        "--bin",
-        "confab",
-        "--",
-    ]);
+    cmd.args(["run", "--release", "-p", "confab-local"]);
+    let _moto = if aws {
+        let bin = ensure_aws_tools()?;
+        let moto = start_moto(&bin)?;
+        eprintln!("xtask: emulated AWS: DynamoDB on moto at {}", moto.1);
+        cmd.args(["--features", "aws"])
+            .env("CONFAB_AWS_ENDPOINT", &moto.1);
+        Some(moto)
+    } else {
+        None
+    };
+    cmd.args(["--bin", "confab", "--"]);
+    if aws {
+        cmd.arg("--aws-emulated");
+    }
     let has = |flag: &str| {
         extra
             .iter()
@@ -209,7 +314,7 @@ fn dev(extra: &[String]) -> Result<()> {
     if !has("--web-dir") {
         cmd.args(["--web-dir", "web/dist"]);
     }
-    cmd.args(extra);
+    cmd.args(&extra);
     run(&mut cmd)
 }
 
@@ -234,17 +339,170 @@ fn test() -> Result<()> {
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
+    let aws = ensure_aws_tools()?;
+    run(Command::new(aws.join("cfn-lint")).arg("infra/template.yaml"))?;
     // The end-to-end tests start this binary; the browser tests also need
     // the built web app and a browser.
-    run(cargo().args(["build", "-p", "confab-local", "--bin", "confab"]))?;
+    run(cargo().args([
+        "build",
+        "-p",
+        "confab-local",
+        "--features",
+        "aws",
+        "--bin",
+        "confab",
+    ]))?;
     build_web()?;
     ensure_browser()?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .env("PATH", aws_path(&aws)?))?;
+    // The end-to-end suites again, in emulated-AWS mode.
+    run(cargo()
+        .args([
+            "test",
+            "-p",
+            "confab-tests",
+            "--test",
+            "e2e_turns",
+            "--test",
+            "e2e_safety",
+            "--test",
+            "e2e_agents",
+        ])
+        .env("CONFAB_TEST_AWS", "1"))?;
+    build_lambdas(&aws)?;
     Ok(())
 }
 
 fn bench() -> Result<()> {
     build_web()?;
     ensure_browser()?;
-    run(cargo().args(["bench", "-p", "confab-tests", "--bench", "gateway"]))
+    let aws = ensure_aws_tools()?;
+    build_lambdas(&aws)?;
+    run(cargo()
+        .args([
+            "bench",
+            "-p",
+            "confab-tests",
+            "--bench",
+            "gateway",
+            "--bench",
+            "aws",
+        ])
+        .env("PATH", aws_path(&aws)?))
+}
+
+/// `cargo xtask deploy`: `sam build` and `sam deploy` of infra/template.yaml,
+/// then the web app and its config.json to the stack's bucket. Needs AWS
+/// credentials in the environment and `CONFAB_JWT_SECRET`; docs/deploy.md.
+fn deploy(extra: &[String]) -> Result<()> {
+    let secret = std::env::var("CONFAB_JWT_SECRET").unwrap_or_default();
+    if secret.len() < 32 {
+        bail!(
+            "set CONFAB_JWT_SECRET to the HS256 secret users' tokens are signed with (32+ characters)"
+        );
+    }
+    let stack = std::env::var("CONFAB_STACK").unwrap_or_else(|_| "confab".into());
+    build_web()?;
+    let bin = ensure_aws_tools()?;
+    for (tool, pkg) in [("sam", "aws-sam-cli"), ("aws", "awscli")] {
+        if !bin.join(tool).is_file() {
+            run(Command::new(bin.join("pip")).args(["install", "--quiet", pkg]))?;
+        }
+    }
+    let path = aws_path(&bin)?;
+    run(Command::new(bin.join("sam"))
+        .args([
+            "build",
+            "--template-file",
+            "infra/template.yaml",
+            "--build-dir",
+            "target/sam",
+            "--beta-features",
+        ])
+        .env("PATH", &path)
+        .env("SAM_CLI_BETA_RUST_CARGO_LAMBDA", "1"))?;
+    let mut sam = Command::new(bin.join("sam"));
+    sam.args([
+        "deploy",
+        "--template-file",
+        "target/sam/template.yaml",
+        "--stack-name",
+        &stack,
+        "--capabilities",
+        "CAPABILITY_IAM",
+        "--resolve-s3",
+        "--no-fail-on-empty-changeset",
+        "--parameter-overrides",
+    ])
+    .arg(format!("JwtSecret={secret}"));
+    // Further `Key=Value` overrides (AgentProvider=openai ...) and flags.
+    sam.args(extra).env("PATH", &path);
+    // Not `run`: the command line carries the secret, which is not printed.
+    eprintln!("xtask: sam deploy --stack-name {stack}");
+    if !sam.status().context("starting sam deploy")?.success() {
+        bail!("sam deploy failed");
+    }
+    let out = Command::new(bin.join("aws"))
+        .args([
+            "cloudformation",
+            "describe-stacks",
+            "--stack-name",
+            &stack,
+            "--query",
+            "Stacks[0].Outputs",
+            "--output",
+            "json",
+        ])
+        .output()
+        .context("reading the stack's outputs")?;
+    if !out.status.success() {
+        bail!("aws cloudformation describe-stacks failed");
+    }
+    let outputs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let output = |key: &str| -> Result<String> {
+        outputs
+            .iter()
+            .find(|o| o["OutputKey"] == key)
+            .and_then(|o| o["OutputValue"].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("the stack has no output {key}"))
+    };
+    let bucket = output("WebBucketName")?;
+    let config = serde_json::json!({
+        "apiUrl": output("ApiUrl")?,
+        "socketUrl": output("SocketUrl")?,
+    });
+    let config_file = root().join("target/config.json");
+    std::fs::write(&config_file, serde_json::to_vec_pretty(&config)?)?;
+    let aws = || {
+        let mut c = Command::new(bin.join("aws"));
+        c.env("PATH", &path);
+        c
+    };
+    run(aws()
+        .args(["s3", "sync", "web/dist"])
+        .arg(format!("s3://{bucket}"))
+        .args(["--delete", "--exclude", "config.json"]))?;
+    run(aws()
+        .args(["s3", "cp"])
+        .arg(&config_file)
+        .arg(format!("s3://{bucket}/config.json"))
+        .args([
+            "--content-type",
+            "application/json",
+            "--cache-control",
+            "no-store",
+        ]))?;
+    run(aws().args([
+        "cloudfront",
+        "create-invalidation",
+        "--distribution-id",
+        &output("WebDistributionId")?,
+        "--paths",
+        "/*",
+    ]))?;
+    println!("Confab is deployed: {}", output("WebUrl")?);
+    Ok(())
 }

@@ -137,6 +137,50 @@ fn expires_at(now_ms: i64) -> AttributeValue {
     n(now_ms / 1000 + CONNECTION_TTL_SECS)
 }
 
+/// The size DynamoDB bills an attribute value at: UTF-8 bytes of strings,
+/// about one byte per two digits of a number, 3 bytes per map or list plus 1
+/// per element.
+pub fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
+        AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 1,
+    }
+}
+
+/// The billed size of an item: names and values.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+/// Write units of one item of `bytes` (1 KiB each, at least 1).
+fn units(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
+}
+
+/// About the size of a session row holding `rec` (the search attributes
+/// counted at their summary's length).
+fn session_size(summary: &SessionSummary, turn: Option<&ActiveTurn>) -> usize {
+    let av = |v: Result<AttributeValue, StoreError>| v.map(|v| value_size(&v)).unwrap_or(0);
+    80 + summary.id.len() * 3
+        + summary.project_id.len()
+        + summary.title.len()
+        + summary.first_message_preview.len()
+        + av(to_av(summary))
+        + turn.map_or(0, |t| av(to_av(t)))
+}
+
 /// What a transaction's cancellation says about each of its items.
 fn cancelled_on_condition<R>(
     e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
@@ -396,6 +440,12 @@ impl DynamoStore {
         ])
     }
 
+    /// Write units of a message row and its id guard.
+    fn message_units(&self, m: &Message) -> f64 {
+        let row = to_av(m).map(|v| value_size(&v)).unwrap_or(0) + 40 + m.session_id.len();
+        units(row) + 1.0
+    }
+
     fn message_puts(&self, m: &Message) -> Result<[TransactWriteItem; 2], StoreError> {
         let row = Put::builder()
             .table_name(&self.tables.messages)
@@ -489,6 +539,7 @@ impl DynamoStore {
                 if pending.is_empty() {
                     break;
                 }
+                let pending_len = pending.len();
                 let out = self
                     .client
                     .batch_write_item()
@@ -498,6 +549,12 @@ impl DynamoStore {
                     .await
                     .map_err(backend)?;
                 self.capacities("dynamodb:BatchWriteItem", out.consumed_capacity());
+                // One unit per deleted row and one per index row it leaves.
+                let left = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(table))
+                    .map_or(0, Vec::len);
+                self.stats.estimate(2.0 * (pending_len - left) as f64);
                 pending = out
                     .unprocessed_items()
                     .and_then(|u| u.get(table))
@@ -589,7 +646,15 @@ impl Store for DynamoStore {
                 ])
                 .await?
             {
-                None => return Ok(CreateOutcome::Created),
+                None => {
+                    let sess = session_size(sm, Some(&new.turn));
+                    // Transactions bill twice; the row also lands in byOwner
+                    // and byRunning.
+                    self.stats.estimate(
+                        2.0 * (units(sess) + self.message_units(&first)) + units(sess) + 1.0,
+                    );
+                    return Ok(CreateOutcome::Created);
+                }
                 Some(_) => {
                     if let Some(l) = self.load(&sm.id).await? {
                         return Ok(CreateOutcome::Exists(l.record));
@@ -759,6 +824,8 @@ impl Store for DynamoStore {
             match req.send().await {
                 Ok(out) => {
                     self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                    let size = session_size(&record.summary, record.turn.as_ref());
+                    self.stats.estimate(units(size) + units(size));
                     return Ok(Some(record.summary));
                 }
                 Err(e) if is_condition_failed(&e) => {
@@ -977,6 +1044,10 @@ impl Store for DynamoStore {
                 .await?
             {
                 None => {
+                    let sess = session_size(&record.summary, Some(&turn.turn));
+                    self.stats.estimate(
+                        2.0 * (units(sess) + self.message_units(&message)) + units(sess) + 1.0,
+                    );
                     return Ok(StartOutcome::Started {
                         message,
                         session: record.summary,
@@ -1017,6 +1088,9 @@ impl Store for DynamoStore {
         {
             Ok(out) => {
                 self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                // The row's other attributes (summary, keys) are about 1 KiB.
+                let live = to_av(live).map(|v| value_size(&v)).unwrap_or(0);
+                self.stats.estimate(units(live + 1024));
                 Ok(true)
             }
             Err(e) if is_condition_failed(&e) => {
@@ -1073,6 +1147,9 @@ impl Store for DynamoStore {
         {
             Ok(out) => {
                 self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                if let Some(a) = out.attributes() {
+                    self.stats.estimate(units(item_size(a)));
+                }
                 out.attributes()
                     .map(|a| parse_session(a).map(|l| l.record))
                     .transpose()
@@ -1140,6 +1217,14 @@ impl Store for DynamoStore {
                 .await?
                 .is_none()
             {
+                // Billed at the larger of before (with the live reply) and after.
+                let before = session_size(&record.summary, record.turn.as_ref());
+                let after = session_size(&record.summary, None);
+                self.stats.estimate(
+                    2.0 * (units(before.max(after)) + self.message_units(&reply))
+                        + units(after)
+                        + 1.0,
+                );
                 return Ok(Some((reply, record.summary)));
             }
         }
@@ -1186,6 +1271,7 @@ impl Store for DynamoStore {
             .await
             .map_err(backend)?;
         self.count("dynamodb:PutItem", out.consumed_capacity());
+        self.stats.estimate(2.0);
         Ok(())
     }
 
@@ -1289,7 +1375,11 @@ impl Store for DynamoStore {
             ])
             .await?
         {
-            None => Ok(SubscribeOutcome::Subscribed),
+            None => {
+                // Condition check and row, doubled; the bySession row.
+                self.stats.estimate(2.0 * 2.0 + 1.0);
+                Ok(SubscribeOutcome::Subscribed)
+            }
             Some(_) => Ok(SubscribeOutcome::NotFound),
         }
     }
@@ -1306,6 +1396,7 @@ impl Store for DynamoStore {
             .await
             .map_err(backend)?;
         self.count("dynamodb:DeleteItem", out.consumed_capacity());
+        self.stats.estimate(2.0);
         Ok(())
     }
 

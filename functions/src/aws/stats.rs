@@ -13,8 +13,14 @@ pub struct AwsStats {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct StatsSnapshot {
     pub requests: BTreeMap<String, u64>,
+    /// As DynamoDB's `ReturnConsumedCapacity` answered (an emulator may
+    /// answer less exactly than DynamoDB).
     pub write_units: f64,
     pub read_units: f64,
+    /// Write units by DynamoDB's published rules, from the sizes of the
+    /// items written (`dynamo::item_size`), transactions doubled, index
+    /// writes included.
+    pub estimated_write_units: f64,
 }
 
 impl StatsSnapshot {
@@ -40,6 +46,7 @@ impl StatsSnapshot {
             requests,
             write_units: self.write_units - earlier.write_units,
             read_units: self.read_units - earlier.read_units,
+            estimated_write_units: self.estimated_write_units - earlier.estimated_write_units,
         }
     }
 }
@@ -56,6 +63,11 @@ impl AwsStats {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         s.read_units += read;
         s.write_units += write;
+    }
+
+    pub fn estimate(&self, write_units: f64) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.estimated_write_units += write_units;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

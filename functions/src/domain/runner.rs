@@ -28,9 +28,11 @@ pub struct RunnerConfig {
     pub flush_interval: Duration,
     /// Or until this many bytes are waiting.
     pub flush_bytes: usize,
-    /// The in-flight reply is saved this often while it changes.
+    /// The in-flight reply is first saved this long after the turn starts,
+    /// then at doubling intervals while it changes, up to...
     pub checkpoint_interval: Duration,
-    /// And at least this often while the agent is quiet (a heartbeat).
+    /// ...this, which is also how often it is saved while the agent is quiet
+    /// (a heartbeat). A 30 s reply costs five checkpoints, a minute's eight.
     pub heartbeat_interval: Duration,
     /// Stop requests and new subscribers are looked for this often when no
     /// output is waiting.
@@ -176,6 +178,7 @@ pub async fn run_turn(
     let mut usage = Usage::default();
     let mut agent_session_id = None;
     let mut last_checkpoint = Instant::now();
+    let mut checkpoint_every = cfg.checkpoint_interval;
     let mut last_poll = Instant::now();
 
     match agent.start(request).await {
@@ -248,10 +251,10 @@ pub async fn run_turn(
                         break;
                     }
                 }
-                let changed_due =
-                    reply.unsaved && last_checkpoint.elapsed() >= cfg.checkpoint_interval;
+                let changed_due = reply.unsaved && last_checkpoint.elapsed() >= checkpoint_every;
                 if changed_due || last_checkpoint.elapsed() >= cfg.heartbeat_interval {
                     last_checkpoint = Instant::now();
+                    checkpoint_every = (checkpoint_every * 2).min(cfg.heartbeat_interval);
                     reply.unsaved = false;
                     match store
                         .checkpoint(&job.session_id, &job.turn_id, &reply.live(), now_ms())
