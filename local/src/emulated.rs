@@ -45,7 +45,7 @@ pub async fn connect() -> anyhow::Result<Emulated> {
         settings.aws_endpoint.is_some(),
         "--aws-emulated needs CONFAB_AWS_ENDPOINT, the emulator's URL (such as http://127.0.0.1:5000 for `moto_server -p 5000`)"
     );
-    let sdk = settings.sdk_config().await;
+    let sdk = settings.sdk_config();
     let stats = Arc::new(AwsStats::default());
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb_client(&sdk),

@@ -125,6 +125,8 @@ pub fn settings(tables: Tables) -> AwsSettings {
         worker_function: None,
         push_endpoint: None,
         aws_endpoint: Some(moto().url.clone()),
+        region: "us-east-1".into(),
+        credentials: None,
     }
 }
 

@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 async fn push_to(gw: &Gateway) -> (ApiGatewayPush, Arc<AwsStats>) {
     let stats = Arc::new(AwsStats::default());
-    let sdk = moto::settings(moto::fresh_tables()).sdk_config().await;
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config();
     (ApiGatewayPush::new(&sdk, &gw.base, stats.clone()), stats)
 }
 
@@ -164,7 +164,7 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     let conn = s.connection_id.clone().expect("connection id");
     let (store, stats) = moto::dynamo_store().await;
     let store: Arc<dyn Store> = Arc::new(store);
-    let sdk = moto::settings(moto::fresh_tables()).sdk_config().await;
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config();
     let app = SocketApp::new(
         store.clone(),
         Arc::new(Auth::hs256(SECRET.as_bytes())),

@@ -4,10 +4,10 @@ use super::stats::AwsStats;
 use super::worker::WorkerEvent;
 use crate::ports::{Dispatch, DispatchError, TurnJob};
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use aws_types::SdkConfig;
 use std::sync::Arc;
 
 #[derive(Clone)]

@@ -245,7 +245,7 @@ impl DynamoStore {
     /// A store on the tables `settings` names, with the SDK configured
     /// from the environment (or for the emulator it names).
     pub async fn from_settings(settings: &super::AwsSettings, stats: Arc<AwsStats>) -> DynamoStore {
-        let sdk = settings.sdk_config().await;
+        let sdk = settings.sdk_config();
         DynamoStore::new(Client::new(&sdk), settings.tables.clone(), stats)
     }
 

@@ -2,7 +2,14 @@
 //! worker, read once at start from the environment.
 
 use super::dynamo::Tables;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_dynamodb::config::BehaviorVersion;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use std::time::Duration;
 
 /// A missing or malformed AWS setting.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +28,12 @@ pub struct AwsSettings {
     /// `CONFAB_AWS_ENDPOINT`: one endpoint for DynamoDB and Lambda (an
     /// emulator); unset on AWS.
     pub aws_endpoint: Option<String>,
+    /// `AWS_REGION` (Lambda sets it); `us-east-1` for an emulator.
+    pub region: String,
+    /// From `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `AWS_SESSION_TOKEN`, as Lambda provides them (Debug redacts them).
+    /// None: an emulator, which takes any key.
+    pub credentials: Option<Credentials>,
 }
 
 impl AwsSettings {
@@ -48,46 +61,72 @@ impl AwsSettings {
                 return Err(AwsConfigError(format!("{k} must be an http(s) URL")));
             }
         }
+        let tables = Tables {
+            sessions: need("CONFAB_SESSIONS_TABLE")?,
+            messages: need("CONFAB_MESSAGES_TABLE")?,
+            connections: need("CONFAB_CONNECTIONS_TABLE")?,
+        };
+        let aws_endpoint = opt("CONFAB_AWS_ENDPOINT");
+        let credentials = match (opt("AWS_ACCESS_KEY_ID"), opt("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => Some(Credentials::new(
+                key,
+                secret,
+                opt("AWS_SESSION_TOKEN"),
+                None,
+                "environment",
+            )),
+            _ if aws_endpoint.is_some() => None,
+            _ => {
+                return Err(AwsConfigError(
+                    "AWS credentials must be in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (Lambda sets them)".into(),
+                ));
+            }
+        };
+        let region = match opt("AWS_REGION").or_else(|| opt("AWS_DEFAULT_REGION")) {
+            Some(r) => r,
+            None if aws_endpoint.is_some() => "us-east-1".into(),
+            None => return Err(AwsConfigError("AWS_REGION must name the region".into())),
+        };
         Ok(AwsSettings {
-            tables: Tables {
-                sessions: need("CONFAB_SESSIONS_TABLE")?,
-                messages: need("CONFAB_MESSAGES_TABLE")?,
-                connections: need("CONFAB_CONNECTIONS_TABLE")?,
-            },
+            tables,
             worker_function: opt("CONFAB_WORKER_FUNCTION"),
             push_endpoint,
-            aws_endpoint: opt("CONFAB_AWS_ENDPOINT"),
+            aws_endpoint,
+            region,
+            credentials,
         })
     }
 
-    /// The shared SDK configuration: credentials and region from the
-    /// environment (as Lambda provides them), TLS by rustls with ring.
-    pub async fn sdk_config(&self) -> SdkConfig {
+    /// The shared SDK configuration: these credentials and region, TLS by
+    /// rustls with ring, the standard retries, and timeouts so that a stuck
+    /// connection cannot hold a function until Lambda kills it.
+    pub fn sdk_config(&self) -> SdkConfig {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        let credentials = self.credentials.clone().unwrap_or_else(|| {
+            Credentials::new("emulated", "emulated", None, None, "confab-emulated")
+        });
+        let mut b = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .http_client(http)
+            .time_source(aws_smithy_async::time::SystemTimeSource::new())
+            .retry_config(RetryConfig::standard())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            );
+        b.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
         if let Some(url) = &self.aws_endpoint {
-            loader = loader.endpoint_url(url);
-            // An emulator takes any key; the environment's may be absent.
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "emulated",
-                    "emulated",
-                    None,
-                    None,
-                    "confab-emulated",
-                ));
-            }
-            if std::env::var_os("AWS_REGION").is_none()
-                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-            {
-                loader = loader.region(Region::new("us-east-1"));
-            }
+            b = b.endpoint_url(url);
         }
-        loader.load().await
+        b.build()
     }
 }
 
@@ -108,15 +147,28 @@ mod tests {
     fn tables_are_required_and_urls_checked() {
         let err = AwsSettings::from_lookup(lookup(&[])).unwrap_err();
         assert!(err.to_string().contains("CONFAB_SESSIONS_TABLE"));
-        let base = [
+        let tables = [
             ("CONFAB_SESSIONS_TABLE", "s"),
             ("CONFAB_MESSAGES_TABLE", "m"),
             ("CONFAB_CONNECTIONS_TABLE", "c"),
         ];
+        let err = AwsSettings::from_lookup(lookup(&tables)).unwrap_err();
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+        let mut base = tables.to_vec();
+        base.extend([
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG"),
+            ("AWS_REGION", "eu-west-1"),
+        ]);
         let ok = AwsSettings::from_lookup(lookup(&base)).unwrap();
         assert_eq!(ok.tables.messages, "m");
         assert_eq!(ok.push_endpoint, None);
-        let mut bad = base.to_vec();
+        assert_eq!(ok.region, "eu-west-1");
+        assert!(
+            !format!("{ok:?}").contains("wJalrXUtnFEMI"),
+            "Debug must not show the secret key"
+        );
+        let mut bad = base.clone();
         bad.push(("CONFAB_PUSH_ENDPOINT", "wss://x"));
         let err = AwsSettings::from_lookup(lookup(&bad)).unwrap_err();
         assert!(err.to_string().contains("CONFAB_PUSH_ENDPOINT"));

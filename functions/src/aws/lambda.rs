@@ -8,9 +8,9 @@ use crate::domain::runner::RunnerConfig;
 use crate::http::{ApiState, router};
 use crate::ports::{Agent, Push, Store};
 use crate::ratelimit::RateLimiter;
-use aws_config::SdkConfig;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
+use aws_types::SdkConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ impl Shared {
     }
 
     pub async fn new(config: Config, settings: AwsSettings) -> Shared {
-        let sdk = settings.sdk_config().await;
+        let sdk = settings.sdk_config();
         let stats = Arc::new(AwsStats::default());
         let store = Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),

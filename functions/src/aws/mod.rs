@@ -10,7 +10,7 @@ pub mod push;
 pub mod stats;
 pub mod worker;
 
-pub use aws_config::SdkConfig;
+pub use aws_types::SdkConfig;
 pub use dispatch::LambdaDispatch;
 pub use dynamo::{DynamoStore, Tables};
 pub use env::AwsSettings;

@@ -3,11 +3,11 @@
 use super::stats::AwsStats;
 use crate::ports::{Push, PushError};
 use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_config::retry::RetryConfig;
 use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
+use aws_types::SdkConfig;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
