@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use confab_protocol::model::{
-    Block, LastTurn, LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary, Usage,
+    Block, LastTurn, LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus,
+    SessionSummary, Usage,
 };
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,24 @@ pub enum CreateOutcome {
     Exists(SessionRecord),
 }
 
+/// Renames or changes the permission mode of a summary (the
+/// `patch_session` of every store).
+pub fn apply_patch(
+    s: &mut SessionSummary,
+    title: Option<&str>,
+    permission_mode: Option<PermissionMode>,
+    now_ms: i64,
+) {
+    if let Some(t) = title {
+        s.title = t.to_string();
+    }
+    if let Some(p) = permission_mode {
+        s.permission_mode = p;
+    }
+    s.updated_at = confab_protocol::Timestamp::from_millis(now_ms);
+    s.version += 1;
+}
+
 /// A user message that starts a turn.
 #[derive(Clone, Debug)]
 pub struct NewTurn {
@@ -124,6 +143,23 @@ pub struct NewTurn {
     pub turn: ActiveTurn,
     pub permission_mode: Option<PermissionMode>,
     pub now_ms: i64,
+}
+
+impl NewTurn {
+    /// The message as stored with `seq`, and the summary once the turn runs.
+    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
+        let mut message = self.message.clone();
+        message.seq = seq;
+        s.message_count = seq;
+        s.status = SessionStatus::Running;
+        if let Some(p) = self.permission_mode {
+            s.permission_mode = p;
+        }
+        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
+        s.updated_at = s.last_message_at;
+        s.version += 1;
+        message
+    }
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -149,6 +185,25 @@ pub struct TurnEnd {
     pub usage: Usage,
     pub agent_session_id: Option<String>,
     pub now_ms: i64,
+}
+
+impl TurnEnd {
+    /// The reply as stored with `seq`, and the summary once the turn ended.
+    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
+        let mut reply = self.reply.clone();
+        reply.seq = seq;
+        s.message_count = seq;
+        s.status = SessionStatus::Idle;
+        s.usage = s.usage.plus(self.usage);
+        s.last_turn = Some(self.last_turn.clone());
+        if let Some(a) = &self.agent_session_id {
+            s.agent_session_id = Some(a.clone());
+        }
+        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
+        s.updated_at = s.last_message_at;
+        s.version += 1;
+        reply
+    }
 }
 
 /// A connection subscribed to a session. `token` changes with every

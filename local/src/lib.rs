@@ -117,7 +117,12 @@ pub async fn run(
         runner_parts.0,
         runner_parts.1,
         agent.clone(),
-        RunnerConfig::default(),
+        // Emulated AWS streams at the cadence the worker uses on AWS.
+        if opts.aws_emulated {
+            RunnerConfig::serverless()
+        } else {
+            RunnerConfig::default()
+        },
     ));
     #[cfg(feature = "aws")]
     let backend = {

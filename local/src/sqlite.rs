@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use confab_functions::ports::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
     SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
+    apply_patch,
 };
 use confab_protocol::Timestamp;
-use confab_protocol::model::{
-    LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus, SessionSummary,
-};
+use confab_protocol::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -358,14 +357,7 @@ impl Store for SqliteStore {
             let Some(mut rec) = load_session(tx, &id)?.filter(|r| r.owner == owner) else {
                 return Ok(None);
             };
-            if let Some(t) = title {
-                rec.summary.title = t;
-            }
-            if let Some(p) = permission_mode {
-                rec.summary.permission_mode = p;
-            }
-            rec.summary.updated_at = Timestamp::from_millis(now_ms);
-            rec.summary.version += 1;
+            apply_patch(&mut rec.summary, title.as_deref(), permission_mode, now_ms);
             save_session(tx, &rec.summary, rec.turn.as_ref())?;
             Ok(Some(rec.summary))
         })
@@ -449,18 +441,9 @@ impl Store for SqliteStore {
             if rec.turn.is_some() {
                 return Ok(StartOutcome::Running);
             }
-            let mut message = turn.message.clone();
-            message.seq = rec.summary.message_count + 1;
+            let seq = rec.summary.message_count + 1;
+            let message = turn.apply(&mut rec.summary, seq);
             insert_message(tx, &message)?;
-            let s = &mut rec.summary;
-            s.message_count = message.seq;
-            s.status = SessionStatus::Running;
-            if let Some(p) = turn.permission_mode {
-                s.permission_mode = p;
-            }
-            s.last_message_at = Timestamp::from_millis(turn.now_ms);
-            s.updated_at = s.last_message_at;
-            s.version += 1;
             save_session(tx, &rec.summary, Some(&turn.turn))?;
             Ok(StartOutcome::Started {
                 message,
@@ -557,20 +540,9 @@ impl Store for SqliteStore {
             if rec.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
                 return Ok(None);
             }
-            let mut reply = end.reply.clone();
-            reply.seq = rec.summary.message_count + 1;
+            let seq = rec.summary.message_count + 1;
+            let reply = end.apply(&mut rec.summary, seq);
             insert_message(tx, &reply)?;
-            let s = &mut rec.summary;
-            s.message_count = reply.seq;
-            s.status = SessionStatus::Idle;
-            s.usage = s.usage.plus(end.usage);
-            s.last_turn = Some(end.last_turn.clone());
-            if let Some(a) = &end.agent_session_id {
-                s.agent_session_id = Some(a.clone());
-            }
-            s.last_message_at = Timestamp::from_millis(end.now_ms);
-            s.updated_at = s.last_message_at;
-            s.version += 1;
             save_session(tx, &rec.summary, None)?;
             Ok(Some((reply, rec.summary)))
         })

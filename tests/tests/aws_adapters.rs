@@ -252,3 +252,68 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     assert_eq!(app.disconnect(parse(ev)).await.status_code, 400);
     assert!(s.drain(WAIT / 20).await.is_empty());
 }
+
+/// The worker's scheduled sweep, fed EventBridge's schedule event as it
+/// ships in `aws_lambda_events`: a turn whose worker died (no sign of life
+/// for 45 s) is closed as interrupted with its checkpointed reply; a live
+/// one is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
+    use confab_functions::aws::worker::{Worker, WorkerEvent};
+    use confab_functions::domain::runner::RunnerConfig;
+    use confab_protocol::model::{Block, LiveReply, Role, TurnOutcome};
+
+    let gw = Gateway::start(&[]).await;
+    let (push, _) = push_to(&gw).await;
+    let (store, _) = moto::dynamo_store().await;
+    let now = confab_functions::clock::now_ms();
+    let mut dead = confab_tests::conformance::new_session("alice", "p", "dead", "hi", now);
+    dead.turn.heartbeat_ms = now - 60_000;
+    let mut alive = confab_tests::conformance::new_session("alice", "p", "alive", "hi", now);
+    alive.turn.heartbeat_ms = now - 1_000;
+    for s in [&dead, &alive] {
+        store.create_session(s).await.unwrap();
+    }
+    let live = LiveReply {
+        message_id: dead.turn.reply_id.clone(),
+        turn_id: dead.turn.turn_id.clone(),
+        content: vec![Block::text("half a reply")],
+    };
+    // The last checkpoint of the dead worker, a minute ago.
+    assert!(
+        store
+            .checkpoint(&dead.summary.id, &dead.turn.turn_id, &live, now - 60_000)
+            .await
+            .unwrap()
+    );
+
+    let event: WorkerEvent = serde_json::from_value(fixture("example-eventbridge-schedule.json"))
+        .expect("the schedule event");
+    let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
+    Worker {
+        store: &store,
+        push: &push,
+        agent: &agent,
+        runner: &RunnerConfig::default(),
+    }
+    .handle(event, Some(Duration::from_secs(60)))
+    .await
+    .expect("sweep");
+
+    let rec = store.get_session(&dead.summary.id).await.unwrap().unwrap();
+    assert!(rec.turn.is_none());
+    let last = rec.summary.last_turn.expect("last turn");
+    assert_eq!(last.outcome, TurnOutcome::Interrupted);
+    let (msgs, _) = store
+        .messages(
+            &dead.summary.id,
+            confab_functions::ports::MessageRange::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1].role, Role::Assistant);
+    assert_eq!(msgs[1].plain_text(), "half a reply");
+    let rec = store.get_session(&alive.summary.id).await.unwrap().unwrap();
+    assert!(rec.turn.is_some(), "a live turn is left running");
+}

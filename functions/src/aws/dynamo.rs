@@ -19,6 +19,7 @@ use super::stats::AwsStats;
 use crate::ports::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
     SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
+    apply_patch,
 };
 use async_trait::async_trait;
 pub use aws_sdk_dynamodb::Client;
@@ -30,9 +31,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update, WriteRequest,
 };
 use confab_protocol::Timestamp;
-use confab_protocol::model::{
-    LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus, SessionSummary,
-};
+use confab_protocol::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -411,19 +410,35 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+    /// A strongly consistent `GetItem` of `key`, or of some attributes.
+    async fn get(
+        &self,
+        table: &str,
+        key: &[(&str, &str)],
+        projection: Option<&str>,
+    ) -> Result<Option<Item>, StoreError> {
+        let key = key.iter().map(|(k, v)| (k.to_string(), s(*v))).collect();
         let out = self
             .client
             .get_item()
-            .table_name(&self.tables.sessions)
-            .key("id", s(id))
+            .table_name(table)
+            .set_key(Some(key))
+            .set_projection_expression(projection.map(str::to_string))
             .consistent_read(true)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(backend)?;
         self.count("dynamodb:GetItem", out.consumed_capacity());
-        out.item().map(parse_session).transpose()
+        Ok(out.item)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+        self.get(&self.tables.sessions, &[("id", id)], None)
+            .await?
+            .as_ref()
+            .map(parse_session)
+            .transpose()
     }
 
     /// The summary's attributes as an update sets them.
@@ -577,22 +592,16 @@ impl DynamoStore {
         session_id: &str,
         sk: &str,
     ) -> Result<Option<Message>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.messages)
-            .key("sessionId", s(session_id))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:GetItem", out.consumed_capacity());
-        out.item()
-            .and_then(|i| i.get("message"))
-            .map(from_av)
-            .transpose()
+        self.get(
+            &self.tables.messages,
+            &[("sessionId", session_id), ("sk", sk)],
+            None,
+        )
+        .await?
+        .as_ref()
+        .and_then(|i| i.get("message"))
+        .map(from_av)
+        .transpose()
     }
 
     async fn subscription_rows(&self, connection_id: &str) -> Result<Vec<Item>, StoreError> {
@@ -798,14 +807,7 @@ impl Store for DynamoStore {
                 return Ok(None);
             };
             let sm = &mut record.summary;
-            if let Some(t) = title {
-                sm.title = t.to_string();
-            }
-            if let Some(p) = permission_mode {
-                sm.permission_mode = p;
-            }
-            sm.updated_at = Timestamp::from_millis(now_ms);
-            sm.version += 1;
+            apply_patch(sm, title, permission_mode, now_ms);
             let mut req = self
                 .client
                 .update_item()
@@ -967,22 +969,18 @@ impl Store for DynamoStore {
         session_id: &str,
         message_id: &str,
     ) -> Result<Option<Message>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.messages)
-            .key("sessionId", s(session_id))
-            .key("sk", s(guard_sk(message_id)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:GetItem", out.consumed_capacity());
-        let Some(item) = out.item() else {
+        let guard = guard_sk(message_id);
+        let Some(item) = self
+            .get(
+                &self.tables.messages,
+                &[("sessionId", session_id), ("sk", &guard)],
+                None,
+            )
+            .await?
+        else {
             return Ok(None);
         };
-        let seq = get_n(item, "seq")?;
+        let seq = get_n(&item, "seq")?;
         self.message_by_sk(session_id, &message_sk(seq as u64))
             .await
     }
@@ -1007,17 +1005,9 @@ impl Store for DynamoStore {
                 }
                 return Ok(StartOutcome::Running);
             }
-            let mut message = turn.message.clone();
-            message.seq = record.summary.message_count + 1;
-            let sm = &mut record.summary;
-            sm.message_count = message.seq;
-            sm.status = SessionStatus::Running;
-            if let Some(p) = turn.permission_mode {
-                sm.permission_mode = p;
-            }
-            sm.last_message_at = Timestamp::from_millis(turn.now_ms);
-            sm.updated_at = sm.last_message_at;
-            sm.version += 1;
+            let seq = record.summary.message_count + 1;
+            let message = turn.apply(&mut record.summary, seq);
+            let sm = &record.summary;
             let mut update = Update::builder()
                 .table_name(&self.tables.sessions)
                 .key("id", s(session_id))
@@ -1106,19 +1096,10 @@ impl Store for DynamoStore {
         session_id: &str,
         turn_id: &str,
     ) -> Result<Option<ActiveTurn>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.sessions)
-            .key("id", s(session_id))
-            .projection_expression("turn")
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:GetItem", out.consumed_capacity());
-        let Some(t) = out.item().and_then(|i| i.get("turn")) else {
+        let item = self
+            .get(&self.tables.sessions, &[("id", session_id)], Some("turn"))
+            .await?;
+        let Some(t) = item.as_ref().and_then(|i| i.get("turn")) else {
             return Ok(None);
         };
         let t: ActiveTurn = from_av(t)?;
@@ -1179,19 +1160,9 @@ impl Store for DynamoStore {
             if record.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
                 return Ok(None);
             }
-            let mut reply = end.reply.clone();
-            reply.seq = record.summary.message_count + 1;
-            let sm = &mut record.summary;
-            sm.message_count = reply.seq;
-            sm.status = SessionStatus::Idle;
-            sm.usage = sm.usage.plus(end.usage);
-            sm.last_turn = Some(end.last_turn.clone());
-            if let Some(a) = &end.agent_session_id {
-                sm.agent_session_id = Some(a.clone());
-            }
-            sm.last_message_at = Timestamp::from_millis(end.now_ms);
-            sm.updated_at = sm.last_message_at;
-            sm.version += 1;
+            let seq = record.summary.message_count + 1;
+            let reply = end.apply(&mut record.summary, seq);
+            let sm = &record.summary;
             let mut update = Update::builder()
                 .table_name(&self.tables.sessions)
                 .key("id", s(session_id))
@@ -1276,21 +1247,15 @@ impl Store for DynamoStore {
     }
 
     async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.connections)
-            .key("connectionId", s(id))
-            .key("sk", s(CONN_SK))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:GetItem", out.consumed_capacity());
-        out.item()
-            .map(|i| get_s(i, "owner").map(str::to_string))
-            .transpose()
+        self.get(
+            &self.tables.connections,
+            &[("connectionId", id), ("sk", CONN_SK)],
+            None,
+        )
+        .await?
+        .as_ref()
+        .map(|i| get_s(i, "owner").map(str::to_string))
+        .transpose()
     }
 
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {

@@ -294,7 +294,7 @@ pub async fn turn_worker() -> Result<(), Error> {
     let shared = start().await?;
     let push = shared.configured_push()?;
     let agent = shared.agent()?;
-    let runner = RunnerConfig::default();
+    let runner = RunnerConfig::serverless();
     let store: Arc<dyn Store> = shared.store.clone();
     lambda_runtime::run(service_fn(|ev: LambdaEvent<worker::WorkerEvent>| {
         let (store, push, agent, runner) =

@@ -24,8 +24,12 @@ const SAVE_FAILED: &str = "Confab could not save this reply; try again.";
 /// The cadence of a runner.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
-    /// Output waits at most this long before it is pushed.
+    /// Output waits at most this long before it is pushed, at the start of
+    /// a reply...
     pub flush_interval: Duration,
+    /// ...and the wait doubles with each push up to this. Equal to
+    /// `flush_interval`, the cadence is constant.
+    pub max_flush_interval: Duration,
     /// Or until this many bytes are waiting.
     pub flush_bytes: usize,
     /// The in-flight reply is first saved this long after the turn starts,
@@ -39,10 +43,26 @@ pub struct RunnerConfig {
     pub poll_interval: Duration,
 }
 
+impl RunnerConfig {
+    /// The cadence behind API Gateway, which bills every message and every
+    /// Lambda second: the first words go out within 50 ms, then pushes slow
+    /// down to one a second per subscriber, and stop requests and new
+    /// subscribers are looked for every second. A 1,000-word reply at a
+    /// hosted model's pace takes about 30 pushes.
+    pub fn serverless() -> RunnerConfig {
+        RunnerConfig {
+            max_flush_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            ..RunnerConfig::default()
+        }
+    }
+}
+
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             flush_interval: Duration::from_millis(50),
+            max_flush_interval: Duration::from_millis(50),
             flush_bytes: 16 * 1024,
             checkpoint_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
@@ -179,6 +199,7 @@ pub async fn run_turn(
     let mut agent_session_id = None;
     let mut last_checkpoint = Instant::now();
     let mut checkpoint_every = cfg.checkpoint_interval;
+    let mut flush_every = cfg.flush_interval;
     let mut last_poll = Instant::now();
 
     match agent.start(request).await {
@@ -228,10 +249,13 @@ pub async fn run_turn(
                         None => break,
                     },
                     _ = tick.tick() => {
-                        let due_output = reply.pending_since.is_some_and(|t| t.elapsed() >= cfg.flush_interval);
+                        let due_output = reply.pending_since.is_some_and(|t| t.elapsed() >= flush_every);
                         let due_poll = last_poll.elapsed() >= cfg.poll_interval;
                         if due_output || due_poll {
                             last_poll = Instant::now();
+                            if due_output {
+                                flush_every = (flush_every * 2).min(cfg.max_flush_interval.max(cfg.flush_interval));
+                            }
                             flush(store, push, &mut reply, &mut seen).await
                         } else {
                             Flow::Continue
