@@ -98,6 +98,21 @@ pub struct ListCursor {
     pub id: String,
 }
 
+impl ListCursor {
+    /// Cuts `rows` (up to one more than `limit`, newest first) to a page and
+    /// returns where the next page starts, if there is one.
+    pub fn page(rows: &mut Vec<SessionSummary>, limit: usize) -> Option<ListCursor> {
+        if rows.len() <= limit {
+            return None;
+        }
+        rows.truncate(limit);
+        rows.last().map(|s| ListCursor {
+            activity_ms: s.last_message_at.millis(),
+            id: s.id.clone(),
+        })
+    }
+}
+
 /// A new session with its first message and the turn it starts.
 #[derive(Clone, Debug)]
 pub struct NewSession {

@@ -305,15 +305,7 @@ impl Store for SqliteStore {
             for r in rows {
                 out.push(parse(&r.map_err(db)?)?);
             }
-            let next = if out.len() > q.limit {
-                out.truncate(q.limit);
-                out.last().map(|s| ListCursor {
-                    activity_ms: s.last_message_at.millis(),
-                    id: s.id.clone(),
-                })
-            } else {
-                None
-            };
+            let next = ListCursor::page(&mut out, q.limit);
             Ok((out, next))
         })
         .await

@@ -5,10 +5,11 @@
 
 use confab_functions::aws::AwsStats;
 use confab_functions::aws::stats::StatsSnapshot;
-use confab_functions::config::{AgentConfig, AuthConfig, Config};
 use confab_protocol::ServerEvent;
 use confab_protocol::model::SessionStatus;
 use confab_tests::harness::{Api, Socket, id};
+
+mod common;
 
 /// The pause between the demo agent's words: 1,000 words in about 20 s, the
 /// pace of a fast hosted model.
@@ -149,25 +150,7 @@ fn main() {
 }
 
 async fn run() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        auth: AuthConfig::None,
-        agent: AgentConfig::demo(WORD_MS),
-        create_rate: 1_000_000,
-    };
-    let opts = confab_local::Options {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().to_path_buf(),
-        web_dir: None,
-        aws_emulated: true,
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        confab_local::run(opts, config, std::future::pending(), Some(tx))
-            .await
-            .expect("gateway");
-    });
-    let started = rx.await.expect("gateway started");
+    let (started, _dir) = common::in_process(WORD_MS, None, true).await;
     let stats = started.aws.expect("AWS counters");
     let api = Api::new(&format!("http://{}", started.addr), None);
     let ws = format!("ws://{}/ws", started.addr);

@@ -2,7 +2,8 @@
 //! real HTTP and WebSockets, with the store's own write counter. Prints a
 //! table and keeps it in docs/benchmarks.md.
 
-use confab_functions::config::{AgentConfig, AuthConfig, Config};
+mod common;
+
 use confab_protocol::ServerEvent;
 use confab_protocol::model::{Role, SessionStatus};
 use confab_tests::harness::{Api, Socket, id};
@@ -22,25 +23,7 @@ async fn start(delay_ms: u64) -> Local {
 }
 
 async fn start_with(delay_ms: u64, web_dir: Option<std::path::PathBuf>) -> Local {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        auth: AuthConfig::None,
-        agent: AgentConfig::demo(delay_ms),
-        create_rate: 1_000_000,
-    };
-    let opts = confab_local::Options {
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().to_path_buf(),
-        web_dir,
-        aws_emulated: false,
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        confab_local::run(opts, config, std::future::pending(), Some(tx))
-            .await
-            .expect("gateway");
-    });
-    let started = rx.await.expect("gateway started");
+    let (started, dir) = common::in_process(delay_ms, web_dir, false).await;
     let base = format!("http://{}", started.addr);
     Local {
         api: Api::new(&base, None),

@@ -264,8 +264,10 @@ fn start_moto(bin: &Path) -> Result<Moto> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(bin.join("moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // One request at a time: transactions isolated as in DynamoDB.
+    let child = Command::new(bin.join("python"))
+        .arg(root().join("tests/moto_server.py"))
+        .arg(port.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

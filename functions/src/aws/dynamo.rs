@@ -484,6 +484,45 @@ impl DynamoStore {
         ])
     }
 
+    /// Stores `message` (at its seq, with its id guard) and the session's new
+    /// summary in one transaction, conditioned on the revision `rev` was read
+    /// at and on `condition`. `turn` ends the update expression (sets or
+    /// removes the turn) with `values`. `Ok(None)` when it was written, else
+    /// which items' conditions failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn append(
+        &self,
+        session_id: &str,
+        summary: &SessionSummary,
+        rev: i64,
+        turn: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        message: &Message,
+    ) -> Result<Option<Vec<bool>>, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression(format!(
+                "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next{turn}"
+            ))
+            .condition_expression(format!("rev = :rev AND {condition}"))
+            .expression_attribute_values(":rev", n(rev))
+            .expression_attribute_values(":next", n(rev + 1));
+        for (k, v) in Self::summary_values(summary)?.into_iter().chain(values) {
+            update = update.expression_attribute_values(k, v);
+        }
+        let [row, guard] = self.message_puts(message)?;
+        self.transact(vec![
+            TransactWriteItem::builder()
+                .update(update.build().map_err(backend)?)
+                .build(),
+            row,
+            guard,
+        ])
+        .await
+    }
+
     /// Runs a transaction. `Ok(None)` when a condition failed, with which
     /// items failed.
     async fn transact(
@@ -738,15 +777,7 @@ impl Store for DynamoStore {
                 _ => break,
             }
         }
-        let next = if out.len() > q.limit {
-            out.truncate(q.limit);
-            out.last().map(|s| ListCursor {
-                activity_ms: s.last_message_at.millis(),
-                id: s.id.clone(),
-            })
-        } else {
-            None
-        };
+        let next = ListCursor::page(&mut out, q.limit);
         Ok((out, next))
     }
 
@@ -1008,29 +1039,16 @@ impl Store for DynamoStore {
             let seq = record.summary.message_count + 1;
             let message = turn.apply(&mut record.summary, seq);
             let sm = &record.summary;
-            let mut update = Update::builder()
-                .table_name(&self.tables.sessions)
-                .key("id", s(session_id))
-                .update_expression(
-                    "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next, turn = :turn, running = :running",
-                )
-                .condition_expression("rev = :rev AND attribute_not_exists(turn)")
-                .expression_attribute_values(":rev", n(rev))
-                .expression_attribute_values(":next", n(rev + 1))
-                .expression_attribute_values(":turn", to_av(&turn.turn)?)
-                .expression_attribute_values(":running", s(RUNNING));
-            for (k, v) in Self::summary_values(sm)? {
-                update = update.expression_attribute_values(k, v);
-            }
-            let [row, guard] = self.message_puts(&message)?;
             match self
-                .transact(vec![
-                    TransactWriteItem::builder()
-                        .update(update.build().map_err(backend)?)
-                        .build(),
-                    row,
-                    guard,
-                ])
+                .append(
+                    session_id,
+                    sm,
+                    rev,
+                    ", turn = :turn, running = :running",
+                    "attribute_not_exists(turn)",
+                    vec![(":turn", to_av(&turn.turn)?), (":running", s(RUNNING))],
+                    &message,
+                )
                 .await?
             {
                 None => {
@@ -1163,28 +1181,16 @@ impl Store for DynamoStore {
             let seq = record.summary.message_count + 1;
             let reply = end.apply(&mut record.summary, seq);
             let sm = &record.summary;
-            let mut update = Update::builder()
-                .table_name(&self.tables.sessions)
-                .key("id", s(session_id))
-                .update_expression(
-                    "SET summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next REMOVE turn, running",
-                )
-                .condition_expression("rev = :rev AND turn.turnId = :t")
-                .expression_attribute_values(":rev", n(rev))
-                .expression_attribute_values(":next", n(rev + 1))
-                .expression_attribute_values(":t", s(turn_id));
-            for (k, v) in Self::summary_values(sm)? {
-                update = update.expression_attribute_values(k, v);
-            }
-            let [row, guard] = self.message_puts(&reply)?;
             if self
-                .transact(vec![
-                    TransactWriteItem::builder()
-                        .update(update.build().map_err(backend)?)
-                        .build(),
-                    row,
-                    guard,
-                ])
+                .append(
+                    session_id,
+                    sm,
+                    rev,
+                    " REMOVE turn, running",
+                    "turn.turnId = :t",
+                    vec![(":t", s(turn_id))],
+                    &reply,
+                )
                 .await?
                 .is_none()
             {

@@ -1,0 +1,32 @@
+//! What both benchmarks share: a gateway run in this process, so that its
+//! counters can be read.
+
+use confab_functions::config::{AgentConfig, AuthConfig, Config};
+
+/// Starts the gateway in this process with the demo agent pausing
+/// `delay_ms` between words; it runs until the process ends.
+pub async fn in_process(
+    delay_ms: u64,
+    web_dir: Option<std::path::PathBuf>,
+    aws_emulated: bool,
+) -> (confab_local::Started, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        auth: AuthConfig::None,
+        agent: AgentConfig::demo(delay_ms),
+        create_rate: 1_000_000,
+    };
+    let opts = confab_local::Options {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        web_dir,
+        aws_emulated,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        confab_local::run(opts, config, std::future::pending(), Some(tx))
+            .await
+            .expect("gateway");
+    });
+    (rx.await.expect("gateway started"), dir)
+}
