@@ -574,6 +574,31 @@ impl DynamoStore {
         }
     }
 
+    /// Every item whose `attr` is `value`, in the table or one of its
+    /// indexes (consistent on the table), newest sort key first.
+    async fn query_eq(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        attr: &str,
+        value: &str,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query_all(|| {
+            self.client
+                .query()
+                .table_name(table)
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", attr)
+                .expression_attribute_values(":v", s(value))
+                .set_projection_expression(projection.map(str::to_string))
+                .scan_index_forward(false)
+                .consistent_read(index.is_none())
+        })
+        .await
+    }
+
     /// Deletes keys in batches of 25, retrying what DynamoDB leaves
     /// unprocessed.
     async fn delete_keys(&self, table: &str, keys: Vec<Item>) -> Result<(), StoreError> {
@@ -644,18 +669,13 @@ impl DynamoStore {
     }
 
     async fn subscription_rows(&self, connection_id: &str) -> Result<Vec<Item>, StoreError> {
-        let table = self.tables.connections.clone();
-        let c = connection_id.to_string();
-        self.query_all(|| {
-            self.client
-                .query()
-                .table_name(&table)
-                .key_condition_expression("connectionId = :c")
-                .expression_attribute_values(":c", s(&c))
-                .projection_expression("connectionId, sk, #owner")
-                .expression_attribute_names("#owner", "owner")
-                .consistent_read(true)
-        })
+        self.query_eq(
+            &self.tables.connections,
+            None,
+            "connectionId",
+            connection_id,
+            None,
+        )
         .await
     }
 }
@@ -782,19 +802,14 @@ impl Store for DynamoStore {
     }
 
     async fn list_projects(&self, owner: &str) -> Result<Vec<ProjectSummary>, StoreError> {
-        let table = self.tables.sessions.clone();
         let rows = self
-            .query_all(|| {
-                self.client
-                    .query()
-                    .table_name(&table)
-                    .index_name(BY_OWNER)
-                    .key_condition_expression("#owner = :o")
-                    .expression_attribute_names("#owner", "owner")
-                    .expression_attribute_values(":o", s(owner))
-                    .projection_expression("id, projectId, activityKey")
-                    .scan_index_forward(false)
-            })
+            .query_eq(
+                &self.tables.sessions,
+                Some(BY_OWNER),
+                "owner",
+                owner,
+                Some("id, projectId, activityKey"),
+            )
             .await?;
         // Rows come newest first, so a project's first row is its latest.
         let mut projects: Vec<ProjectSummary> = Vec::new();
@@ -881,29 +896,24 @@ impl Store for DynamoStore {
             // Messages first: the session row goes last, so a failure half
             // way leaves a session that can be deleted again, never orphans
             // that a new session with this id would inherit.
-            let table = self.tables.messages.clone();
             let keys = self
-                .query_all(|| {
-                    self.client
-                        .query()
-                        .table_name(&table)
-                        .key_condition_expression("sessionId = :s")
-                        .expression_attribute_values(":s", s(id))
-                        .projection_expression("sessionId, sk")
-                        .consistent_read(true)
-                })
+                .query_eq(
+                    &self.tables.messages,
+                    None,
+                    "sessionId",
+                    id,
+                    Some("sessionId, sk"),
+                )
                 .await?;
             self.delete_keys(&self.tables.messages, keys).await?;
-            let ctable = self.tables.connections.clone();
             let subs = self
-                .query_all(|| {
-                    self.client
-                        .query()
-                        .table_name(&ctable)
-                        .index_name(BY_SESSION)
-                        .key_condition_expression("sessionId = :s")
-                        .expression_attribute_values(":s", s(id))
-                })
+                .query_eq(
+                    &self.tables.connections,
+                    Some(BY_SESSION),
+                    "sessionId",
+                    id,
+                    None,
+                )
                 .await?;
             let sub_keys = subs
                 .iter()
@@ -1209,16 +1219,14 @@ impl Store for DynamoStore {
     }
 
     async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError> {
-        let table = self.tables.sessions.clone();
         let rows = self
-            .query_all(|| {
-                self.client
-                    .query()
-                    .table_name(&table)
-                    .index_name(BY_RUNNING)
-                    .key_condition_expression("running = :r")
-                    .expression_attribute_values(":r", s(RUNNING))
-            })
+            .query_eq(
+                &self.tables.sessions,
+                Some(BY_RUNNING),
+                "running",
+                RUNNING,
+                None,
+            )
             .await?;
         let mut out = Vec::new();
         for r in rows {
@@ -1278,17 +1286,14 @@ impl Store for DynamoStore {
     }
 
     async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError> {
-        let table = self.tables.connections.clone();
         let rows = self
-            .query_all(|| {
-                self.client
-                    .query()
-                    .table_name(&table)
-                    .index_name(BY_OWNER)
-                    .key_condition_expression("#owner = :o")
-                    .expression_attribute_names("#owner", "owner")
-                    .expression_attribute_values(":o", s(owner))
-            })
+            .query_eq(
+                &self.tables.connections,
+                Some(BY_OWNER),
+                "owner",
+                owner,
+                None,
+            )
             .await?;
         rows.iter()
             .map(|r| get_s(r, "connectionId").map(str::to_string))
@@ -1372,16 +1377,14 @@ impl Store for DynamoStore {
     }
 
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError> {
-        let table = self.tables.connections.clone();
         let rows = self
-            .query_all(|| {
-                self.client
-                    .query()
-                    .table_name(&table)
-                    .index_name(BY_SESSION)
-                    .key_condition_expression("sessionId = :s")
-                    .expression_attribute_values(":s", s(session_id))
-            })
+            .query_eq(
+                &self.tables.connections,
+                Some(BY_SESSION),
+                "sessionId",
+                session_id,
+                None,
+            )
             .await?;
         rows.iter()
             .map(|r| {
