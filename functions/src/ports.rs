@@ -1,15 +1,22 @@
-//! The ports the domain reaches the world through. Adapters live elsewhere:
-//! SQLite and in-process push/dispatch in `confab-local`, DynamoDB, the API
-//! Gateway management API and Lambda in `aws`.
+//! The ports the domain reaches the world through, split by capability, and
+//! [`Ports`], the one value a handler is given to reach them. The adapters
+//! live beside: `store::{sqlite, dynamo}`, `aws` (push and dispatch on AWS),
+//! `agents`; the local gateway's in-process push and dispatch in
+//! `confab-local`.
 
+use crate::domain::records::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
+    SessionQuery, SessionRecord, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+};
+use crate::ratelimit::RateLimiter;
 use async_trait::async_trait;
 use bytes::Bytes;
 use confab_protocol::model::{
-    Block, LastTurn, LiveReply, Message, PermissionMode, ProjectSummary, SessionStatus,
-    SessionSummary, Usage,
+    Block, LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary, Usage,
 };
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -31,215 +38,9 @@ impl StoreError {
     }
 }
 
-/// The turn a session is running, kept on the session's record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActiveTurn {
-    pub turn_id: String,
-    /// The id the assistant's reply will be stored under.
-    pub reply_id: String,
-    pub started_ms: i64,
-    /// Last sign of life from the runner (start or checkpoint).
-    pub heartbeat_ms: i64,
-    pub stop_requested: bool,
-    /// The in-flight reply at the last checkpoint.
-    pub live: Option<LiveReply>,
-}
-
-impl ActiveTurn {
-    /// A turn starting now, with fresh ids for it and its reply.
-    pub fn new(now_ms: i64) -> ActiveTurn {
-        ActiveTurn {
-            turn_id: crate::clock::new_id(),
-            reply_id: crate::clock::new_id(),
-            started_ms: now_ms,
-            heartbeat_ms: now_ms,
-            stop_requested: false,
-            live: None,
-        }
-    }
-}
-
-/// A session as stored: its owner, its summary and the turn it runs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SessionRecord {
-    pub owner: String,
-    pub summary: SessionSummary,
-    pub turn: Option<ActiveTurn>,
-}
-
-/// Which messages of a session to read. Pages are returned oldest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageRange {
-    /// The newest `limit`; `has_more` says older ones exist.
-    Latest { limit: usize },
-    /// Seq > `seq`, the oldest `limit` of them; `has_more` says newer exist.
-    After { seq: u64, limit: usize },
-    /// Seq < `seq`, the newest `limit` of them; `has_more` says older exist.
-    Before { seq: u64, limit: usize },
-}
-
-/// Filters of an owner's session list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SessionQuery {
-    pub project_id: Option<String>,
-    /// Lowercased search text, matched against title and first message.
-    pub text: Option<String>,
-    pub limit: usize,
-    pub after: Option<ListCursor>,
-}
-
-/// Where a page of the session list ends: newest activity first, ties by id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListCursor {
-    #[serde(rename = "t")]
-    pub activity_ms: i64,
-    #[serde(rename = "i")]
-    pub id: String,
-}
-
-impl ListCursor {
-    /// Cuts `rows` (up to one more than `limit`, newest first) to a page and
-    /// returns where the next page starts, if there is one.
-    pub fn page(rows: &mut Vec<SessionSummary>, limit: usize) -> Option<ListCursor> {
-        if rows.len() <= limit {
-            return None;
-        }
-        rows.truncate(limit);
-        rows.last().map(|s| ListCursor {
-            activity_ms: s.last_message_at.millis(),
-            id: s.id.clone(),
-        })
-    }
-}
-
-/// A new session with its first message and the turn it starts.
-#[derive(Clone, Debug)]
-pub struct NewSession {
-    pub owner: String,
-    pub summary: SessionSummary,
-    /// The first user message; the store gives it seq 1.
-    pub first: Message,
-    pub turn: ActiveTurn,
-}
-
-// Short-lived return values: boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum CreateOutcome {
-    Created,
-    /// A session with this id exists already (maybe another owner's).
-    Exists(SessionRecord),
-}
-
-/// Renames or changes the permission mode of a summary (the
-/// `patch_session` of every store).
-pub fn apply_patch(
-    s: &mut SessionSummary,
-    title: Option<&str>,
-    permission_mode: Option<PermissionMode>,
-    now_ms: i64,
-) {
-    if let Some(t) = title {
-        s.title = t.to_string();
-    }
-    if let Some(p) = permission_mode {
-        s.permission_mode = p;
-    }
-    s.updated_at = confab_protocol::Timestamp::from_millis(now_ms);
-    s.version += 1;
-}
-
-/// A user message that starts a turn.
-#[derive(Clone, Debug)]
-pub struct NewTurn {
-    /// Seq is given by the store.
-    pub message: Message,
-    pub turn: ActiveTurn,
-    pub permission_mode: Option<PermissionMode>,
-    pub now_ms: i64,
-}
-
-impl NewTurn {
-    /// The message as stored with `seq`, and the summary once the turn runs.
-    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
-        let mut message = self.message.clone();
-        message.seq = seq;
-        s.message_count = seq;
-        s.status = SessionStatus::Running;
-        if let Some(p) = self.permission_mode {
-            s.permission_mode = p;
-        }
-        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
-        s.updated_at = s.last_message_at;
-        s.version += 1;
-        message
-    }
-}
-
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum StartOutcome {
-    Started {
-        message: Message,
-        session: SessionSummary,
-    },
-    /// This message id is stored already.
-    Duplicate(Message),
-    /// Another turn runs.
-    Running,
-    NotFound,
-}
-
-/// How a turn ends.
-#[derive(Clone, Debug)]
-pub struct TurnEnd {
-    /// The assistant's reply; the store gives it the next seq.
-    pub reply: Message,
-    pub last_turn: LastTurn,
-    pub usage: Usage,
-    pub agent_session_id: Option<String>,
-    pub now_ms: i64,
-}
-
-impl TurnEnd {
-    /// The reply as stored with `seq`, and the summary once the turn ended.
-    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
-        let mut reply = self.reply.clone();
-        reply.seq = seq;
-        s.message_count = seq;
-        s.status = SessionStatus::Idle;
-        s.usage = s.usage.plus(self.usage);
-        s.last_turn = Some(self.last_turn.clone());
-        if let Some(a) = &self.agent_session_id {
-            s.agent_session_id = Some(a.clone());
-        }
-        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
-        s.updated_at = s.last_message_at;
-        s.version += 1;
-        reply
-    }
-}
-
-/// A connection subscribed to a session. `token` changes with every
-/// subscribe, so a runner knows to send a fresh snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Subscriber {
-    pub connection_id: String,
-    pub token: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SubscribeOutcome {
-    Subscribed,
-    TooMany,
-    /// The session does not exist (any more) for the connection's owner.
-    NotFound,
-}
-
-/// Sessions, messages, connections and subscriptions.
+/// Sessions as their owner sees them in the list.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SessionStore: Send + Sync + 'static {
     /// Stores a session, its first message (seq 1) and its running turn in
     /// one write, unless the id exists.
     async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError>;
@@ -250,19 +51,22 @@ pub trait Store: Send + Sync + 'static {
         query: &SessionQuery,
     ) -> Result<(Vec<SessionSummary>, Option<ListCursor>), StoreError>;
     async fn list_projects(&self, owner: &str) -> Result<Vec<ProjectSummary>, StoreError>;
-    /// Renames or changes the permission mode; bumps the version.
+    /// Renames or changes the permission mode of the owner's session;
+    /// bumps the version.
     async fn patch_session(
         &self,
         owner: &str,
         id: &str,
-        title: Option<&str>,
-        permission_mode: Option<PermissionMode>,
-        now_ms: i64,
+        patch: &SessionPatch,
     ) -> Result<Option<SessionSummary>, StoreError>;
     /// Deletes a session, its messages and subscriptions; returns the
     /// version of the deletion.
     async fn delete_session(&self, owner: &str, id: &str) -> Result<Option<u64>, StoreError>;
+}
 
+/// A session's messages, and the turns that append to them.
+#[async_trait]
+pub trait TurnStore: Send + Sync + 'static {
     async fn messages(
         &self,
         session_id: &str,
@@ -312,12 +116,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(Message, SessionSummary)>, StoreError>;
     /// Every session with a running turn: (owner, session id, turn).
     async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError>;
+}
 
+/// Socket connections and what they subscribe to.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync + 'static {
     async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError>;
     async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// Removes a connection and its subscriptions.
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError>;
     async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError>;
+    /// Subscribes a connection to a session of the connection's owner, in
+    /// one write that checks the session exists.
     async fn subscribe(
         &self,
         connection_id: &str,
@@ -328,6 +138,12 @@ pub trait Store: Send + Sync + 'static {
     async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError>;
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError>;
 }
+
+/// A whole store: every capability. Adapters implement the three traits;
+/// this one comes with them.
+pub trait Store: SessionStore + TurnStore + ConnectionStore {}
+
+impl<T: SessionStore + TurnStore + ConnectionStore> Store for T {}
 
 /// A failure to deliver a frame.
 #[derive(Debug, thiserror::Error)]
@@ -424,4 +240,17 @@ pub trait Agent: Send + Sync + 'static {
         &self,
         request: AgentRequest,
     ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError>;
+}
+
+/// What a handler reaches the world through: built once by a composition
+/// root (the local gateway, a Lambda function's start) and handed to every
+/// use case, so none takes its ports one by one.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub push: Arc<dyn Push>,
+    pub dispatch: Arc<dyn Dispatch>,
+    pub agent: Arc<dyn Agent>,
+    /// Session creations per owner.
+    pub limiter: Arc<RateLimiter>,
 }

@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use confab_functions::aws::worker::WorkerEvent;
-use confab_functions::aws::{ApiGatewayPush, AwsSettings, AwsStats, DynamoStore, LambdaDispatch};
+use confab_functions::aws::{ApiGatewayPush, AwsSettings, AwsStats, LambdaDispatch};
 use confab_functions::domain::sessions::sweep_stale;
 use confab_functions::ports::{Dispatch, Push, Store};
+use confab_functions::store::dynamo::DynamoStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -68,8 +69,8 @@ pub async fn connect() -> anyhow::Result<Emulated> {
 
 fn aws_sdk_dynamodb_client(
     sdk: &confab_functions::aws::SdkConfig,
-) -> confab_functions::aws::dynamo::Client {
-    confab_functions::aws::dynamo::Client::new(sdk)
+) -> confab_functions::store::dynamo::Client {
+    confab_functions::store::dynamo::Client::new(sdk)
 }
 
 impl Emulated {

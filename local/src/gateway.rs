@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use confab_functions::auth::Auth;
+use confab_functions::api::auth::Auth;
+use confab_functions::api::socket;
 use confab_functions::ports::{Push, Store};
-use confab_functions::ws;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -168,7 +168,7 @@ async fn upgrade(
     // Registered before $connect so that an event broadcast meanwhile waits
     // in the queue instead of finding the connection gone.
     let rx = gw.registry.add(&id, peer.ip().to_string(), agent);
-    if let Err(e) = ws::connect(
+    if let Err(e) = socket::connect(
         &*gw.store,
         &gw.auth,
         &id,
@@ -177,8 +177,8 @@ async fn upgrade(
     .await
     {
         gw.registry.remove(&id);
-        let _ = ws::disconnect(&*gw.store, &id).await;
-        return confab_functions::http::ApiError(e).into_response();
+        let _ = socket::disconnect(&*gw.store, &id).await;
+        return confab_functions::api::rest::ApiError(e).into_response();
     }
     let failed = gw.clone();
     let failed_id = id.clone();
@@ -189,7 +189,7 @@ async fn upgrade(
             failed.registry.remove(&failed_id);
             let store = failed.store.clone();
             tokio::spawn(async move {
-                let _ = ws::disconnect(&*store, &failed_id).await;
+                let _ = socket::disconnect(&*store, &failed_id).await;
             });
         })
         .on_upgrade(move |socket| serve_socket(gw, id, socket, rx))
@@ -228,12 +228,12 @@ async fn serve_socket(
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
         gw.registry.touch(&id);
-        if let Err(e) = ws::route(&*gw.store, &*gw.push, &id, &text).await {
+        if let Err(e) = socket::route(&*gw.store, &*gw.push, &id, &text).await {
             tracing::error!(error = &e as &dyn std::error::Error, "socket route failed");
         }
     }
     gw.registry.remove(&id);
-    if let Err(e) = ws::disconnect(&*gw.store, &id).await {
+    if let Err(e) = socket::disconnect(&*gw.store, &id).await {
         tracing::warn!(
             error = &e as &dyn std::error::Error,
             "forgetting a connection failed"

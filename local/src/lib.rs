@@ -1,21 +1,24 @@
-//! Confab on one machine: the gateway, the SQLite store, in-process dispatch.
+//! Confab on one machine: the composition root. It wires the library's
+//! adapters (the SQLite store, or the AWS adapters against an emulator) to
+//! the gateway that stands in for API Gateway, with push and dispatch in this
+//! process.
 
 pub mod dispatch;
 #[cfg(feature = "aws")]
 pub mod emulated;
 pub mod gateway;
 pub mod registry;
-pub mod sqlite;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
-use confab_functions::auth::Auth;
+use confab_functions::api::auth::Auth;
+use confab_functions::api::rest::{ApiState, router as api_router};
 use confab_functions::config::{AuthConfig, Config};
 use confab_functions::domain::runner::RunnerConfig;
 use confab_functions::domain::sessions::recover_interrupted;
-use confab_functions::http::{ApiState, router as api_router};
-use confab_functions::ports::{Push, Store};
+use confab_functions::ports::{Ports, Push, Store};
 use confab_functions::ratelimit::RateLimiter;
+use confab_functions::store::sqlite;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,12 +165,14 @@ pub async fn run(
         AuthConfig::JwtHs256 { secret } => Auth::hs256(secret.expose().as_bytes()),
     });
     let api = api_router(Arc::new(ApiState {
-        store: store.clone(),
-        push: push.clone(),
-        dispatch: dispatch.unwrap_or_else(|| runner.clone()),
-        limiter: RateLimiter::per_minute(config.create_rate),
+        ports: Ports {
+            store: store.clone(),
+            push: push.clone(),
+            dispatch: dispatch.unwrap_or_else(|| runner.clone()),
+            agent: agent.clone(),
+            limiter: Arc::new(RateLimiter::per_minute(config.create_rate)),
+        },
         auth: auth.clone(),
-        agent: agent.clone(),
     }));
     let api = match extra {
         Some(r) => api.merge(r),

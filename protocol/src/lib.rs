@@ -2,6 +2,7 @@
 //! the validation both sides share, and the client-side state machines as
 //! plain functions over plain data (no I/O, compiles for wasm32).
 
+pub mod backoff;
 pub mod client;
 pub mod model;
 pub mod rest;

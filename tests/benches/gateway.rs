@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 struct Local {
     api: Api,
     ws: String,
-    writes: Arc<confab_local::sqlite::Counters>,
+    writes: Arc<confab_functions::store::sqlite::Counters>,
     _dir: tempfile::TempDir,
 }
 

@@ -2,10 +2,11 @@
 //! `store_conformance!(async_fn_that_makes_an_empty_store)`.
 
 use confab_functions::clock::{new_id, now_ms};
-use confab_functions::ports::{
-    ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionQuery, StartOutcome,
-    Store, SubscribeOutcome, TurnEnd,
+use confab_functions::domain::records::{
+    ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionPatch, SessionQuery,
+    StartOutcome, SubscribeOutcome, TurnEnd,
 };
+use confab_functions::ports::Store;
 use confab_protocol::Timestamp;
 use confab_protocol::model::*;
 use std::sync::Arc;
@@ -70,6 +71,14 @@ pub fn new_session(
         },
         first,
         turn: t,
+    }
+}
+
+pub fn rename(title: &str, now_ms: i64) -> SessionPatch {
+    SessionPatch {
+        title: Some(title.into()),
+        permission_mode: None,
+        now_ms,
     }
 }
 
@@ -534,7 +543,7 @@ pub async fn search_and_projects(store: Arc<dyn Store>) {
     );
     // A search also matches case-insensitively on a renamed title.
     store
-        .patch_session(&owner, &c.summary.id, Some("Renamed Thing"), None, now + 3)
+        .patch_session(&owner, &c.summary.id, &rename("Renamed Thing", now + 3))
         .await
         .unwrap()
         .unwrap();
@@ -570,7 +579,7 @@ pub async fn owners_are_isolated(store: Arc<dyn Store>) {
     assert!(store.list_projects(&bob).await.unwrap().is_empty());
     assert!(
         store
-            .patch_session(&bob, &id, Some("mine"), None, now_ms())
+            .patch_session(&bob, &id, &rename("mine", now_ms()))
             .await
             .unwrap()
             .is_none()
@@ -595,9 +604,11 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
         .patch_session(
             "alice",
             &id,
-            Some("New"),
-            Some(PermissionMode::AcceptEdits),
-            now_ms(),
+            &SessionPatch {
+                title: Some("New".into()),
+                permission_mode: Some(PermissionMode::AcceptEdits),
+                now_ms: now_ms(),
+            },
         )
         .await
         .unwrap()

@@ -2,7 +2,8 @@
 //! virtual environment under `target/` when missing, started once per test
 //! process on a free port, and stopped when that process ends.
 
-use confab_functions::aws::{AwsSettings, AwsStats, DynamoStore, Tables};
+use confab_functions::aws::{AwsSettings, AwsStats};
+use confab_functions::store::dynamo::{DynamoStore, Tables};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};

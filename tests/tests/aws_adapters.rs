@@ -4,12 +4,13 @@
 //! over `DynamoStore` on moto.
 
 use bytes::Bytes;
-use confab_functions::auth::Auth;
+use confab_functions::api::auth::Auth;
 use confab_functions::aws::lambda::ApiGatewayWebsocketProxyRequest as ApiGatewayEvent;
 use confab_functions::aws::lambda::SocketApp;
 use confab_functions::aws::{ApiGatewayPush, AwsStats};
 use confab_functions::domain::notify::to_connections;
-use confab_functions::ports::{Push, PushError, Store, SubscribeOutcome};
+use confab_functions::domain::records::SubscribeOutcome;
+use confab_functions::ports::{ConnectionStore, Push, PushError, SessionStore, Store, TurnStore};
 use confab_protocol::ServerEvent;
 use confab_protocol::client::{CurrentSession, Phase};
 use confab_protocol::rest::ErrorCode;
@@ -92,6 +93,75 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
 /// A long reply in emulated-AWS mode: the frames that reach the socket
 /// through the management API are at most 32 KiB, and together they make
 /// exactly the stored reply.
+/// A management API that answers each `PostToConnection` with the next of
+/// `answers` (then 200), in API Gateway's restJson1 error format, and counts
+/// the requests.
+async fn scripted_management_api(
+    answers: Vec<(u16, &'static str)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answers = Arc::new(std::sync::Mutex::new(
+        answers.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
+    let (h, a) = (hits.clone(), answers.clone());
+    let app = axum::Router::new().route(
+        "/@connections/{id}",
+        axum::routing::post(move || {
+            let (h, a) = (h.clone(), a.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                match a.lock().unwrap().pop_front() {
+                    None => StatusCode::OK.into_response(),
+                    Some((status, kind)) => (
+                        StatusCode::from_u16(status).unwrap(),
+                        [("x-amzn-errortype", kind), ("content-type", "application/json")],
+                        format!(r#"{{"message":"{kind}"}}"#),
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_retries_throttling_and_server_errors_a_bounded_number_of_times() {
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config();
+    let frame = || Bytes::from_static(br#"{"type":"pong"}"#);
+    let push = |base: &str| ApiGatewayPush::new(&sdk, base, Arc::new(AwsStats::default()));
+
+    // Throttled, then a 5xx, then delivered: the frame arrives.
+    let (base, hits) =
+        scripted_management_api(vec![(429, "LimitExceededException"), (500, "InternalServerErrorException")]).await;
+    push(&base).post("c1", frame()).await.expect("delivered on the third attempt");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // Throttled every time: three attempts, then a failure (not Gone).
+    let (base, hits) = scripted_management_api(vec![(429, "LimitExceededException"); 10]).await;
+    assert!(matches!(
+        push(&base).post("c1", frame()).await,
+        Err(PushError::Failed(_))
+    ));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // Gone is final at once; so is a refusal.
+    let (base, hits) = scripted_management_api(vec![(410, "GoneException")]).await;
+    assert!(matches!(push(&base).post("c1", frame()).await, Err(PushError::Gone)));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let (base, hits) = scripted_management_api(vec![(403, "ForbiddenException")]).await;
+    assert!(matches!(
+        push(&base).post("c1", frame()).await,
+        Err(PushError::Failed(_))
+    ));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_reply_arrives_split_into_small_frames_through_the_management_api() {
     let gw = Gateway::start_aws(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
@@ -307,7 +377,7 @@ async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
     let (msgs, _) = store
         .messages(
             &dead.summary.id,
-            confab_functions::ports::MessageRange::Latest { limit: 10 },
+            confab_functions::domain::records::MessageRange::Latest { limit: 10 },
         )
         .await
         .unwrap();

@@ -61,7 +61,7 @@ fn invoke(cargo_lambda: &Path, port: u16, event: &Value) -> Value {
 async fn http_api_answers_an_api_gateway_request_under_cargo_lambda_watch() {
     let cargo_lambda = moto::venv_tool("cargo-lambda", moto::CARGO_LAMBDA);
     let tables = moto::fresh_tables();
-    let store = confab_functions::aws::DynamoStore::from_settings(
+    let store = confab_functions::store::dynamo::DynamoStore::from_settings(
         &moto::settings(tables.clone()),
         Default::default(),
     )

@@ -1,6 +1,6 @@
 //! The store conformance suite on `DynamoStore`, against moto's DynamoDB.
 
-use confab_functions::ports::Store;
+use confab_functions::ports::{SessionStore, Store, TurnStore};
 use confab_protocol::model::Block;
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ async fn tool_input_json_round_trips() {
         .start_turn(
             "alice",
             &id,
-            &confab_functions::ports::NewTurn {
+            &confab_functions::domain::records::NewTurn {
                 message: msg.clone(),
                 turn,
                 permission_mode: None,
@@ -43,7 +43,7 @@ async fn tool_input_json_round_trips() {
         .unwrap();
     assert!(matches!(
         started,
-        confab_functions::ports::StartOutcome::Started { .. }
+        confab_functions::domain::records::StartOutcome::Started { .. }
     ));
     let back = store.find_message(&id, &msg.id).await.unwrap().unwrap();
     assert_eq!(back.content[1], msg.content[1]);

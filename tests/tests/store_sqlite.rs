@@ -1,12 +1,16 @@
 //! The store conformance suite on the embedded SQLite store, on a real file.
 
-use confab_functions::ports::Store;
+use confab_functions::domain::records::{MessageRange, NewTurn, StartOutcome};
+use confab_functions::ports::{SessionStore, Store, TurnStore};
+use confab_functions::store::sqlite::{SCHEMA_VERSION, SqliteStore};
+use confab_tests::conformance::{new_session, turn, user};
+use rusqlite::{Connection, params};
 use std::sync::Arc;
 
 async fn sqlite() -> Arc<dyn Store> {
     // Each test gets its own database file, kept until the process ends.
     let dir = tempfile::tempdir().expect("temp dir").keep();
-    Arc::new(confab_local::sqlite::SqliteStore::open(&dir).expect("open store"))
+    Arc::new(SqliteStore::open(&dir).expect("open store"))
 }
 
 confab_tests::store_conformance!(sqlite);
@@ -15,10 +19,136 @@ confab_tests::store_conformance!(sqlite);
 async fn data_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
-        let store = confab_local::sqlite::SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         confab_tests::conformance::idle_session(&store, "alice", 1).await
     };
-    let store = confab_local::sqlite::SqliteStore::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let rec = store.get_session(&id).await.unwrap().unwrap();
     assert_eq!(rec.summary.message_count, 2);
+}
+
+/// The tables as Confab wrote them before the schema had a version
+/// (`user_version` 0).
+const UNVERSIONED_SCHEMA: &str = r#"
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    project_id   TEXT NOT NULL,
+    activity_ms  INTEGER NOT NULL,
+    title_lc     TEXT NOT NULL,
+    first_lc     TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    turn         TEXT
+);
+CREATE INDEX sessions_by_owner ON sessions(owner, activity_ms DESC, id DESC);
+CREATE INDEX sessions_running ON sessions(id) WHERE turn IS NOT NULL;
+CREATE TABLE messages (
+    session_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq),
+    UNIQUE (session_id, id)
+);
+CREATE TABLE connections (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    connected_ms INTEGER NOT NULL
+);
+CREATE INDEX connections_by_owner ON connections(owner);
+CREATE TABLE subscriptions (
+    connection_id TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    token         TEXT NOT NULL,
+    PRIMARY KEY (connection_id, session_id)
+);
+CREATE INDEX subscriptions_by_session ON subscriptions(session_id);
+"#;
+
+fn user_version(dir: &std::path::Path) -> u32 {
+    Connection::open(dir.join("confab.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_from_before_schema_versions_is_migrated_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    // A session with its first message, as the unversioned store kept it.
+    let mut new = new_session("alice", "default", "Old times", "hello from before", 1_000);
+    new.summary.status = confab_protocol::model::SessionStatus::Idle;
+    let id = new.summary.id.clone();
+    {
+        let c = Connection::open(dir.path().join("confab.db")).unwrap();
+        c.execute_batch(UNVERSIONED_SCHEMA).unwrap();
+        c.execute(
+            "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+            params![
+                id,
+                new.owner,
+                new.summary.project_id,
+                1_000,
+                "old times",
+                "hello from before",
+                serde_json::to_string(&new.summary).unwrap()
+            ],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO messages (session_id, seq, id, body) VALUES (?1, 1, ?2, ?3)",
+            params![id, new.first.id, serde_json::to_string(&new.first).unwrap()],
+        )
+        .unwrap();
+    }
+    assert_eq!(user_version(dir.path()), 0);
+
+    let store = SqliteStore::open(dir.path()).expect("an unversioned database opens");
+    assert_eq!(user_version(dir.path()), SCHEMA_VERSION);
+    let rec = store
+        .get_session(&id)
+        .await
+        .unwrap()
+        .expect("the session is kept");
+    assert_eq!(rec.summary.title, "Old times");
+    let (messages, _) = store
+        .messages(&id, MessageRange::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(messages, vec![new.first.clone()]);
+    // And it goes on: the next message gets the next seq.
+    let t = turn();
+    let next = NewTurn {
+        message: user(&id, &t.turn_id, "hello again"),
+        turn: t,
+        permission_mode: None,
+        now_ms: 2_000,
+    };
+    match store.start_turn("alice", &id, &next).await.unwrap() {
+        StartOutcome::Started { message, .. } => assert_eq!(message.seq, 2),
+        other => panic!("the turn did not start: {other:?}"),
+    }
+    drop(store);
+    // Opening again changes nothing.
+    SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(user_version(dir.path()), SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_confab_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let newer = SCHEMA_VERSION + 1;
+    Connection::open(dir.path().join("confab.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let err = SqliteStore::open(dir.path()).expect_err("a newer schema is refused");
+    let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(chain.contains("newer than this Confab"), "{chain}");
+    assert_eq!(user_version(dir.path()), newer);
 }

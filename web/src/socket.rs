@@ -2,26 +2,31 @@
 //! makes (when to retry, what waits for `ready`, where an event goes) are
 //! plain functions here, tested natively; the browser loop is below them.
 
+use confab_protocol::backoff::Backoff;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
 use confab_protocol::{ClientFrame, ServerEvent};
 use std::collections::VecDeque;
 
 /// Reconnect attempts before waiting for the Reconnect button.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// 0.5 s doubling to a cap of 8 s, spread by ±20 % so tabs do not retry in
+/// step.
+const RECONNECT: Backoff = Backoff {
+    first: std::time::Duration::from_millis(500),
+    max: std::time::Duration::from_secs(8),
+    retries: MAX_ATTEMPTS,
+    jitter: 0.2,
+};
 /// A ping goes out this often; a pong missing this long is a drop.
 pub const PING_EVERY_MS: f64 = 30_000.0;
 pub const PONG_WITHIN_MS: f64 = 10_000.0;
 
-/// The delay before reconnect attempt `attempt` (1-based): 0.5 s doubling to
-/// a cap of 8 s, spread by ±20 % (`rand01` in 0..1) so tabs do not retry in
-/// step. None once the attempts are used up.
+/// The delay before reconnect attempt `attempt` (1-based), `rand01` in 0..1.
+/// None once the attempts are used up.
 pub fn backoff_ms(attempt: u32, rand01: f64) -> Option<u32> {
-    if attempt == 0 || attempt > MAX_ATTEMPTS {
-        return None;
-    }
-    let base = (500u32 << (attempt - 1).min(4)).min(8_000) as f64;
-    let spread = 0.8 + 0.4 * rand01.clamp(0.0, 1.0);
-    Some((base * spread).round() as u32)
+    RECONNECT
+        .delay(attempt, rand01)
+        .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32)
 }
 
 /// The socket's state, as a WebSocket's `readyState` says it, plus ours.

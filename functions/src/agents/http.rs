@@ -4,6 +4,7 @@
 //! shutdown) cancels the request at once, retries included.
 
 use crate::ports::{AgentError, AgentEvent};
+use confab_protocol::backoff::Backoff;
 use eventsource_stream::Eventsource;
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -17,7 +18,8 @@ use std::time::Duration;
 pub struct HttpSettings {
     /// Attempts after the first, on 429, 5xx, timeouts and connection errors.
     pub retries: u32,
-    /// The first wait; it doubles each attempt (a `Retry-After` wins, up to 30 s).
+    /// The first wait; it doubles each attempt, ±20 % (a `Retry-After` wins,
+    /// up to 30 s).
     pub backoff: Duration,
     pub connect_timeout: Duration,
     /// Until the response headers arrive.
@@ -65,6 +67,9 @@ fn refused(provider: &str, status: StatusCode, key_var: &str) -> AgentError {
     AgentError::new(message)
 }
 
+/// The longest wait between two attempts, whatever a `Retry-After` asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 fn retry_after(r: &Response) -> Option<Duration> {
     let v = r
         .headers()
@@ -75,7 +80,7 @@ fn retry_after(r: &Response) -> Option<Duration> {
         .parse::<f64>()
         .ok()
         .filter(|s| *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(30.0)))
+        .map(|s| Duration::from_secs_f64(s.min(MAX_WAIT.as_secs_f64())))
 }
 
 /// Sends a request, retrying on 429, 5xx, timeouts and connection errors.
@@ -85,22 +90,27 @@ pub async fn send(
     s: &HttpSettings,
     make: impl Fn() -> RequestBuilder,
 ) -> Result<Response, AgentError> {
-    let mut attempt = 0;
+    let backoff = Backoff {
+        first: s.backoff,
+        max: MAX_WAIT,
+        retries: s.retries,
+        jitter: 0.2,
+    };
+    let mut retry = 0;
     loop {
-        let wait = s.backoff * 2u32.saturating_pow(attempt);
         let outcome = tokio::time::timeout(s.first_byte_timeout, make().send()).await;
-        let (err, delay) = match outcome {
+        let (err, asked) = match outcome {
             Ok(Ok(r)) if r.status().is_success() => return Ok(r),
             Ok(Ok(r)) => {
                 let status = r.status();
-                let delay = retry_after(&r).unwrap_or(wait);
+                let asked = retry_after(&r);
                 let body = r.text().await.unwrap_or_default();
                 tracing::warn!(provider, %status, body = %body.chars().take(500).collect::<String>(), "provider refused a request");
                 let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                 if !retryable {
                     return Err(refused(provider, status, key_var));
                 }
-                (refused(provider, status, key_var), delay)
+                (refused(provider, status, key_var), asked)
             }
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -116,19 +126,19 @@ pub async fn send(
                         message,
                         source: Some(Box::new(e)),
                     },
-                    wait,
+                    None,
                 )
             }
             Err(_) => (
                 AgentError::new(format!("{provider} did not answer in time.")),
-                wait,
+                None,
             ),
         };
-        if attempt >= s.retries {
+        retry += 1;
+        let Some(wait) = backoff.delay(retry, rand::random()) else {
             return Err(err);
-        }
-        attempt += 1;
-        tokio::time::sleep(delay).await;
+        };
+        tokio::time::sleep(asked.unwrap_or(wait)).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Where the AWS adapters find their tables, their socket API and their
 //! worker, read once at start from the environment.
 
-use super::dynamo::Tables;
+use crate::store::dynamo::Tables;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::config::BehaviorVersion;

@@ -1,13 +1,14 @@
 //! The Lambda functions: configuration read once at start, the socket event
 //! handlers, and the `main` of each binary.
 
-use super::{ApiGatewayPush, AwsSettings, AwsStats, DynamoStore, LambdaDispatch, worker};
-use crate::auth::Auth;
+use super::{ApiGatewayPush, AwsSettings, AwsStats, LambdaDispatch, worker};
+use crate::api::auth::Auth;
+use crate::api::rest::{ApiState, router};
 use crate::config::{AuthConfig, Config};
 use crate::domain::runner::RunnerConfig;
-use crate::http::{ApiState, router};
-use crate::ports::{Agent, Push, Store};
+use crate::ports::{Agent, Ports, Push, Store};
 use crate::ratelimit::RateLimiter;
+use crate::store::dynamo::DynamoStore;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_types::SdkConfig;
@@ -90,12 +91,14 @@ impl Shared {
             .as_deref()
             .ok_or_else(|| StartError("CONFAB_WORKER_FUNCTION must name the worker".into()))?;
         Ok(router(Arc::new(ApiState {
-            store: self.store.clone(),
-            push: self.configured_push()?,
-            dispatch: Arc::new(LambdaDispatch::new(&self.sdk, worker, self.stats.clone())),
-            limiter: RateLimiter::per_minute(self.config.create_rate),
+            ports: Ports {
+                store: self.store.clone(),
+                push: self.configured_push()?,
+                dispatch: Arc::new(LambdaDispatch::new(&self.sdk, worker, self.stats.clone())),
+                agent: self.agent()?,
+                limiter: Arc::new(RateLimiter::per_minute(self.config.create_rate)),
+            },
             auth: self.auth.clone(),
-            agent: self.agent()?,
         })))
     }
 
@@ -182,7 +185,7 @@ impl SocketApp {
             return respond(400, "no connection id");
         };
         let token = ev.query_string_parameters.first("token");
-        match crate::ws::connect(&*self.store, &self.auth, conn, token).await {
+        match crate::api::socket::connect(&*self.store, &self.auth, conn, token).await {
             Ok(_) => respond(200, ""),
             Err(crate::error::ServiceError::Unauthorized(m)) => respond(401, m),
             Err(e) => {
@@ -196,7 +199,7 @@ impl SocketApp {
         let Some(conn) = connection_id(&ev) else {
             return respond(400, "no connection id");
         };
-        match crate::ws::disconnect(&*self.store, conn).await {
+        match crate::api::socket::disconnect(&*self.store, conn).await {
             Ok(()) => respond(200, ""),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "disconnect failed");
@@ -227,7 +230,7 @@ impl SocketApp {
             }
             (None, _) => String::new(),
         };
-        match crate::ws::route(&*self.store, &*push, conn, &body).await {
+        match crate::api::socket::route(&*self.store, &*push, conn, &body).await {
             Ok(()) => respond(200, ""),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "socket frame failed");

@@ -1,9 +1,8 @@
-//! The AWS adapters: the DynamoDB store, push through the API Gateway
-//! management API, dispatch by asynchronous Lambda invocation, and the entry
+//! The AWS adapters but the store (`store::dynamo`): push through the API
+//! Gateway management API, dispatch by asynchronous Lambda invocation, and the entry
 //! points of the Lambda binaries.
 
 pub mod dispatch;
-pub mod dynamo;
 pub mod env;
 pub mod lambda;
 pub mod push;
@@ -12,7 +11,6 @@ pub mod worker;
 
 pub use aws_types::SdkConfig;
 pub use dispatch::LambdaDispatch;
-pub use dynamo::{DynamoStore, Tables};
 pub use env::AwsSettings;
 pub use push::ApiGatewayPush;
 pub use stats::AwsStats;

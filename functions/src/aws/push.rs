@@ -14,7 +14,8 @@ use std::time::Duration;
 
 /// The most API Gateway accepts in one `PostToConnection`.
 pub const MAX_POST_BYTES: usize = 128 * 1024;
-/// Attempts of one frame when API Gateway throttles or fails.
+/// Attempts of one frame when API Gateway throttles, fails with a 5xx or
+/// cannot be reached (the SDK's standard retry, with jitter).
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -37,12 +38,17 @@ impl std::fmt::Debug for ApiGatewayPush {
 
 impl ApiGatewayPush {
     /// `endpoint` is `https://{domain}/{stage}` (or a local gateway's URL).
-    /// The SDK's own retries are off: this adapter retries, a bounded number
-    /// of times, so that retries never multiply.
+    /// A frame is tried at most [`ATTEMPTS`] times, starting [`FIRST_BACKOFF`]
+    /// apart: a push is on a turn's path, so it waits less than the SDK's
+    /// default.
     pub fn new(sdk: &SdkConfig, endpoint: &str, stats: Arc<AwsStats>) -> ApiGatewayPush {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint.trim_end_matches('/'))
-            .retry_config(RetryConfig::disabled())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(ATTEMPTS)
+                    .with_initial_backoff(FIRST_BACKOFF),
+            )
             .build();
         ApiGatewayPush {
             client: Client::from_conf(conf),
@@ -56,43 +62,16 @@ impl ApiGatewayPush {
     }
 }
 
-enum Verdict {
-    Gone,
-    Retry,
-    Fail,
-}
-
-fn judge(e: &aws_sdk_apigatewaymanagement::error::SdkError<PostToConnectionError>) -> Verdict {
+/// Whether a failed post means the connection is gone for good.
+fn is_gone(e: &aws_sdk_apigatewaymanagement::error::SdkError<PostToConnectionError>) -> bool {
     use aws_sdk_apigatewaymanagement::error::SdkError;
     match e {
-        SdkError::ServiceError(se) => match se.err() {
-            PostToConnectionError::GoneException(_) => Verdict::Gone,
-            PostToConnectionError::LimitExceededException(_) => Verdict::Retry,
-            PostToConnectionError::PayloadTooLargeException(_)
-            | PostToConnectionError::ForbiddenException(_) => Verdict::Fail,
-            _ => {
-                let status = se.raw().status().as_u16();
-                if status == 410 {
-                    Verdict::Gone
-                } else if status == 429 || status >= 500 {
-                    Verdict::Retry
-                } else {
-                    Verdict::Fail
-                }
-            }
-        },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Verdict::Retry,
-        _ => Verdict::Fail,
+        SdkError::ServiceError(se) => {
+            matches!(se.err(), PostToConnectionError::GoneException(_))
+                || se.raw().status().as_u16() == 410
+        }
+        _ => false,
     }
-}
-
-/// A factor in [0.5, 1) that differs between calls, for jitter.
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    0.5 + f64::from(nanos % 1000) / 2000.0
 }
 
 #[async_trait]
@@ -101,37 +80,18 @@ impl Push for ApiGatewayPush {
         if frame.len() > MAX_POST_BYTES {
             return Err(PushError::Failed(Box::new(TooLarge(frame.len()))));
         }
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            self.stats.request("apigw:PostToConnection");
-            let res = self
-                .client
-                .post_to_connection()
-                .connection_id(connection_id)
-                .data(Blob::new(frame.to_vec()))
-                .send()
-                .await;
-            let e = match res {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            match judge(&e) {
-                Verdict::Gone => return Err(PushError::Gone),
-                Verdict::Retry if attempt < ATTEMPTS => {
-                    // Full jitter: retries of many frames do not line up.
-                    let wait = backoff.mul_f64(jitter());
-                    tracing::debug!(
-                        connection = connection_id,
-                        attempt,
-                        "push throttled; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                _ => return Err(PushError::Failed(Box::new(e))),
-            }
+        self.stats.request("apigw:PostToConnection");
+        match self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(frame.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_gone(&e) => Err(PushError::Gone),
+            Err(e) => Err(PushError::Failed(Box::new(e))),
         }
     }
 }

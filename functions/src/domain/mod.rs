@@ -1,7 +1,10 @@
-//! The session service and the turn runner, over the ports.
+//! The domain: the records of sessions and turns with the rules that change
+//! them, and the use cases over the ports.
 
 pub mod export;
 pub mod frames;
 pub mod notify;
+pub mod records;
 pub mod runner;
 pub mod sessions;
+pub mod subscriptions;

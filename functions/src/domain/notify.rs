@@ -3,13 +3,18 @@
 //! fails the request that caused it.
 
 use super::frames::encode;
-use crate::ports::{Push, PushError, Store};
+use crate::ports::{ConnectionStore, Push, PushError};
 use bytes::Bytes;
 use confab_protocol::ServerEvent;
 use futures::future::join_all;
 
 /// Sends one event to every connection of `owner`.
-pub async fn to_owner(store: &dyn Store, push: &dyn Push, owner: &str, event: &ServerEvent) {
+pub async fn to_owner(
+    store: &dyn ConnectionStore,
+    push: &dyn Push,
+    owner: &str,
+    event: &ServerEvent,
+) {
     match store.owner_connections(owner).await {
         Ok(conns) => to_connections(store, push, &conns, &[encode(event)]).await,
         Err(e) => tracing::warn!(
@@ -21,7 +26,7 @@ pub async fn to_owner(store: &dyn Store, push: &dyn Push, owner: &str, event: &S
 
 /// Tells every connection of `owner` that a summary changed.
 pub async fn session_updated(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     push: &dyn Push,
     owner: &str,
     session: &confab_protocol::SessionSummary,
@@ -34,7 +39,7 @@ pub async fn session_updated(
 
 /// Tells the subscribers of a session that a message was stored.
 pub async fn message_created(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     push: &dyn Push,
     session_id: &str,
     message: confab_protocol::Message,
@@ -48,7 +53,7 @@ pub async fn message_created(
 
 /// Sends one event to every subscriber of `session_id`.
 pub async fn to_subscribers(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     push: &dyn Push,
     session_id: &str,
     event: &ServerEvent,
@@ -68,7 +73,7 @@ pub async fn to_subscribers(
 /// Sends the same frames, in order, to each connection; connections in
 /// parallel.
 pub async fn to_connections(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     push: &dyn Push,
     conns: &[String],
     frames: &[Bytes],
@@ -77,7 +82,12 @@ pub async fn to_connections(
 }
 
 /// Sends frames to one connection in order; stops at the first failure.
-pub async fn send_all(store: &dyn Store, push: &dyn Push, conn: &str, frames: &[Bytes]) -> bool {
+pub async fn send_all(
+    store: &dyn ConnectionStore,
+    push: &dyn Push,
+    conn: &str,
+    frames: &[Bytes],
+) -> bool {
     for f in frames {
         match push.post(conn, f.clone()).await {
             Ok(()) => {}
@@ -106,7 +116,7 @@ pub async fn send_all(store: &dyn Store, push: &dyn Push, conn: &str, frames: &[
 
 /// Sends one event to one connection.
 pub async fn to_connection(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     push: &dyn Push,
     conn: &str,
     event: &ServerEvent,

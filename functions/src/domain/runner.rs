@@ -4,10 +4,11 @@
 
 use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
 use super::notify::send_all;
+use super::records::TurnEnd;
 use super::sessions::{all_messages, finish_and_announce};
 use crate::clock::now_ms;
 use crate::error::ServiceError;
-use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnEnd, TurnJob};
+use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnJob};
 use bytes::Bytes;
 use confab_protocol::model::{Block, LastTurn, LiveReply, Message, Role, TurnOutcome, Usage};
 use confab_protocol::{ServerEvent, Timestamp};

@@ -3,13 +3,13 @@
 //! store for a user.
 
 use super::notify;
+use super::records::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
+    SessionQuery, SessionRecord, StartOutcome, TurnEnd,
+};
 use crate::clock::{new_id, now_ms};
 use crate::error::ServiceError;
-use crate::ports::{
-    ActiveTurn, Agent, CreateOutcome, Dispatch, ListCursor, MessageRange, NewSession, NewTurn,
-    Push, SessionQuery, SessionRecord, StartOutcome, Store, TurnEnd, TurnJob,
-};
-use crate::ratelimit::RateLimiter;
+use crate::ports::{Ports, Push, SessionStore, Store, TurnJob, TurnStore};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use confab_protocol::model::{
@@ -29,8 +29,39 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 /// taken to be dead and closed as interrupted.
 pub const STALE_TURN_MS: i64 = 45_000;
 
+/// What a create did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Created<T> {
+    /// The session was stored now.
+    Created(T),
+    /// The same create came before (a retry): nothing changed.
+    AlreadyExisted(T),
+}
+
+/// What a send did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sent<T> {
+    /// The message was stored and its turn started.
+    Started(T),
+    /// A message with this id is stored already (a retry): nothing changed.
+    AlreadyStored(T),
+}
+
+/// What a stop did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stopped<T> {
+    /// A turn was running; it was asked to stop (and has, unless it is slow).
+    Stopped(T),
+    /// No turn was running: nothing changed.
+    WasIdle(T),
+}
+
 /// Loads a session the caller owns; another owner's session does not exist.
-async fn owned(store: &dyn Store, owner: &str, id: &str) -> Result<SessionRecord, ServiceError> {
+async fn owned(
+    store: &dyn SessionStore,
+    owner: &str,
+    id: &str,
+) -> Result<SessionRecord, ServiceError> {
     validate::id("session id", id)?;
     match store.get_session(id).await? {
         Some(r) if r.owner == owner => Ok(r),
@@ -55,14 +86,11 @@ fn user_message(id: String, session_id: &str, turn_id: &str, text: &str, now: i6
 
 /// `POST /api/sessions`. Returns true when the session was created now.
 pub async fn create_session(
-    store: &dyn Store,
-    push: &dyn Push,
-    dispatch: &dyn Dispatch,
-    agent: &dyn Agent,
-    limiter: &RateLimiter,
+    ports: &Ports,
     owner: &str,
     req: CreateSessionRequest,
-) -> Result<(bool, SessionWithMessages), ServiceError> {
+) -> Result<Created<SessionWithMessages>, ServiceError> {
+    let store = &*ports.store;
     let id = match req.id {
         Some(id) => {
             validate::id("id", &id)?;
@@ -74,7 +102,8 @@ pub async fn create_session(
         .project_id
         .unwrap_or_else(|| validate::DEFAULT_PROJECT.to_string());
     validate::project_id(&project_id)?;
-    agent
+    ports
+        .agent
         .check_project(&project_id)
         .map_err(ServiceError::Invalid)?;
     let title = req.title.as_deref().map(validate::title).transpose()?;
@@ -84,7 +113,8 @@ pub async fn create_session(
     if let Some(rec) = store.get_session(&id).await? {
         return existing(store, owner, rec, &req.message.id).await;
     }
-    limiter
+    ports
+        .limiter
         .check(owner)
         .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
 
@@ -120,30 +150,27 @@ pub async fn create_session(
     }
     notify::to_owner(
         store,
-        push,
+        &*ports.push,
         owner,
         &ServerEvent::SessionCreated {
             session: summary.clone(),
         },
     )
     .await;
-    let session = start(store, push, dispatch, owner, summary, &turn).await;
-    Ok((
-        true,
-        SessionWithMessages {
-            session,
-            messages: vec![first],
-        },
-    ))
+    let session = start(ports, owner, summary, &turn).await;
+    Ok(Created::Created(SessionWithMessages {
+        session,
+        messages: vec![first],
+    }))
 }
 
 /// The same create again: the current state, or a conflict.
 async fn existing(
-    store: &dyn Store,
+    store: &dyn TurnStore,
     owner: &str,
     rec: SessionRecord,
     first_message_id: &str,
-) -> Result<(bool, SessionWithMessages), ServiceError> {
+) -> Result<Created<SessionWithMessages>, ServiceError> {
     if rec.owner != owner {
         return Err(ServiceError::Conflict("this session id is taken".into()));
     }
@@ -163,21 +190,16 @@ async fn existing(
             },
         )
         .await?;
-    Ok((
-        false,
-        SessionWithMessages {
-            session: rec.summary,
-            messages,
-        },
-    ))
+    Ok(Created::AlreadyExisted(SessionWithMessages {
+        session: rec.summary,
+        messages,
+    }))
 }
 
 /// Hands a turn to Dispatch. If it cannot start, the turn is closed as
 /// failed at once, so the session never stays running with nobody on it.
 async fn start(
-    store: &dyn Store,
-    push: &dyn Push,
-    dispatch: &dyn Dispatch,
+    ports: &Ports,
     owner: &str,
     session: SessionSummary,
     turn: &ActiveTurn,
@@ -187,13 +209,13 @@ async fn start(
         session_id: session.id.clone(),
         turn_id: turn.turn_id.clone(),
     };
-    let Err(e) = dispatch.dispatch(job).await else {
+    let Err(e) = ports.dispatch.dispatch(job).await else {
         return session;
     };
     tracing::error!(error = &e as &dyn std::error::Error, session = %session.id, "dispatch failed");
     let closed = close_turn(
-        store,
-        push,
+        &*ports.store,
+        &*ports.push,
         &session.id,
         turn,
         Vec::new(),
@@ -302,26 +324,22 @@ pub async fn reap_if_stale(
         .ok_or(ServiceError::NotFound)
 }
 
-/// `POST /api/sessions/{id}/messages`. Returns true when a turn started.
+/// `POST /api/sessions/{id}/messages`.
 pub async fn send_message(
-    store: &dyn Store,
-    push: &dyn Push,
-    dispatch: &dyn Dispatch,
+    ports: &Ports,
     owner: &str,
     session_id: &str,
     req: SendMessageRequest,
-) -> Result<(bool, SendMessageResponse), ServiceError> {
+) -> Result<Sent<SendMessageResponse>, ServiceError> {
+    let (store, push) = (&*ports.store, &*ports.push);
     let rec = owned(store, owner, session_id).await?;
     validate::id("id", &req.id)?;
     let text = validate::message_text(&req.text)?;
     if let Some(message) = store.find_message(session_id, &req.id).await? {
-        return Ok((
-            false,
-            SendMessageResponse {
-                message,
-                session: rec.summary,
-            },
-        ));
+        return Ok(Sent::AlreadyStored(SendMessageResponse {
+            message,
+            session: rec.summary,
+        }));
     }
     let rec = reap_if_stale(store, push, rec).await?;
     let now = now_ms();
@@ -336,16 +354,13 @@ pub async fn send_message(
         StartOutcome::Started { message, session } => {
             notify::message_created(store, push, session_id, message.clone()).await;
             notify::session_updated(store, push, owner, &session).await;
-            let session = start(store, push, dispatch, owner, session, &turn).await;
-            Ok((true, SendMessageResponse { message, session }))
+            let session = start(ports, owner, session, &turn).await;
+            Ok(Sent::Started(SendMessageResponse { message, session }))
         }
-        StartOutcome::Duplicate(message) => Ok((
-            false,
-            SendMessageResponse {
-                message,
-                session: rec.summary,
-            },
-        )),
+        StartOutcome::Duplicate(message) => Ok(Sent::AlreadyStored(SendMessageResponse {
+            message,
+            session: rec.summary,
+        })),
         StartOutcome::Running => Err(ServiceError::TurnRunning),
         StartOutcome::NotFound => Err(ServiceError::NotFound),
     }
@@ -385,25 +400,24 @@ async fn stop_and_wait(
     }
 }
 
-/// `POST /api/sessions/{id}/stop`. Returns true when a turn was running.
+/// `POST /api/sessions/{id}/stop`.
 pub async fn stop(
-    store: &dyn Store,
-    push: &dyn Push,
+    ports: &Ports,
     owner: &str,
     session_id: &str,
-) -> Result<(bool, SessionSummary), ServiceError> {
+) -> Result<Stopped<SessionSummary>, ServiceError> {
     validate::id("session id", session_id)?;
-    let (was_running, rec) = stop_and_wait(store, push, owner, session_id).await?;
-    Ok((was_running, rec.summary))
+    let (was_running, rec) = stop_and_wait(&*ports.store, &*ports.push, owner, session_id).await?;
+    Ok(if was_running {
+        Stopped::Stopped(rec.summary)
+    } else {
+        Stopped::WasIdle(rec.summary)
+    })
 }
 
 /// `DELETE /api/sessions/{id}`: stops a running turn first.
-pub async fn delete(
-    store: &dyn Store,
-    push: &dyn Push,
-    owner: &str,
-    session_id: &str,
-) -> Result<(), ServiceError> {
+pub async fn delete(ports: &Ports, owner: &str, session_id: &str) -> Result<(), ServiceError> {
+    let (store, push) = (&*ports.store, &*ports.push);
     owned(store, owner, session_id).await?;
     stop_and_wait(store, push, owner, session_id).await?;
     let version = store
@@ -425,8 +439,7 @@ pub async fn delete(
 
 /// `PATCH /api/sessions/{id}`
 pub async fn update(
-    store: &dyn Store,
-    push: &dyn Push,
+    ports: &Ports,
     owner: &str,
     session_id: &str,
     req: UpdateSessionRequest,
@@ -438,11 +451,17 @@ pub async fn update(
             "give a title or a permissionMode to change".into(),
         ));
     }
-    let session = store
-        .patch_session(owner, session_id, title, req.permission_mode, now_ms())
+    let patch = SessionPatch {
+        title: title.map(str::to_string),
+        permission_mode: req.permission_mode,
+        now_ms: now_ms(),
+    };
+    let session = ports
+        .store
+        .patch_session(owner, session_id, &patch)
         .await?
         .ok_or(ServiceError::NotFound)?;
-    notify::session_updated(store, push, owner, &session).await;
+    notify::session_updated(&*ports.store, &*ports.push, owner, &session).await;
     Ok(session)
 }
 
@@ -497,7 +516,7 @@ pub async fn messages(
 
 /// Every message of a session, oldest first.
 pub async fn all_messages(
-    store: &dyn Store,
+    store: &dyn TurnStore,
     session_id: &str,
 ) -> Result<Vec<Message>, ServiceError> {
     let mut out: Vec<Message> = Vec::new();
@@ -521,7 +540,7 @@ pub async fn all_messages(
 
 /// `GET /api/sessions`
 pub async fn list(
-    store: &dyn Store,
+    store: &dyn SessionStore,
     owner: &str,
     project_id: Option<String>,
     q: Option<String>,
@@ -568,7 +587,10 @@ fn decode_cursor(s: &str) -> Result<ListCursor, ServiceError> {
 }
 
 /// `GET /api/projects`
-pub async fn projects(store: &dyn Store, owner: &str) -> Result<ProjectsResponse, ServiceError> {
+pub async fn projects(
+    store: &dyn SessionStore,
+    owner: &str,
+) -> Result<ProjectsResponse, ServiceError> {
     Ok(ProjectsResponse {
         projects: store.list_projects(owner).await?,
     })

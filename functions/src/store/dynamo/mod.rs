@@ -15,12 +15,12 @@
 //! together with the message and its id guard, so under concurrent sends it
 //! can neither repeat nor skip: the loser of a race reads again and retries.
 
-use super::stats::AwsStats;
-use crate::ports::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
-    SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
-    apply_patch,
+use crate::aws::stats::AwsStats;
+use crate::domain::records::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
+    SessionQuery, SessionRecord, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
+use crate::ports::{ConnectionStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
 pub use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -31,11 +31,20 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update, WriteRequest,
 };
 use confab_protocol::Timestamp;
-use confab_protocol::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
+use confab_protocol::backoff::Backoff;
+use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Waits before a batch write sends again what DynamoDB left unprocessed.
+const UNPROCESSED_BACKOFF: Backoff = Backoff {
+    first: std::time::Duration::from_millis(20),
+    max: std::time::Duration::from_secs(1),
+    retries: MAX_ATTEMPTS as u32 - 1,
+    jitter: 0.5,
+};
 
 /// Connection and subscription rows live this long without a refresh
 /// (API Gateway closes a socket after 2 hours).
@@ -243,7 +252,10 @@ impl DynamoStore {
 
     /// A store on the tables `settings` names, with the SDK configured
     /// from the environment (or for the emulator it names).
-    pub async fn from_settings(settings: &super::AwsSettings, stats: Arc<AwsStats>) -> DynamoStore {
+    pub async fn from_settings(
+        settings: &crate::aws::AwsSettings,
+        stats: Arc<AwsStats>,
+    ) -> DynamoStore {
         let sdk = settings.sdk_config();
         DynamoStore::new(Client::new(&sdk), settings.tables.clone(), stats)
     }
@@ -613,11 +625,8 @@ impl DynamoStore {
                         .map_err(backend)
                 })
                 .collect::<Result<_, _>>()?;
-            let mut backoff = std::time::Duration::from_millis(20);
-            for _ in 0..MAX_ATTEMPTS {
-                if pending.is_empty() {
-                    break;
-                }
+            let mut retry = 0;
+            while !pending.is_empty() {
                 let pending_len = pending.len();
                 let out = self
                     .client
@@ -639,13 +648,14 @@ impl DynamoStore {
                     .and_then(|u| u.get(table))
                     .cloned()
                     .unwrap_or_default();
-                if !pending.is_empty() {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                if pending.is_empty() {
+                    break;
                 }
-            }
-            if !pending.is_empty() {
-                return Err(backend(Contention));
+                retry += 1;
+                let Some(wait) = UNPROCESSED_BACKOFF.delay(retry, rand::random()) else {
+                    return Err(backend(Contention));
+                };
+                tokio::time::sleep(wait).await;
             }
         }
         Ok(())
@@ -681,7 +691,7 @@ impl DynamoStore {
 }
 
 #[async_trait]
-impl Store for DynamoStore {
+impl SessionStore for DynamoStore {
     async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError> {
         let sm = &new.summary;
         let mut first = new.first.clone();
@@ -842,9 +852,7 @@ impl Store for DynamoStore {
         &self,
         owner: &str,
         id: &str,
-        title: Option<&str>,
-        permission_mode: Option<PermissionMode>,
-        now_ms: i64,
+        patch: &SessionPatch,
     ) -> Result<Option<SessionSummary>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(Loaded { mut record, rev }) =
@@ -853,7 +861,7 @@ impl Store for DynamoStore {
                 return Ok(None);
             };
             let sm = &mut record.summary;
-            apply_patch(sm, title, permission_mode, now_ms);
+            patch.apply(sm);
             let mut req = self
                 .client
                 .update_item()
@@ -950,7 +958,10 @@ impl Store for DynamoStore {
         }
         Err(backend(Contention))
     }
+}
 
+#[async_trait]
+impl TurnStore for DynamoStore {
     async fn messages(
         &self,
         session_id: &str,
@@ -1240,7 +1251,10 @@ impl Store for DynamoStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
         let out = self
             .client

@@ -1,11 +1,11 @@
 //! The REST API as one axum Router, served by lambda_http on AWS and by
 //! axum::serve locally.
 
-use crate::auth::{Auth, AuthError};
-use crate::domain::{export, sessions};
+use super::auth::{Auth, AuthError};
+use crate::domain::export;
+use crate::domain::sessions::{self, Created, Sent, Stopped};
 use crate::error::ServiceError;
-use crate::ports::{Agent, Dispatch, Push, Store};
-use crate::ratelimit::RateLimiter;
+use crate::ports::Ports;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
@@ -21,14 +21,10 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Everything the REST handlers reach.
+/// Everything the REST handlers reach: the ports, and who may call.
 pub struct ApiState {
-    pub store: Arc<dyn Store>,
-    pub push: Arc<dyn Push>,
-    pub dispatch: Arc<dyn Dispatch>,
-    pub limiter: RateLimiter,
+    pub ports: Ports,
     pub auth: Arc<Auth>,
-    pub agent: Arc<dyn Agent>,
 }
 
 type AppState = Arc<ApiState>;
@@ -210,8 +206,8 @@ async fn health() -> Json<Health> {
 async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
     Json(ConfigResponse {
         agent: AgentInfo {
-            provider: st.agent.provider().to_string(),
-            model: st.agent.model().to_string(),
+            provider: st.ports.agent.provider().to_string(),
+            model: st.ports.agent.model().to_string(),
         },
         auth: AuthInfo {
             mode: st.auth.mode().into(),
@@ -224,7 +220,7 @@ async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
 }
 
 async fn projects(State(st): State<AppState>, Caller(owner): Caller) -> ApiResult<Response> {
-    Ok(Json(sessions::projects(&*st.store, &owner).await?).into_response())
+    Ok(Json(sessions::projects(&*st.ports.store, &owner).await?).into_response())
 }
 
 async fn create(
@@ -232,27 +228,17 @@ async fn create(
     Caller(owner): Caller,
     Body64(req): Body64<CreateSessionRequest>,
 ) -> ApiResult<Response> {
-    let (created, body) = sessions::create_session(
-        &*st.store,
-        &*st.push,
-        &*st.dispatch,
-        &*st.agent,
-        &st.limiter,
-        &owner,
-        req,
+    Ok(
+        match sessions::create_session(&st.ports, &owner, req).await? {
+            Created::Created(body) => (StatusCode::CREATED, Json(body)).into_response(),
+            Created::AlreadyExisted(body) => (StatusCode::OK, Json(body)).into_response(),
+        },
     )
-    .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(body)).into_response())
 }
 
 async fn list(State(st): State<AppState>, Caller(owner): Caller, p: Params) -> ApiResult<Response> {
     let page = sessions::list(
-        &*st.store,
+        &*st.ports.store,
         &owner,
         p.text("projectId"),
         p.text("q"),
@@ -268,7 +254,7 @@ async fn detail(
     Caller(owner): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(sessions::detail(&*st.store, &owner, &id).await?).into_response())
+    Ok(Json(sessions::detail(&*st.ports.store, &owner, &id).await?).into_response())
 }
 
 async fn messages(
@@ -278,7 +264,7 @@ async fn messages(
     p: Params,
 ) -> ApiResult<Response> {
     let page = sessions::messages(
-        &*st.store,
+        &*st.ports.store,
         &owner,
         &id,
         p.number("afterSeq")?,
@@ -295,7 +281,7 @@ async fn update(
     Path(id): Path<String>,
     Body64(req): Body64<UpdateSessionRequest>,
 ) -> ApiResult<Response> {
-    let session = sessions::update(&*st.store, &*st.push, &owner, &id, req).await?;
+    let session = sessions::update(&st.ports, &owner, &id, req).await?;
     Ok(Json(SessionEnvelope { session }).into_response())
 }
 
@@ -304,7 +290,7 @@ async fn remove(
     Caller(owner): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    sessions::delete(&*st.store, &*st.push, &owner, &id).await?;
+    sessions::delete(&st.ports, &owner, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -314,14 +300,12 @@ async fn send(
     Path(id): Path<String>,
     Body64(req): Body64<SendMessageRequest>,
 ) -> ApiResult<Response> {
-    let (started, body) =
-        sessions::send_message(&*st.store, &*st.push, &*st.dispatch, &owner, &id, req).await?;
-    let status = if started {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(body)).into_response())
+    Ok(
+        match sessions::send_message(&st.ports, &owner, &id, req).await? {
+            Sent::Started(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+            Sent::AlreadyStored(body) => (StatusCode::OK, Json(body)).into_response(),
+        },
+    )
 }
 
 async fn stop(
@@ -329,11 +313,9 @@ async fn stop(
     Caller(owner): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (was_running, session) = sessions::stop(&*st.store, &*st.push, &owner, &id).await?;
-    let status = if was_running {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
+    let (status, session) = match sessions::stop(&st.ports, &owner, &id).await? {
+        Stopped::Stopped(session) => (StatusCode::ACCEPTED, session),
+        Stopped::WasIdle(session) => (StatusCode::OK, session),
     };
     Ok((status, Json(SessionEnvelope { session })).into_response())
 }
@@ -350,7 +332,7 @@ async fn export_session(
             "format must be md or json".into(),
         )));
     }
-    let (session, messages) = sessions::export(&*st.store, &owner, &id).await?;
+    let (session, messages) = sessions::export(&*st.ports.store, &owner, &id).await?;
     let (body, content_type) = if format == "md" {
         (
             export::markdown(&session, &messages),

@@ -2,24 +2,20 @@
 //! `$connect`, `$disconnect`, and the route for every client frame. Answers
 //! go out through `Push`, never as a return value, exactly as on AWS.
 
-use crate::auth::Auth;
-use crate::clock::{new_id, now, now_ms};
-use crate::domain::frames::{encode, trim_live};
+use super::auth::Auth;
+use crate::clock::{now, now_ms};
 use crate::domain::notify::to_connection;
-use crate::domain::sessions::reap_if_stale;
+use crate::domain::subscriptions::subscribe;
 use crate::error::ServiceError;
-use crate::ports::{MessageRange, Push, Store, SubscribeOutcome};
+use crate::ports::{ConnectionStore, Push, Store};
 use confab_protocol::rest::ErrorCode;
-use confab_protocol::socket::{MAX_SERVER_FRAME_BYTES, MAX_SUBSCRIPTIONS, parse_client_frame};
+use confab_protocol::socket::parse_client_frame;
 use confab_protocol::{ClientFrame, ServerEvent, validate};
-
-/// Messages a `subscribed` frame carries at most.
-const SUBSCRIBE_PAGE: usize = validate::MAX_PAGE;
 
 /// `$connect`: checks the token and stores the connection with its owner.
 /// Nothing may be sent to the connection yet.
 pub async fn connect(
-    store: &dyn Store,
+    store: &dyn ConnectionStore,
     auth: &Auth,
     connection_id: &str,
     token: Option<&str>,
@@ -34,7 +30,10 @@ pub async fn connect(
 }
 
 /// `$disconnect`: forgets the connection and its subscriptions.
-pub async fn disconnect(store: &dyn Store, connection_id: &str) -> Result<(), ServiceError> {
+pub async fn disconnect(
+    store: &dyn ConnectionStore,
+    connection_id: &str,
+) -> Result<(), ServiceError> {
     store.delete_connection(connection_id).await?;
     Ok(())
 }
@@ -132,97 +131,6 @@ async fn handle(
                 .await
                 .map(Some)
                 .map_err(|e| Refusal::Service(e, sid))
-        }
-    }
-}
-
-async fn subscribe(
-    store: &dyn Store,
-    push: &dyn Push,
-    connection_id: &str,
-    owner: &str,
-    session_id: &str,
-    after_seq: u64,
-) -> Result<ServerEvent, ServiceError> {
-    validate::id("sessionId", session_id)?;
-    let rec = match store.get_session(session_id).await? {
-        Some(r) if r.owner == owner => r,
-        _ => return Err(ServiceError::NotFound),
-    };
-    reap_if_stale(store, push, rec).await?;
-    // Subscribe first, then read: whatever is stored after this read reaches
-    // the connection as an event, so nothing falls between the two.
-    match store
-        .subscribe(connection_id, session_id, &new_id(), MAX_SUBSCRIPTIONS)
-        .await?
-    {
-        SubscribeOutcome::Subscribed => {}
-        SubscribeOutcome::NotFound => return Err(ServiceError::NotFound),
-        SubscribeOutcome::TooMany => {
-            return Err(ServiceError::Invalid(format!(
-                "a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"
-            )));
-        }
-    }
-    let rec = store
-        .get_session(session_id)
-        .await?
-        .ok_or(ServiceError::NotFound)?;
-    let (messages, has_more) = store
-        .messages(
-            session_id,
-            MessageRange::After {
-                seq: after_seq,
-                limit: SUBSCRIBE_PAGE,
-            },
-        )
-        .await?;
-    let live = rec.turn.and_then(|t| t.live);
-    Ok(fit_subscribed(
-        session_id,
-        rec.summary,
-        messages,
-        has_more,
-        live,
-    ))
-}
-
-/// A `subscribed` frame within the frame limit: fewer messages (the client
-/// subscribes again from where it got to) and a shorter in-flight reply (the
-/// runner sends the whole one next) when needed. A single message larger than
-/// a frame still goes whole.
-fn fit_subscribed(
-    session_id: &str,
-    session: confab_protocol::SessionSummary,
-    mut messages: Vec<confab_protocol::Message>,
-    mut has_more: bool,
-    mut live: Option<confab_protocol::LiveReply>,
-) -> ServerEvent {
-    loop {
-        let event = ServerEvent::Subscribed {
-            session_id: session_id.to_string(),
-            session: session.clone(),
-            messages: messages.clone(),
-            has_more,
-            live: live.clone(),
-        };
-        let size = encode(&event).len();
-        if size <= MAX_SERVER_FRAME_BYTES {
-            return event;
-        }
-        if messages.len() > 1 {
-            let keep = messages.len() / 2;
-            messages.truncate(keep);
-            has_more = true;
-        } else if let Some(l) = &live {
-            let over = size - MAX_SERVER_FRAME_BYTES;
-            let have = serde_json::to_vec(l).map(|v| v.len()).unwrap_or(0);
-            live = trim_live(l, have.saturating_sub(over + 64));
-            if live.as_ref().is_some_and(|l| l.content.is_empty()) || have <= over {
-                live = None;
-            }
-        } else {
-            return event;
         }
     }
 }

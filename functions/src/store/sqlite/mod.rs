@@ -2,53 +2,20 @@
 //! must be atomic is one transaction; seq numbers are given inside it, so they
 //! can neither skip nor repeat.
 
-use async_trait::async_trait;
-use confab_functions::ports::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionQuery,
-    SessionRecord, StartOutcome, Store, StoreError, SubscribeOutcome, Subscriber, TurnEnd,
-    apply_patch,
+use crate::domain::records::{
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
+    SessionQuery, SessionRecord, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
+use crate::ports::{ConnectionStore, SessionStore, StoreError, TurnStore};
+use async_trait::async_trait;
 use confab_protocol::Timestamp;
-use confab_protocol::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
+use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS sessions (
-    id           TEXT PRIMARY KEY,
-    owner        TEXT NOT NULL,
-    project_id   TEXT NOT NULL,
-    activity_ms  INTEGER NOT NULL,
-    title_lc     TEXT NOT NULL,
-    first_lc     TEXT NOT NULL,
-    summary      TEXT NOT NULL,
-    turn         TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions(owner, activity_ms DESC, id DESC);
-CREATE INDEX IF NOT EXISTS sessions_running ON sessions(id) WHERE turn IS NOT NULL;
-CREATE TABLE IF NOT EXISTS messages (
-    session_id   TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    id           TEXT NOT NULL,
-    body         TEXT NOT NULL,
-    PRIMARY KEY (session_id, seq),
-    UNIQUE (session_id, id)
-);
-CREATE TABLE IF NOT EXISTS connections (
-    id           TEXT PRIMARY KEY,
-    owner        TEXT NOT NULL,
-    connected_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS connections_by_owner ON connections(owner);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    connection_id TEXT NOT NULL,
-    session_id    TEXT NOT NULL,
-    token         TEXT NOT NULL,
-    PRIMARY KEY (connection_id, session_id)
-);
-CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions(session_id);
-"#;
+mod schema;
+pub use schema::{SCHEMA_VERSION, SchemaError};
 
 /// Counts of what the store was asked, for benchmarks.
 #[derive(Debug, Default)]
@@ -81,10 +48,11 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `confab.db` in `dir`.
+    /// Opens (or creates) `confab.db` in `dir`, bringing its schema up to
+    /// [`SCHEMA_VERSION`] first.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
-        let conn = Connection::open(dir.join("confab.db")).map_err(db)?;
+        let mut conn = Connection::open(dir.join("confab.db")).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -92,7 +60,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        schema::migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             counters: Arc::default(),
@@ -230,7 +198,7 @@ fn collect_messages(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl SessionStore for SqliteStore {
     async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError> {
         let new = new.clone();
         self.write(move |tx| {
@@ -340,16 +308,14 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         id: &str,
-        title: Option<&str>,
-        permission_mode: Option<PermissionMode>,
-        now_ms: i64,
+        patch: &SessionPatch,
     ) -> Result<Option<SessionSummary>, StoreError> {
-        let (owner, id, title) = (owner.to_string(), id.to_string(), title.map(str::to_string));
+        let (owner, id, patch) = (owner.to_string(), id.to_string(), patch.clone());
         self.write(move |tx| {
             let Some(mut rec) = load_session(tx, &id)?.filter(|r| r.owner == owner) else {
                 return Ok(None);
             };
-            apply_patch(&mut rec.summary, title.as_deref(), permission_mode, now_ms);
+            patch.apply(&mut rec.summary);
             save_session(tx, &rec.summary, rec.turn.as_ref())?;
             Ok(Some(rec.summary))
         })
@@ -372,7 +338,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl TurnStore for SqliteStore {
     async fn messages(
         &self,
         session_id: &str,
@@ -564,7 +533,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ConnectionStore for SqliteStore {
     async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
         self.write(move |tx| {

@@ -1,0 +1,218 @@
+//! What the store keeps about sessions and turns, and the rules that change
+//! it. Both stores apply these rules inside their own atomic writes, so the
+//! rules are written once, here.
+
+use confab_protocol::model::{
+    LastTurn, LiveReply, Message, PermissionMode, SessionStatus, SessionSummary, Usage,
+};
+use serde::{Deserialize, Serialize};
+
+/// The turn a session is running, kept on the session's record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveTurn {
+    pub turn_id: String,
+    /// The id the assistant's reply will be stored under.
+    pub reply_id: String,
+    pub started_ms: i64,
+    /// Last sign of life from the runner (start or checkpoint).
+    pub heartbeat_ms: i64,
+    pub stop_requested: bool,
+    /// The in-flight reply at the last checkpoint.
+    pub live: Option<LiveReply>,
+}
+
+impl ActiveTurn {
+    /// A turn starting now, with fresh ids for it and its reply.
+    pub fn new(now_ms: i64) -> ActiveTurn {
+        ActiveTurn {
+            turn_id: crate::clock::new_id(),
+            reply_id: crate::clock::new_id(),
+            started_ms: now_ms,
+            heartbeat_ms: now_ms,
+            stop_requested: false,
+            live: None,
+        }
+    }
+}
+
+/// A session as stored: its owner, its summary and the turn it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub owner: String,
+    pub summary: SessionSummary,
+    pub turn: Option<ActiveTurn>,
+}
+
+/// Which messages of a session to read. Pages are returned oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageRange {
+    /// The newest `limit`; `has_more` says older ones exist.
+    Latest { limit: usize },
+    /// Seq > `seq`, the oldest `limit` of them; `has_more` says newer exist.
+    After { seq: u64, limit: usize },
+    /// Seq < `seq`, the newest `limit` of them; `has_more` says older exist.
+    Before { seq: u64, limit: usize },
+}
+
+/// Filters of an owner's session list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionQuery {
+    pub project_id: Option<String>,
+    /// Lowercased search text, matched against title and first message.
+    pub text: Option<String>,
+    pub limit: usize,
+    pub after: Option<ListCursor>,
+}
+
+/// Where a page of the session list ends: newest activity first, ties by id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListCursor {
+    #[serde(rename = "t")]
+    pub activity_ms: i64,
+    #[serde(rename = "i")]
+    pub id: String,
+}
+
+impl ListCursor {
+    /// Cuts `rows` (up to one more than `limit`, newest first) to a page and
+    /// returns where the next page starts, if there is one.
+    pub fn page(rows: &mut Vec<SessionSummary>, limit: usize) -> Option<ListCursor> {
+        if rows.len() <= limit {
+            return None;
+        }
+        rows.truncate(limit);
+        rows.last().map(|s| ListCursor {
+            activity_ms: s.last_message_at.millis(),
+            id: s.id.clone(),
+        })
+    }
+}
+
+/// A new session with its first message and the turn it starts.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub owner: String,
+    pub summary: SessionSummary,
+    /// The first user message; the store gives it seq 1.
+    pub first: Message,
+    pub turn: ActiveTurn,
+}
+
+// Short-lived return values: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    /// A session with this id exists already (maybe another owner's).
+    Exists(SessionRecord),
+}
+
+/// A rename or a change of permission mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPatch {
+    pub title: Option<String>,
+    pub permission_mode: Option<PermissionMode>,
+    pub now_ms: i64,
+}
+
+impl SessionPatch {
+    /// The summary once patched: a new version.
+    pub fn apply(&self, s: &mut SessionSummary) {
+        if let Some(t) = &self.title {
+            s.title = t.clone();
+        }
+        if let Some(p) = self.permission_mode {
+            s.permission_mode = p;
+        }
+        s.updated_at = confab_protocol::Timestamp::from_millis(self.now_ms);
+        s.version += 1;
+    }
+}
+
+/// A user message that starts a turn.
+#[derive(Clone, Debug)]
+pub struct NewTurn {
+    /// Seq is given by the store.
+    pub message: Message,
+    pub turn: ActiveTurn,
+    pub permission_mode: Option<PermissionMode>,
+    pub now_ms: i64,
+}
+
+impl NewTurn {
+    /// The message as stored with `seq`, and the summary once the turn runs.
+    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
+        let mut message = self.message.clone();
+        message.seq = seq;
+        s.message_count = seq;
+        s.status = SessionStatus::Running;
+        if let Some(p) = self.permission_mode {
+            s.permission_mode = p;
+        }
+        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
+        s.updated_at = s.last_message_at;
+        s.version += 1;
+        message
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartOutcome {
+    Started {
+        message: Message,
+        session: SessionSummary,
+    },
+    /// This message id is stored already.
+    Duplicate(Message),
+    /// Another turn runs.
+    Running,
+    NotFound,
+}
+
+/// How a turn ends.
+#[derive(Clone, Debug)]
+pub struct TurnEnd {
+    /// The assistant's reply; the store gives it the next seq.
+    pub reply: Message,
+    pub last_turn: LastTurn,
+    pub usage: Usage,
+    pub agent_session_id: Option<String>,
+    pub now_ms: i64,
+}
+
+impl TurnEnd {
+    /// The reply as stored with `seq`, and the summary once the turn ended.
+    pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
+        let mut reply = self.reply.clone();
+        reply.seq = seq;
+        s.message_count = seq;
+        s.status = SessionStatus::Idle;
+        s.usage = s.usage.plus(self.usage);
+        s.last_turn = Some(self.last_turn.clone());
+        if let Some(a) = &self.agent_session_id {
+            s.agent_session_id = Some(a.clone());
+        }
+        s.last_message_at = confab_protocol::Timestamp::from_millis(self.now_ms);
+        s.updated_at = s.last_message_at;
+        s.version += 1;
+        reply
+    }
+}
+
+/// A connection subscribed to a session. `token` changes with every
+/// subscribe, so a runner knows to send a fresh snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    pub connection_id: String,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    Subscribed,
+    TooMany,
+    /// The session does not exist (any more) for the connection's owner.
+    NotFound,
+}
