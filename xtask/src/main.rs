@@ -50,18 +50,43 @@ fn root() -> PathBuf {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // A CI run starts from nothing and never builds again: incremental
+    // caches would only cost it time and disk.
+    if std::env::var_os("CI").is_some() && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
+    cmd
 }
 
-/// Runs a command, failing with its name when it fails.
+/// Runs a command, failing with its name when it fails; says how long it took.
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     eprintln!("xtask: {shown}");
+    let started = std::time::Instant::now();
     let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    eprintln!(
+        "xtask: {:.0} s for {}",
+        started.elapsed().as_secs_f64(),
+        cmd.get_program().to_string_lossy()
+    );
     if !status.success() {
         bail!("{shown} failed with {status}");
     }
     Ok(())
+}
+
+/// `cargo install` of a tool with a cheap release profile: the tools' own
+/// fat-LTO profiles cost a fresh machine about ten minutes more, for
+/// programs that run for seconds.
+fn cargo_install(args: &[&str]) -> Result<()> {
+    run(cargo()
+        .arg("install")
+        .args(args)
+        .env("CARGO_PROFILE_RELEASE_LTO", "off")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false"))
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
@@ -125,10 +150,10 @@ fn ensure_web_tools() -> Result<()> {
     let wanted = wasm_bindgen_version()?;
     if tool_version("wasm-bindgen").is_none_or(|v| !v.ends_with(&wanted)) {
         // Not --locked: its lockfile names a crate version this registry lacks.
-        run(cargo().args(["install", "wasm-bindgen-cli", "--version", &wanted]))?;
+        cargo_install(&["wasm-bindgen-cli", "--version", &wanted])?;
     }
     if tool_version("trunk").is_none_or(|v| !v.ends_with("0.21.14")) {
-        run(cargo().args(["install", "trunk", "--version", "0.21.14", "--locked"]))?;
+        cargo_install(&["trunk", "--version", "0.21.14", "--locked"])?;
     }
     Ok(())
 }
@@ -321,9 +346,9 @@ fn dev(extra: &[String]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    let started = std::time::Instant::now();
     ensure_component("rustfmt", &["fmt", "--version"])?;
     ensure_component("clippy", &["clippy", "--version"])?;
-    ensure_target("wasm32-unknown-unknown")?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -333,27 +358,15 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The protocol crate is shared with the browser: it must build for wasm32.
-    run(cargo().args([
-        "build",
-        "-p",
-        "confab-protocol",
-        "--target",
-        "wasm32-unknown-unknown",
-    ]))?;
+    // Every binary and test once, with the features the tests run with: the
+    // end-to-end tests start `confab` (with the AWS adapters, which the test
+    // crate's dev-dependency turns on), so `cargo test` below builds nothing
+    // again.
+    run(cargo().args(["build", "--workspace", "--bins", "--tests"]))?;
     let aws = ensure_aws_tools()?;
     run(Command::new(aws.join("cfn-lint")).arg("infra/template.yaml"))?;
-    // The end-to-end tests start this binary; the browser tests also need
-    // the built web app and a browser.
-    run(cargo().args([
-        "build",
-        "-p",
-        "confab-local",
-        "--features",
-        "aws",
-        "--bin",
-        "confab",
-    ]))?;
+    // The web app, and with it the protocol crate for wasm32 (it is shared
+    // with the browser, so it must build there).
     build_web()?;
     ensure_browser()?;
     run(cargo()
@@ -374,6 +387,10 @@ fn test() -> Result<()> {
         ])
         .env("CONFAB_TEST_AWS", "1"))?;
     build_lambdas(&aws)?;
+    eprintln!(
+        "xtask: test passed in {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     Ok(())
 }
 
