@@ -30,12 +30,26 @@ pub enum ClientFrame {
     Ping,
 }
 
-/// Serialized by serde's derive; deserialized by hand (below), because the
-/// derived reader of an internally tagged enum is the largest function of
-/// the web app.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type")]
-pub enum ServerEvent {
+/// Defines `ServerEvent` and, for tests only, the same enum with serde's
+/// derived reader, which the hand-written reader must agree with.
+macro_rules! server_event {
+    ($($variants:tt)*) => {
+        /// Serialized by serde's derive; deserialized by hand (below), because
+        /// the derived reader of an internally tagged enum is the largest
+        /// function of the web app.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[serde(tag = "type")]
+        pub enum ServerEvent { $($variants)* }
+
+        /// `ServerEvent` with serde's derived reader (tests only).
+        #[cfg(test)]
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        enum DerivedServerEvent { $($variants)* }
+    };
+}
+
+server_event! {
     #[serde(rename = "ready", rename_all = "camelCase")]
     Ready {
         connection_id: String,
@@ -284,3 +298,209 @@ impl std::fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        LastTurn, MessageStatus, PermissionMode, Role, SessionStatus, TurnOutcome, Usage,
+    };
+    use serde_json::{Value, json};
+
+    fn summary() -> SessionSummary {
+        SessionSummary {
+            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".into(),
+            project_id: "default".into(),
+            title: "Hello".into(),
+            status: SessionStatus::Running,
+            permission_mode: PermissionMode::AcceptEdits,
+            created_at: Timestamp::from_millis(1_795_000_000_000),
+            updated_at: Timestamp::from_millis(1_795_000_000_001),
+            last_message_at: Timestamp::from_millis(1_795_000_000_002),
+            message_count: 1,
+            usage: Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+            },
+            first_message_preview: "hi".into(),
+            last_turn: Some(LastTurn {
+                id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f73".into(),
+                outcome: TurnOutcome::Failed,
+                error: Some("x".into()),
+            }),
+            agent_session_id: None,
+            version: 7,
+        }
+    }
+
+    fn message() -> Message {
+        Message {
+            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".into(),
+            session_id: summary().id,
+            seq: 2,
+            role: Role::Assistant,
+            turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".into(),
+            created_at: Timestamp::from_millis(1_795_000_000_000),
+            content: vec![
+                Block::text("a"),
+                Block::ToolUse {
+                    id: "tu1".into(),
+                    name: "bash".into(),
+                    input: json!({"cmd": ["ls", 1, null]}),
+                },
+            ],
+            status: MessageStatus::Stopped,
+            error: None,
+            usage: Some(Usage::default()),
+        }
+    }
+
+    /// The `type` of each variant. There is no wildcard: a new variant does
+    /// not compile until it is named here, and then [`samples`] must carry
+    /// one of it for the test below to pass.
+    fn kind(e: &ServerEvent) -> &'static str {
+        match e {
+            ServerEvent::Ready { .. } => "ready",
+            ServerEvent::Subscribed { .. } => "subscribed",
+            ServerEvent::Unsubscribed { .. } => "unsubscribed",
+            ServerEvent::Pong => "pong",
+            ServerEvent::Error { .. } => "error",
+            ServerEvent::SessionCreated { .. } => "session.created",
+            ServerEvent::SessionUpdated { .. } => "session.updated",
+            ServerEvent::SessionDeleted { .. } => "session.deleted",
+            ServerEvent::MessageCreated { .. } => "message.created",
+            ServerEvent::MessageSnapshot { .. } => "message.snapshot",
+            ServerEvent::MessageDelta { .. } => "message.delta",
+            ServerEvent::MessageBlock { .. } => "message.block",
+        }
+    }
+
+    fn samples() -> Vec<ServerEvent> {
+        let sid = summary().id;
+        let live = LiveReply {
+            message_id: message().id,
+            turn_id: message().turn_id,
+            content: vec![Block::text("x")],
+        };
+        vec![
+            ServerEvent::Ready {
+                connection_id: "c".into(),
+                server_time: Timestamp::from_millis(0),
+            },
+            ServerEvent::Subscribed {
+                session_id: sid.clone(),
+                session: summary(),
+                messages: vec![message()],
+                has_more: true,
+                live: Some(live.clone()),
+            },
+            ServerEvent::Unsubscribed {
+                session_id: sid.clone(),
+            },
+            ServerEvent::Pong,
+            ServerEvent::Error {
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+                session_id: Some(sid.clone()),
+            },
+            ServerEvent::SessionCreated { session: summary() },
+            ServerEvent::SessionUpdated { session: summary() },
+            ServerEvent::SessionDeleted {
+                session_id: sid.clone(),
+                version: 9,
+            },
+            ServerEvent::MessageCreated {
+                session_id: sid.clone(),
+                message: message(),
+            },
+            ServerEvent::MessageSnapshot {
+                session_id: sid.clone(),
+                message_id: live.message_id.clone(),
+                turn_id: live.turn_id.clone(),
+                content: live.content.clone(),
+            },
+            ServerEvent::MessageDelta {
+                session_id: sid.clone(),
+                message_id: live.message_id.clone(),
+                block: 0,
+                offset: 3,
+                text: "é".into(),
+            },
+            ServerEvent::MessageBlock {
+                session_id: sid,
+                message_id: live.message_id,
+                index: 1,
+                block: Block::text(""),
+            },
+        ]
+    }
+
+    /// What a reader makes of `v`, written back as JSON (None: refused).
+    fn hand(v: &Value) -> Option<Value> {
+        serde_json::from_value::<ServerEvent>(v.clone())
+            .ok()
+            .map(|e| serde_json::to_value(e).unwrap())
+    }
+
+    fn derived(v: &Value) -> Option<Value> {
+        serde_json::from_value::<DerivedServerEvent>(v.clone())
+            .ok()
+            .map(|e| serde_json::to_value(e).unwrap())
+    }
+
+    #[test]
+    fn every_event_is_read_by_hand_as_serde_would_read_it() {
+        let samples = samples();
+        let mut kinds: Vec<&str> = samples.iter().map(kind).collect();
+        kinds.sort_unstable();
+        let mut known = SERVER_EVENT_TYPES.to_vec();
+        known.sort_unstable();
+        assert_eq!(
+            kinds, known,
+            "one sample of every event, each known to the reader"
+        );
+        for e in samples {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["type"], kind(&e), "the wire type of {e:?}");
+            let back: ServerEvent = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(back, e, "the hand-written reader loses nothing");
+            assert_eq!(derived(&v), Some(v.clone()), "serde's reader takes it too");
+            // Damaged frames: both readers take or refuse each the same way.
+            let Value::Object(fields) = &v else {
+                unreachable!("an event is an object")
+            };
+            for k in fields.keys().filter(|k| *k != "type") {
+                let mut without = fields.clone();
+                without.remove(k);
+                let without = Value::Object(without);
+                assert_eq!(
+                    hand(&without),
+                    derived(&without),
+                    "{} without {k}",
+                    kind(&e)
+                );
+                let mut wrong = fields.clone();
+                wrong.insert(k.clone(), json!({"not": "this"}));
+                let wrong = Value::Object(wrong);
+                assert_eq!(
+                    hand(&wrong),
+                    derived(&wrong),
+                    "{} with a wrong {k}",
+                    kind(&e)
+                );
+            }
+            let mut extra = fields.clone();
+            extra.insert("later".into(), json!(1));
+            let extra = Value::Object(extra);
+            assert_eq!(
+                hand(&extra),
+                derived(&extra),
+                "{} with an unknown field",
+                kind(&e)
+            );
+        }
+        let unknown = json!({"type": "session.exploded"});
+        assert_eq!(hand(&unknown), None);
+        assert_eq!(derived(&unknown), None);
+    }
+}

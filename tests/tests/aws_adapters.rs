@@ -103,7 +103,9 @@ async fn scripted_management_api(
     use axum::response::IntoResponse;
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let answers = Arc::new(std::sync::Mutex::new(
-        answers.into_iter().collect::<std::collections::VecDeque<_>>(),
+        answers
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>(),
     ));
     let (h, a) = (hits.clone(), answers.clone());
     let app = axum::Router::new().route(
@@ -116,7 +118,10 @@ async fn scripted_management_api(
                     None => StatusCode::OK.into_response(),
                     Some((status, kind)) => (
                         StatusCode::from_u16(status).unwrap(),
-                        [("x-amzn-errortype", kind), ("content-type", "application/json")],
+                        [
+                            ("x-amzn-errortype", kind),
+                            ("content-type", "application/json"),
+                        ],
                         format!(r#"{{"message":"{kind}"}}"#),
                     )
                         .into_response(),
@@ -137,9 +142,15 @@ async fn push_retries_throttling_and_server_errors_a_bounded_number_of_times() {
     let push = |base: &str| ApiGatewayPush::new(&sdk, base, Arc::new(AwsStats::default()));
 
     // Throttled, then a 5xx, then delivered: the frame arrives.
-    let (base, hits) =
-        scripted_management_api(vec![(429, "LimitExceededException"), (500, "InternalServerErrorException")]).await;
-    push(&base).post("c1", frame()).await.expect("delivered on the third attempt");
+    let (base, hits) = scripted_management_api(vec![
+        (429, "LimitExceededException"),
+        (500, "InternalServerErrorException"),
+    ])
+    .await;
+    push(&base)
+        .post("c1", frame())
+        .await
+        .expect("delivered on the third attempt");
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 
     // Throttled every time: three attempts, then a failure (not Gone).
@@ -152,7 +163,10 @@ async fn push_retries_throttling_and_server_errors_a_bounded_number_of_times() {
 
     // Gone is final at once; so is a refusal.
     let (base, hits) = scripted_management_api(vec![(410, "GoneException")]).await;
-    assert!(matches!(push(&base).post("c1", frame()).await, Err(PushError::Gone)));
+    assert!(matches!(
+        push(&base).post("c1", frame()).await,
+        Err(PushError::Gone)
+    ));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let (base, hits) = scripted_management_api(vec![(403, "ForbiddenException")]).await;
     assert!(matches!(

@@ -372,26 +372,55 @@ fn test() -> Result<()> {
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .env("PATH", aws_path(&aws)?))?;
-    // The end-to-end suites again, in emulated-AWS mode.
-    run(cargo()
-        .args([
-            "test",
-            "-p",
-            "confab-tests",
-            "--test",
-            "e2e_turns",
-            "--test",
-            "e2e_safety",
-            "--test",
-            "e2e_agents",
-        ])
-        .env("CONFAB_TEST_AWS", "1"))?;
+    // The end-to-end suites again, in emulated-AWS mode: the executables
+    // just built, run as they are (a narrower `cargo test` would resolve
+    // other features and compile most of the workspace again).
+    for exe in test_executables(&["e2e_turns", "e2e_safety", "e2e_agents"])? {
+        run(Command::new(exe)
+            .current_dir("tests")
+            .env("CONFAB_TEST_AWS", "1"))?;
+    }
     build_lambdas(&aws)?;
     eprintln!(
         "xtask: test passed in {:.1} min",
         started.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
+}
+
+/// The executables of the named integration tests, as `cargo test
+/// --workspace` builds them (it builds nothing when they are up to date).
+fn test_executables(names: &[&str]) -> Result<Vec<PathBuf>> {
+    let out = cargo()
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("asking cargo for the test executables")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run failed with {}", out.status);
+    }
+    let mut found = Vec::new();
+    for line in out.stdout.split(|b| *b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, true, Some(exe)) =
+            (is_test, names.contains(&name), msg["executable"].as_str())
+        {
+            found.push(PathBuf::from(exe));
+        }
+    }
+    if found.len() != names.len() {
+        bail!(
+            "cargo built {} of the test executables {names:?}",
+            found.len()
+        );
+    }
+    Ok(found)
 }
 
 fn bench() -> Result<()> {
