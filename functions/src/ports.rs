@@ -14,6 +14,7 @@ use bytes::Bytes;
 use confab_protocol::model::{
     Block, LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary, Usage,
 };
+use confab_protocol::{ProjectId, SessionId, TurnId};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -115,7 +116,7 @@ pub trait TurnStore: Send + Sync + 'static {
         end: &TurnEnd,
     ) -> Result<Option<(Message, SessionSummary)>, StoreError>;
     /// Every session with a running turn: (owner, session id, turn).
-    async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError>;
+    async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError>;
 }
 
 /// Socket connections and what they subscribe to.
@@ -167,8 +168,8 @@ pub trait Push: Send + Sync + 'static {
 #[serde(rename_all = "camelCase")]
 pub struct TurnJob {
     pub owner: String,
-    pub session_id: String,
-    pub turn_id: String,
+    pub session_id: SessionId,
+    pub turn_id: TurnId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,8 +185,8 @@ pub trait Dispatch: Send + Sync + 'static {
 /// What an agent is asked.
 #[derive(Clone, Debug)]
 pub struct AgentRequest {
-    pub session_id: String,
-    pub project_id: String,
+    pub session_id: SessionId,
+    pub project_id: ProjectId,
     /// The conversation so far, oldest first, ending with the new user message.
     pub history: Vec<Message>,
     pub permission_mode: PermissionMode,

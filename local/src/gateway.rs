@@ -14,6 +14,7 @@ use base64::Engine as _;
 use confab_functions::api::auth::Auth;
 use confab_functions::api::socket;
 use confab_functions::ports::{Push, Store};
+use confab_protocol::ConnectionId;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -147,9 +148,11 @@ async fn no_web_app() -> Html<&'static str> {
     ))
 }
 
-fn new_connection_id() -> String {
+/// A fresh connection id in API Gateway's form: 16 base64 characters.
+fn new_connection_id() -> ConnectionId {
     let bytes = uuid::Uuid::now_v7().into_bytes();
-    base64::engine::general_purpose::URL_SAFE.encode(&bytes[6..])
+    ConnectionId::parse(base64::engine::general_purpose::URL_SAFE.encode(&bytes[6..]))
+        .expect("URL-safe base64 is a valid connection id")
 }
 
 async fn upgrade(
@@ -197,7 +200,7 @@ async fn upgrade(
 
 async fn serve_socket(
     gw: Arc<Gateway>,
-    id: String,
+    id: ConnectionId,
     socket: WebSocket,
     mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
 ) {

@@ -4,12 +4,14 @@
 
 pub mod backoff;
 pub mod client;
+pub mod ids;
 pub mod model;
 pub mod rest;
 pub mod socket;
 pub mod time;
 pub mod validate;
 
+pub use ids::{ConnectionId, MessageId, MessageText, ProjectId, SessionId, TurnId};
 pub use model::{
     Block, LastTurn, LiveReply, Message, MessageStatus, PermissionMode, Role, SessionStatus,
     SessionSummary, TurnOutcome, Usage,

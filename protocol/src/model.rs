@@ -1,5 +1,6 @@
 //! The objects of the contract: session summaries, messages and their blocks.
 
+use crate::ids::{MessageId, ProjectId, SessionId, TurnId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,7 @@ impl TurnOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastTurn {
-    pub id: String,
+    pub id: TurnId,
     pub outcome: TurnOutcome,
     pub error: Option<String>,
 }
@@ -89,8 +90,8 @@ pub struct LastTurn {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
-    pub id: String,
-    pub project_id: String,
+    pub id: SessionId,
+    pub project_id: ProjectId,
     pub title: String,
     pub status: SessionStatus,
     pub permission_mode: PermissionMode,
@@ -159,11 +160,11 @@ impl Block {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
-    pub id: String,
-    pub session_id: String,
+    pub id: MessageId,
+    pub session_id: SessionId,
     pub seq: u64,
     pub role: Role,
-    pub turn_id: String,
+    pub turn_id: TurnId,
     pub created_at: Timestamp,
     pub content: Vec<Block>,
     pub status: MessageStatus,
@@ -191,8 +192,8 @@ impl Message {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveReply {
-    pub message_id: String,
-    pub turn_id: String,
+    pub message_id: MessageId,
+    pub turn_id: TurnId,
     pub content: Vec<Block>,
 }
 
@@ -200,8 +201,8 @@ pub struct LiveReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectSummary {
-    pub id: String,
+    pub id: ProjectId,
     pub session_count: u64,
-    pub last_session_id: String,
+    pub last_session_id: SessionId,
     pub last_activity_at: Timestamp,
 }

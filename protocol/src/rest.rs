@@ -1,5 +1,6 @@
 //! Request and response bodies of the REST API (`/api`).
 
+use crate::ids::{MessageId, MessageText, ProjectId, SessionId};
 use crate::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewMessage {
-    pub id: String,
-    pub text: String,
+    pub id: MessageId,
+    pub text: MessageText,
 }
 
 /// `POST /api/sessions`
@@ -16,9 +17,9 @@ pub struct NewMessage {
 #[serde(rename_all = "camelCase")]
 pub struct CreateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<SessionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_id: Option<String>,
+    pub project_id: Option<ProjectId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,8 +82,8 @@ pub struct SessionEnvelope {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
-    pub id: String,
-    pub text: String,
+    pub id: MessageId,
+    pub text: MessageText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<PermissionMode>,
 }

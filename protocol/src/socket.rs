@@ -1,6 +1,7 @@
 //! Socket frames: what a client sends (`ClientFrame`, routed on `action`) and
 //! what the server pushes (`ServerEvent`, tagged by `type`).
 
+use crate::ids::{ConnectionId, MessageId, SessionId, TurnId};
 use crate::model::{Block, LiveReply, Message, SessionSummary};
 use crate::rest::ErrorCode;
 use crate::time::Timestamp;
@@ -19,13 +20,13 @@ pub enum ClientFrame {
     Hello,
     #[serde(rename_all = "camelCase")]
     Subscribe {
-        session_id: String,
+        session_id: SessionId,
         #[serde(default)]
         after_seq: u64,
     },
     #[serde(rename_all = "camelCase")]
     Unsubscribe {
-        session_id: String,
+        session_id: SessionId,
     },
     Ping,
 }
@@ -52,19 +53,19 @@ macro_rules! server_event {
 server_event! {
     #[serde(rename = "ready", rename_all = "camelCase")]
     Ready {
-        connection_id: String,
+        connection_id: ConnectionId,
         server_time: Timestamp,
     },
     #[serde(rename = "subscribed", rename_all = "camelCase")]
     Subscribed {
-        session_id: String,
+        session_id: SessionId,
         session: SessionSummary,
         messages: Vec<Message>,
         has_more: bool,
         live: Option<LiveReply>,
     },
     #[serde(rename = "unsubscribed", rename_all = "camelCase")]
-    Unsubscribed { session_id: String },
+    Unsubscribed { session_id: SessionId },
     #[serde(rename = "pong")]
     Pong,
     /// A refused frame. `sessionId` is set when the frame named a session.
@@ -73,38 +74,38 @@ server_event! {
         code: ErrorCode,
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        session_id: Option<String>,
+        session_id: Option<SessionId>,
     },
     #[serde(rename = "session.created")]
     SessionCreated { session: SessionSummary },
     #[serde(rename = "session.updated")]
     SessionUpdated { session: SessionSummary },
     #[serde(rename = "session.deleted", rename_all = "camelCase")]
-    SessionDeleted { session_id: String, version: u64 },
+    SessionDeleted { session_id: SessionId, version: u64 },
     #[serde(rename = "message.created", rename_all = "camelCase")]
     MessageCreated {
-        session_id: String,
+        session_id: SessionId,
         message: Message,
     },
     #[serde(rename = "message.snapshot", rename_all = "camelCase")]
     MessageSnapshot {
-        session_id: String,
-        message_id: String,
-        turn_id: String,
+        session_id: SessionId,
+        message_id: MessageId,
+        turn_id: TurnId,
         content: Vec<Block>,
     },
     #[serde(rename = "message.delta", rename_all = "camelCase")]
     MessageDelta {
-        session_id: String,
-        message_id: String,
+        session_id: SessionId,
+        message_id: MessageId,
         block: usize,
         offset: usize,
         text: String,
     },
     #[serde(rename = "message.block", rename_all = "camelCase")]
     MessageBlock {
-        session_id: String,
-        message_id: String,
+        session_id: SessionId,
+        message_id: MessageId,
         index: usize,
         block: Block,
     },
@@ -309,8 +310,8 @@ mod tests {
 
     fn summary() -> SessionSummary {
         SessionSummary {
-            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".into(),
-            project_id: "default".into(),
+            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".parse().unwrap(),
+            project_id: "default".parse().unwrap(),
             title: "Hello".into(),
             status: SessionStatus::Running,
             permission_mode: PermissionMode::AcceptEdits,
@@ -324,7 +325,7 @@ mod tests {
             },
             first_message_preview: "hi".into(),
             last_turn: Some(LastTurn {
-                id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f73".into(),
+                id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f73".parse().unwrap(),
                 outcome: TurnOutcome::Failed,
                 error: Some("x".into()),
             }),
@@ -335,16 +336,16 @@ mod tests {
 
     fn message() -> Message {
         Message {
-            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".into(),
+            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".parse().unwrap(),
             session_id: summary().id,
             seq: 2,
             role: Role::Assistant,
-            turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".into(),
+            turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".parse().unwrap(),
             created_at: Timestamp::from_millis(1_795_000_000_000),
             content: vec![
                 Block::text("a"),
                 Block::ToolUse {
-                    id: "tu1".into(),
+                    id: "tu1".parse().unwrap(),
                     name: "bash".into(),
                     input: json!({"cmd": ["ls", 1, null]}),
                 },
@@ -384,7 +385,7 @@ mod tests {
         };
         vec![
             ServerEvent::Ready {
-                connection_id: "c".into(),
+                connection_id: "c".parse().unwrap(),
                 server_time: Timestamp::from_millis(0),
             },
             ServerEvent::Subscribed {

@@ -57,6 +57,32 @@ pub fn id(field: &'static str, value: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A socket connection id: 1 to 128 of `A-Z a-z 0-9 + / = _ -` (API
+/// Gateway's are base64, the local gateway's UUIDs).
+pub fn connection_id(value: &str) -> Result<(), Invalid> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            "connection id",
+            "must be 1 to 128 of A-Z, a-z, 0-9, '+', '/', '=', '_' and '-'",
+        ))
+    }
+}
+
+/// What an [`Invalid`] that is too large says after its field.
+const TOO_LARGE_LIMIT: &str = "bytes; the limit is ";
+
+/// Whether an error message (a deserializer's, which keeps only the text of
+/// the [`Invalid`] behind it) is about a value over its size limit.
+pub fn names_too_large(message: &str) -> bool {
+    message.contains(TOO_LARGE_LIMIT)
+}
+
 /// Message text: 1 byte to 32 KiB after trimming. Returns the trimmed text,
 /// which is what gets stored.
 pub fn message_text(value: &str) -> Result<&str, Invalid> {
@@ -67,10 +93,7 @@ pub fn message_text(value: &str) -> Result<&str, Invalid> {
     if t.len() > MAX_MESSAGE_BYTES {
         return Err(Invalid {
             field: "text",
-            reason: format!(
-                "is {} bytes; the limit is {MAX_MESSAGE_BYTES} bytes",
-                t.len()
-            ),
+            reason: format!("is {} {TOO_LARGE_LIMIT}{MAX_MESSAGE_BYTES} bytes", t.len()),
             too_large: true,
         });
     }

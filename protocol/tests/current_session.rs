@@ -6,13 +6,21 @@
 use confab_protocol::client::{CurrentSession, Effect, Phase};
 use confab_protocol::model::*;
 use confab_protocol::rest::SendMessageResponse;
-use confab_protocol::{ServerEvent, Timestamp};
+use confab_protocol::{MessageId, ServerEvent, SessionId, Timestamp, TurnId};
 use proptest::prelude::*;
 
 const SID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70";
 
-fn mid(n: usize) -> String {
-    format!("0192f0c1-7e3a-7cc0-8a8e-{n:012x}")
+fn sid() -> SessionId {
+    SID.parse().unwrap()
+}
+
+/// The `n`th id of the test, of whichever kind is wanted.
+fn mid<T: std::str::FromStr>(n: usize) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    format!("0192f0c1-7e3a-7cc0-8a8e-{n:012x}").parse().unwrap()
 }
 
 /// One piece of agent output.
@@ -61,8 +69,8 @@ fn text_of(s: &str, n: usize) -> String {
 fn build(turns: &[Turn]) -> Model {
     let t0 = 1_795_000_000_000;
     let mut summary = SessionSummary {
-        id: SID.into(),
-        project_id: "default".into(),
+        id: sid(),
+        project_id: "default".parse().unwrap(),
         title: "t".into(),
         status: SessionStatus::Idle,
         permission_mode: PermissionMode::Default,
@@ -97,10 +105,10 @@ fn build(turns: &[Turn]) -> Model {
         });
     }
     for (ti, turn) in turns.iter().enumerate() {
-        let turn_id = mid(1000 + ti);
+        let turn_id: TurnId = mid(1000 + ti);
         let user = Message {
             id: mid(2 * ti),
-            session_id: SID.into(),
+            session_id: sid(),
             seq: messages.len() as u64 + 1,
             role: Role::User,
             turn_id: turn_id.clone(),
@@ -117,7 +125,7 @@ fn build(turns: &[Turn]) -> Model {
         push(
             &mut m,
             ServerEvent::MessageCreated {
-                session_id: SID.into(),
+                session_id: sid(),
                 message: user.clone(),
             },
             &summary,
@@ -143,7 +151,7 @@ fn build(turns: &[Turn]) -> Model {
             None,
         );
 
-        let reply_id = mid(2 * ti + 1);
+        let reply_id: MessageId = mid(2 * ti + 1);
         let mut content: Vec<Block> = Vec::new();
         let mut first = true;
         for flush in &turn.flushes {
@@ -180,7 +188,7 @@ fn build(turns: &[Turn]) -> Model {
                 push(
                     &mut m,
                     ServerEvent::MessageSnapshot {
-                        session_id: SID.into(),
+                        session_id: sid(),
                         message_id: reply_id.clone(),
                         turn_id: turn_id.clone(),
                         content: content.clone(),
@@ -215,7 +223,7 @@ fn build(turns: &[Turn]) -> Model {
                             push(
                                 &mut m,
                                 ServerEvent::MessageDelta {
-                                    session_id: SID.into(),
+                                    session_id: sid(),
                                     message_id: reply_id.clone(),
                                     block: i,
                                     offset: off,
@@ -239,7 +247,7 @@ fn build(turns: &[Turn]) -> Model {
                         push(
                             &mut m,
                             ServerEvent::MessageBlock {
-                                session_id: SID.into(),
+                                session_id: sid(),
                                 message_id: reply_id.clone(),
                                 index: i,
                                 block: b.clone(),
@@ -254,7 +262,7 @@ fn build(turns: &[Turn]) -> Model {
         }
         let reply = Message {
             id: reply_id,
-            session_id: SID.into(),
+            session_id: sid(),
             seq: messages.len() as u64 + 1,
             role: Role::Assistant,
             turn_id: turn_id.clone(),
@@ -283,7 +291,7 @@ fn build(turns: &[Turn]) -> Model {
         push(
             &mut m,
             ServerEvent::MessageCreated {
-                session_id: SID.into(),
+                session_id: sid(),
                 message: reply,
             },
             &summary,
@@ -323,7 +331,7 @@ fn resubscribe(model: &Model, i: usize, after_seq: u64, lag: usize) -> Vec<Serve
         }
     };
     let mut out = vec![ServerEvent::Subscribed {
-        session_id: SID.into(),
+        session_id: sid(),
         session: st.summary.clone(),
         messages: st
             .messages
@@ -336,7 +344,7 @@ fn resubscribe(model: &Model, i: usize, after_seq: u64, lag: usize) -> Vec<Serve
     }];
     if let Some(l) = &st.live {
         out.push(ServerEvent::MessageSnapshot {
-            session_id: SID.into(),
+            session_id: sid(),
             message_id: l.message_id.clone(),
             turn_id: l.turn_id.clone(),
             content: l.content.clone(),
@@ -449,7 +457,7 @@ proptest! {
         rest_delays in proptest::collection::vec(0..30usize, 8),
     ) {
         let model = build(&turns);
-        let mut client = CurrentSession::new_loading(SID);
+        let mut client = CurrentSession::new_loading(sid());
         // Opened before the first turn: subscribed to an empty session.
         client.subscribe_sent();
         let mut queue: std::collections::VecDeque<ServerEvent> = Default::default();
@@ -471,7 +479,7 @@ proptest! {
             Ok(())
         };
         client.apply_event(&ServerEvent::Subscribed {
-            session_id: SID.into(),
+            session_id: sid(),
             session: { let mut s = model.states[0].summary.clone(); s.version = 0; s.status = SessionStatus::Idle; s.message_count = 0; s },
             messages: vec![], has_more: false, live: None,
         });
@@ -554,7 +562,7 @@ fn user_message_shows_at_once_and_keeps_its_place() {
         split: 1,
         outcome: TurnOutcome::Completed,
     }]);
-    let mut c = CurrentSession::new_unsaved(SID);
+    let mut c = CurrentSession::new_unsaved(sid());
     assert_eq!(c.phase(), Phase::NotCreated);
     let mut mine = model.sends[0].2.clone();
     mine.seq = 0;
@@ -565,7 +573,7 @@ fn user_message_shows_at_once_and_keeps_its_place() {
         c.apply_event(e);
     }
     let ids: Vec<_> = c.messages().map(|m| m.id.clone()).collect();
-    assert_eq!(ids, vec![mid(0), mid(1)]);
+    assert_eq!(ids, vec![mid::<MessageId>(0), mid(1)]);
 }
 
 #[test]
@@ -579,7 +587,7 @@ fn a_delta_past_the_end_asks_to_resubscribe_once() {
         split: 1,
         outcome: TurnOutcome::Completed,
     }]);
-    let mut c = CurrentSession::new_unsaved(SID);
+    let mut c = CurrentSession::new_unsaved(sid());
     let mut effects = vec![];
     for (i, e) in model.events.iter().enumerate() {
         // Lose the first delta.
@@ -602,7 +610,8 @@ fn events_of_other_sessions_change_nothing() {
         split: 1,
         outcome: TurnOutcome::Completed,
     }]);
-    let mut c = CurrentSession::new_unsaved("0192f0c1-7e3a-7cc0-8a8e-ffffffffffff");
+    let mut c =
+        CurrentSession::new_unsaved("0192f0c1-7e3a-7cc0-8a8e-ffffffffffff".parse().unwrap());
     let before = c.clone();
     for e in &model.events {
         assert_eq!(c.apply_event(e), Effect::None);
@@ -612,7 +621,7 @@ fn events_of_other_sessions_change_nothing() {
 
 #[test]
 fn a_failed_send_gives_the_text_back() {
-    let mut c = CurrentSession::new_unsaved(SID);
+    let mut c = CurrentSession::new_unsaved(sid());
     let model = build(&[Turn {
         flushes: vec![vec![Out::Text("x".into())]],
         split: 1,

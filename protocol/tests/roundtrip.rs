@@ -16,10 +16,22 @@ fn rt<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> s
     serde_json::from_str(&s).unwrap()
 }
 
+const SID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70";
+const MID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71";
+const TID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72";
+
+/// A valid id of whichever kind is wanted.
+fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
 fn summary() -> SessionSummary {
     SessionSummary {
-        id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".into(),
-        project_id: "default".into(),
+        id: id(SID),
+        project_id: id("default"),
         title: "Hello".into(),
         status: SessionStatus::Running,
         permission_mode: PermissionMode::AcceptEdits,
@@ -33,7 +45,7 @@ fn summary() -> SessionSummary {
         },
         first_message_preview: "hi".into(),
         last_turn: Some(LastTurn {
-            id: "t".into(),
+            id: id(TID),
             outcome: TurnOutcome::Failed,
             error: Some("x".into()),
         }),
@@ -44,11 +56,11 @@ fn summary() -> SessionSummary {
 
 fn message() -> Message {
     Message {
-        id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".into(),
+        id: id(MID),
         session_id: summary().id,
         seq: 2,
         role: Role::Assistant,
-        turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".into(),
+        turn_id: id(TID),
         created_at: Timestamp::from_millis(1_795_000_000_000),
         content: vec![
             Block::text("a"),
@@ -109,14 +121,14 @@ fn every_client_frame_round_trips_with_its_action() {
         (ClientFrame::Hello, "hello"),
         (
             ClientFrame::Subscribe {
-                session_id: "s".into(),
+                session_id: id(SID),
                 after_seq: 4,
             },
             "subscribe",
         ),
         (
             ClientFrame::Unsubscribe {
-                session_id: "s".into(),
+                session_id: id(SID),
             },
             "unsubscribe",
         ),
@@ -132,13 +144,13 @@ fn every_client_frame_round_trips_with_its_action() {
 #[test]
 fn rest_bodies_round_trip() {
     rt(&CreateSessionRequest {
-        id: Some("i".into()),
-        project_id: Some("p".into()),
+        id: Some(id(SID)),
+        project_id: Some(id("p")),
         title: None,
         permission_mode: Some(PermissionMode::Plan),
         message: NewMessage {
-            id: "m".into(),
-            text: "t".into(),
+            id: id(MID),
+            text: id("t"),
         },
     });
     rt(&SessionWithMessages {
@@ -165,8 +177,8 @@ fn rest_bodies_round_trip() {
     });
     rt(&SessionEnvelope { session: summary() });
     rt(&SendMessageRequest {
-        id: "m".into(),
-        text: "t".into(),
+        id: id(MID),
+        text: id("t"),
         permission_mode: None,
     });
     rt(&SendMessageResponse {
@@ -175,9 +187,9 @@ fn rest_bodies_round_trip() {
     });
     let p = rt(&ProjectsResponse {
         projects: vec![ProjectSummary {
-            id: "default".into(),
+            id: id("default"),
             session_count: 2,
-            last_session_id: "s".into(),
+            last_session_id: id(SID),
             last_activity_at: Timestamp::from_millis(5),
         }],
     });
@@ -208,7 +220,7 @@ fn rest_bodies_round_trip() {
 
 #[test]
 fn create_without_message_is_refused() {
-    let r: Result<CreateSessionRequest, _> = serde_json::from_value(json!({"id": "x"}));
+    let r: Result<CreateSessionRequest, _> = serde_json::from_value(json!({ "id": SID }));
     assert!(r.unwrap_err().to_string().contains("message"));
 }
 
@@ -219,9 +231,9 @@ fn client_frames_are_parsed_with_clear_errors() {
         ClientFrame::Ping
     );
     assert_eq!(
-        parse_client_frame(r#"{"action":"subscribe","sessionId":"s"}"#).unwrap(),
+        parse_client_frame(&format!(r#"{{"action":"subscribe","sessionId":"{SID}"}}"#)).unwrap(),
         ClientFrame::Subscribe {
-            session_id: "s".into(),
+            session_id: id(SID),
             after_seq: 0
         }
     );
@@ -244,7 +256,9 @@ fn client_frames_are_parsed_with_clear_errors() {
         matches!(parse_client_frame(r#"{"action":"subscribe"}"#), Err(FrameError::Invalid(e)) if e.contains("sessionId"))
     );
     assert!(matches!(
-        parse_client_frame(r#"{"action":"subscribe","sessionId":"s","afterSeq":"x"}"#),
+        parse_client_frame(&format!(
+            r#"{{"action":"subscribe","sessionId":"{SID}","afterSeq":"x"}}"#
+        )),
         Err(FrameError::Invalid(_))
     ));
     let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(9000));

@@ -1,14 +1,14 @@
 //! One conformance suite for every `Store`. An adapter's test file calls
 //! `store_conformance!(async_fn_that_makes_an_empty_store)`.
 
-use confab_functions::clock::{new_id, now_ms};
+use confab_functions::clock::{new_id, new_token, now_ms};
 use confab_functions::domain::records::{
     ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionPatch, SessionQuery,
     StartOutcome, SubscribeOutcome, TurnEnd,
 };
 use confab_functions::ports::Store;
-use confab_protocol::Timestamp;
 use confab_protocol::model::*;
+use confab_protocol::{SessionId, Timestamp, TurnId};
 use std::sync::Arc;
 
 pub fn turn() -> ActiveTurn {
@@ -23,13 +23,13 @@ pub fn turn() -> ActiveTurn {
     }
 }
 
-pub fn user(session_id: &str, turn_id: &str, text: &str) -> Message {
+pub fn user(session_id: &SessionId, turn_id: &TurnId, text: &str) -> Message {
     Message {
         id: new_id(),
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         seq: 0,
         role: Role::User,
-        turn_id: turn_id.into(),
+        turn_id: turn_id.clone(),
         created_at: Timestamp::from_millis(now_ms()),
         content: vec![Block::text(text)],
         status: MessageStatus::Complete,
@@ -46,7 +46,7 @@ pub fn new_session(
     text: &str,
     activity_ms: i64,
 ) -> NewSession {
-    let id = new_id();
+    let id: SessionId = new_id();
     let t = turn();
     let mut first = user(&id, &t.turn_id, text);
     first.seq = 1;
@@ -55,7 +55,7 @@ pub fn new_session(
         owner: owner.into(),
         summary: SessionSummary {
             id: id.clone(),
-            project_id: project.into(),
+            project_id: project.parse().expect("a valid project id"),
             title: title.into(),
             status: SessionStatus::Running,
             permission_mode: PermissionMode::Default,
@@ -82,11 +82,11 @@ pub fn rename(title: &str, now_ms: i64) -> SessionPatch {
     }
 }
 
-pub fn end(session_id: &str, turn: &ActiveTurn, text: &str, outcome: TurnOutcome) -> TurnEnd {
+pub fn end(session_id: &SessionId, turn: &ActiveTurn, text: &str, outcome: TurnOutcome) -> TurnEnd {
     TurnEnd {
         reply: Message {
             id: turn.reply_id.clone(),
-            session_id: session_id.into(),
+            session_id: session_id.clone(),
             seq: 0,
             role: Role::Assistant,
             turn_id: turn.turn_id.clone(),
@@ -114,7 +114,7 @@ pub fn end(session_id: &str, turn: &ActiveTurn, text: &str, outcome: TurnOutcome
 }
 
 /// Creates a session and closes its first turn: an idle session with seq 1, 2.
-pub async fn idle_session(store: &dyn Store, owner: &str, activity_ms: i64) -> String {
+pub async fn idle_session(store: &dyn Store, owner: &str, activity_ms: i64) -> SessionId {
     let n = new_session(owner, "default", "t", "first", activity_ms);
     assert_eq!(
         store.create_session(&n).await.unwrap(),
@@ -256,7 +256,7 @@ pub async fn start_turn_rules(store: Arc<dyn Store>) {
         StartOutcome::NotFound
     );
     assert_eq!(
-        store.start_turn("alice", &new_id(), &nt).await.unwrap(),
+        store.start_turn("alice", &new_token(), &nt).await.unwrap(),
         StartOutcome::NotFound
     );
     let StartOutcome::Started { message, session } =
@@ -440,7 +440,7 @@ pub async fn message_pages(store: Arc<dyn Store>) {
 }
 
 pub async fn list_pages_newest_first(store: Arc<dyn Store>) {
-    let owner = format!("pager-{}", new_id());
+    let owner = format!("pager-{}", new_token());
     let base = now_ms();
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -471,7 +471,7 @@ pub async fn list_pages_newest_first(store: Arc<dyn Store>) {
 }
 
 pub async fn search_and_projects(store: Arc<dyn Store>) {
-    let owner = format!("search-{}", new_id());
+    let owner = format!("search-{}", new_token());
     let now = now_ms();
     let a = new_session(&owner, "alpha", "Fix the Build", "the CI is red", now);
     let b = new_session(
@@ -487,7 +487,7 @@ pub async fn search_and_projects(store: Arc<dyn Store>) {
     }
     let find = |text: &str, project: Option<&str>| SessionQuery {
         text: Some(text.to_lowercase()),
-        project_id: project.map(str::to_string),
+        project_id: project.map(|p| p.parse().expect("a valid project id")),
         limit: 50,
         after: None,
     };
@@ -533,7 +533,7 @@ pub async fn search_and_projects(store: Arc<dyn Store>) {
             .is_empty()
     );
     let q = SessionQuery {
-        project_id: Some("beta".into()),
+        project_id: Some("beta".parse().unwrap()),
         limit: 50,
         ..Default::default()
     };
@@ -567,8 +567,8 @@ pub async fn search_and_projects(store: Arc<dyn Store>) {
 }
 
 pub async fn owners_are_isolated(store: Arc<dyn Store>) {
-    let alice = format!("alice-{}", new_id());
-    let bob = format!("bob-{}", new_id());
+    let alice = format!("alice-{}", new_token());
+    let bob = format!("bob-{}", new_token());
     let id = idle_session(&*store, &alice, now_ms()).await;
     let q = SessionQuery {
         limit: 50,
@@ -616,7 +616,7 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
     assert_eq!(s.title, "New");
     assert_eq!(s.permission_mode, PermissionMode::AcceptEdits);
     assert_eq!(s.version, v0 + 1);
-    let c = "conn-".to_string() + &new_id();
+    let c = "conn-".to_string() + &new_token();
     store.put_connection(&c, "alice", now_ms()).await.unwrap();
     store.subscribe(&c, &id, "tok", 20).await.unwrap();
     let v = store.delete_session("alice", &id).await.unwrap().unwrap();
@@ -635,8 +635,8 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
 }
 
 pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
-    let owner = format!("conn-owner-{}", new_id());
-    let (c1, c2) = (new_id(), new_id());
+    let owner = format!("conn-owner-{}", new_token());
+    let (c1, c2) = (new_token(), new_token());
     store.put_connection(&c1, &owner, now_ms()).await.unwrap();
     store.put_connection(&c2, &owner, now_ms()).await.unwrap();
     assert_eq!(
@@ -660,7 +660,7 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
         SubscribeOutcome::NotFound
     );
     assert_eq!(
-        store.subscribe(&c1, &new_id(), "t0", 2).await.unwrap(),
+        store.subscribe(&c1, &new_token(), "t0", 2).await.unwrap(),
         SubscribeOutcome::NotFound
     );
     assert_eq!(

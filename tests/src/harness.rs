@@ -2,10 +2,10 @@
 //! and talks to it as clients do: REST over HTTP, events over a WebSocket,
 //! applied by the protocol crate's own state machines.
 
-use confab_protocol::ServerEvent;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
 use confab_protocol::model::{Block, Role};
 use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
+use confab_protocol::{ConnectionId, ServerEvent};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -422,7 +422,7 @@ pub struct Socket {
     rx: mpsc::UnboundedReceiver<ServerEvent>,
     pub oversize_frames: Arc<AtomicUsize>,
     pub frames: Arc<AtomicUsize>,
-    pub connection_id: Option<String>,
+    pub connection_id: Option<ConnectionId>,
 }
 
 #[derive(Debug)]

@@ -68,13 +68,18 @@ fn agent(kind: Kind, fake: &FakeProvider) -> Box<dyn Agent> {
     }
 }
 
+const S: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000001";
+const T: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000003";
+
 fn msg(seq: u64, role: Role, text: &str) -> Message {
     Message {
-        id: format!("m{seq}"),
-        session_id: "s".into(),
+        id: format!("0192f0c1-7e3a-7cc0-8a8e-{seq:012}")
+            .parse()
+            .unwrap(),
+        session_id: S.parse().unwrap(),
         seq,
         role,
-        turn_id: "t".into(),
+        turn_id: T.parse().unwrap(),
         created_at: Timestamp::from_millis(0),
         content: vec![Block::text(text)],
         status: MessageStatus::Complete,
@@ -85,8 +90,8 @@ fn msg(seq: u64, role: Role, text: &str) -> Message {
 
 fn request() -> AgentRequest {
     AgentRequest {
-        session_id: "s".into(),
-        project_id: "default".into(),
+        session_id: S.parse().unwrap(),
+        project_id: "default".parse().unwrap(),
         history: vec![
             msg(1, Role::User, "What is Rust?"),
             msg(2, Role::Assistant, "A language."),
@@ -391,7 +396,7 @@ fn keys_are_redacted_in_debug() {
             Some(fake.base.clone()),
             None,
             Some(Secret::new(KEY)),
-            "s".into(),
+            S.parse().unwrap(),
             1,
             settings(),
         )
@@ -400,7 +405,7 @@ fn keys_are_redacted_in_debug() {
             Some(fake.base.clone()),
             None,
             Secret::new(KEY),
-            "s".into(),
+            S.parse().unwrap(),
             1,
             settings(),
         )

@@ -73,7 +73,7 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
     to_connections(
         &store,
         &push,
-        &["gone-connection".to_string(), conn.clone()],
+        &["gone-connection".to_string(), conn.to_string()],
         &[Bytes::from_static(br#"{"type":"pong"}"#)],
     )
     .await;
@@ -181,7 +181,7 @@ async fn a_long_reply_arrives_split_into_small_frames_through_the_management_api
     let gw = Gateway::start_aws(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
     let api = gw.api(None);
     let sid = id();
-    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
     assert_eq!(api.create(&sid, &id(), "/words 12000").await.status, 201);
     v.subscribe().await;
     v.until("the reply is stored", |v| {
@@ -323,7 +323,7 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
         SubscribeOutcome::Subscribed
     );
     let mut ev = fixture("example-apigw-websocket-request-disconnect-route.json");
-    ev["requestContext"]["connectionId"] = conn.clone().into();
+    ev["requestContext"]["connectionId"] = conn.as_str().into();
     let r = app.disconnect(parse(ev)).await;
     assert_eq!(r.status_code, 200);
     assert_eq!(store.connection_owner(&conn).await.unwrap(), None);

@@ -50,7 +50,7 @@ async fn create_with_first_message_streams_to_completion() {
     );
 
     // The creating tab subscribes as soon as it has the answer.
-    let mut current = CurrentSession::new_unsaved(&sid);
+    let mut current = CurrentSession::new_unsaved(sid.parse().unwrap());
     current.apply_created(&serde_json::from_value(r.body.clone()).unwrap());
     let mut v = Viewer::open(&gw, None, current).await;
     v.until("the reply is stored and the session idle", |v| {
@@ -105,7 +105,7 @@ async fn each_turn_ends_with_one_reply_and_one_idle_update() {
     let api = gw.api(None);
     let sid = id();
     // Connected before the session exists, so no event of it can be missed.
-    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
     let r = api.create(&sid, &id(), "hello").await;
     assert_eq!(r.status, 201);
     v.subscribe().await;
@@ -172,7 +172,7 @@ async fn reconnect_mid_reply_ends_with_exactly_the_servers_text() {
     let api = gw.api(None);
     let sid = id();
     api.create(&sid, &id(), "/words 3000").await;
-    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
     v.until("some of the reply", |v| v.live_text().len() > 500)
         .await;
     // The connection drops; the reply goes on without us.
@@ -207,7 +207,7 @@ async fn stop_keeps_the_partial_reply_and_is_idempotent() {
     let api = gw.api(None);
     let sid = id();
     api.create(&sid, &id(), "/words 100000").await;
-    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
     let mut other = gw.socket(None).await;
     other.hello().await;
     v.until("some of the reply", |v| v.live_text().len() > 200)
@@ -265,7 +265,7 @@ async fn fail_gives_a_failed_reply_and_an_idle_session() {
     let api = gw.api(None);
     let sid = id();
     api.create(&sid, &id(), "/fail").await;
-    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(&sid)).await;
+    let mut v = Viewer::open(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
     v.until("the failed reply", |v| {
         v.assistant_count() == 1 && v.current.phase() == Phase::Idle
     })

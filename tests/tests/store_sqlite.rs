@@ -86,9 +86,9 @@ async fn a_database_from_before_schema_versions_is_migrated_and_keeps_its_sessio
             "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
             params![
-                id,
+                id.as_str(),
                 new.owner,
-                new.summary.project_id,
+                new.summary.project_id.as_str(),
                 1_000,
                 "old times",
                 "hello from before",
@@ -98,7 +98,11 @@ async fn a_database_from_before_schema_versions_is_migrated_and_keeps_its_sessio
         .unwrap();
         c.execute(
             "INSERT INTO messages (session_id, seq, id, body) VALUES (?1, 1, ?2, ?3)",
-            params![id, new.first.id, serde_json::to_string(&new.first).unwrap()],
+            params![
+                id.as_str(),
+                new.first.id.as_str(),
+                serde_json::to_string(&new.first).unwrap()
+            ],
         )
         .unwrap();
     }

@@ -6,6 +6,7 @@ use confab_protocol::rest::{
     SendMessageResponse, SessionDetail, SessionEnvelope, SessionPage, SessionWithMessages,
     UpdateSessionRequest,
 };
+use confab_protocol::{ProjectId, SessionId};
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -142,11 +143,11 @@ pub async fn list_sessions() -> Result<SessionPage, ApiError> {
     get("/api/sessions?limit=100").await
 }
 
-pub async fn session(id: &str) -> Result<SessionDetail, ApiError> {
+pub async fn session(id: &SessionId) -> Result<SessionDetail, ApiError> {
     get(&format!("/api/sessions/{id}")).await
 }
 
-pub async fn older(id: &str, before_seq: u64) -> Result<MessagePage, ApiError> {
+pub async fn older(id: &SessionId, before_seq: u64) -> Result<MessagePage, ApiError> {
     get(&format!(
         "/api/sessions/{id}/messages?beforeSeq={before_seq}&limit=50"
     ))
@@ -154,14 +155,14 @@ pub async fn older(id: &str, before_seq: u64) -> Result<MessagePage, ApiError> {
 }
 
 pub async fn create(
-    id: &str,
-    project_id: &str,
+    id: &SessionId,
+    project_id: &ProjectId,
     permission_mode: PermissionMode,
     message: NewMessage,
 ) -> Result<SessionWithMessages, ApiError> {
     let body = CreateSessionRequest {
-        id: Some(id.to_string()),
-        project_id: Some(project_id.to_string()),
+        id: Some(id.clone()),
+        project_id: Some(project_id.clone()),
         title: None,
         permission_mode: Some(permission_mode),
         message,
@@ -169,7 +170,7 @@ pub async fn create(
     send_json(Request::post(&api("/api/sessions")), &body).await
 }
 
-pub async fn send(id: &str, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
+pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
     let body = SendMessageRequest {
         id: message.id,
         text: message.text,
@@ -182,7 +183,7 @@ pub async fn send(id: &str, message: NewMessage) -> Result<SendMessageResponse, 
     .await
 }
 
-pub async fn stop(id: &str) -> Result<SessionSummary, ApiError> {
+pub async fn stop(id: &SessionId) -> Result<SessionSummary, ApiError> {
     let r = authorized(Request::post(&api(&format!("/api/sessions/{id}/stop"))))
         .send()
         .await;
@@ -190,7 +191,7 @@ pub async fn stop(id: &str) -> Result<SessionSummary, ApiError> {
 }
 
 pub async fn update(
-    id: &str,
+    id: &SessionId,
     title: Option<String>,
     permission_mode: Option<PermissionMode>,
 ) -> Result<SessionSummary, ApiError> {
@@ -203,7 +204,7 @@ pub async fn update(
         .map(|e| e.session)
 }
 
-pub async fn delete(id: &str) -> Result<(), ApiError> {
+pub async fn delete(id: &SessionId) -> Result<(), ApiError> {
     let r = authorized(Request::delete(&api(&format!("/api/sessions/{id}"))))
         .send()
         .await
@@ -219,7 +220,7 @@ pub async fn delete(id: &str) -> Result<(), ApiError> {
 }
 
 /// Downloads the export of a session as a file.
-pub async fn export(id: &str, format: &str) -> Result<(), ApiError> {
+pub async fn export(id: &SessionId, format: &str) -> Result<(), ApiError> {
     let r = authorized(Request::get(&api(&format!(
         "/api/sessions/{id}/export?format={format}"
     ))))

@@ -8,6 +8,7 @@ mod state;
 
 use components::banner::Banners;
 use components::sidebar::Sidebar;
+use confab_protocol::{ProjectId, SessionId};
 use dioxus::prelude::*;
 use pages::home::Home;
 use pages::not_found::NotFound;
@@ -21,7 +22,7 @@ pub enum Route {
         #[route("/")]
         Home {},
         #[route("/projects/:project_id/sessions/:id")]
-        Session { project_id: String, id: String },
+        Session { project_id: ProjectId, id: SessionId },
         #[route("/:..segments")]
         NotFound { segments: Vec<String> },
 }

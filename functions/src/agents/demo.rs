@@ -174,20 +174,23 @@ impl Agent for DemoAgent {
 
 #[cfg(test)]
 mod tests {
+    const S: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000001";
+    const M: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000002";
+    const T: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000003";
     use super::*;
     use confab_protocol::Timestamp;
     use confab_protocol::model::{Message, MessageStatus, PermissionMode};
 
     fn req(text: &str) -> AgentRequest {
         AgentRequest {
-            session_id: "s".into(),
-            project_id: "default".into(),
+            session_id: S.parse().unwrap(),
+            project_id: "default".parse().unwrap(),
             history: vec![Message {
-                id: "m".into(),
-                session_id: "s".into(),
+                id: M.parse().unwrap(),
+                session_id: S.parse().unwrap(),
                 seq: 1,
                 role: Role::User,
-                turn_id: "t".into(),
+                turn_id: T.parse().unwrap(),
                 created_at: Timestamp::from_millis(0),
                 content: vec![Block::text(text)],
                 status: MessageStatus::Complete,

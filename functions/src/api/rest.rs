@@ -16,7 +16,7 @@ use confab_protocol::rest::{
     AgentInfo, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorDetail, Health,
     Limits, SendMessageRequest, SessionEnvelope, UpdateSessionRequest,
 };
-use confab_protocol::validate;
+use confab_protocol::{SessionId, validate};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,10 +129,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body64<T> {
             )));
         }
         serde_json::from_slice(&bytes).map(Body64).map_err(|e| {
-            ApiError(ServiceError::Invalid(format!(
-                "request body is not valid: {e}"
-            )))
+            let message = format!("request body is not valid: {e}");
+            // A value over its limit (message text) is a 413, as the body is.
+            ApiError(if validate::names_too_large(&message) {
+                ServiceError::TooLarge(message)
+            } else {
+                ServiceError::Invalid(message)
+            })
         })
+    }
+}
+
+/// The session id of a path such as `/api/sessions/{id}`, checked: a
+/// malformed one is a 400 before any handler runs.
+pub struct SessionPath(pub SessionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError(ServiceError::Invalid("the path is not valid".into())))?;
+        SessionId::parse(raw)
+            .map(SessionPath)
+            .map_err(|e| ApiError(e.into()))
     }
 }
 
@@ -153,6 +174,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 impl Params {
     fn text(&self, k: &str) -> Option<String> {
         self.0.get(k).cloned()
+    }
+
+    /// A value of a checked type (an id), with the type's own error.
+    fn parsed<T: std::str::FromStr<Err = validate::Invalid>>(
+        &self,
+        k: &str,
+    ) -> Result<Option<T>, ApiError> {
+        self.0
+            .get(k)
+            .map(|v| v.parse::<T>())
+            .transpose()
+            .map_err(|e| ApiError(e.into()))
     }
 
     fn number<T: std::str::FromStr>(&self, k: &'static str) -> Result<Option<T>, ApiError> {
@@ -240,7 +273,7 @@ async fn list(State(st): State<AppState>, Caller(owner): Caller, p: Params) -> A
     let page = sessions::list(
         &*st.ports.store,
         &owner,
-        p.text("projectId"),
+        p.parsed("projectId")?,
         p.text("q"),
         p.number("limit")?,
         p.text("cursor"),
@@ -252,7 +285,7 @@ async fn list(State(st): State<AppState>, Caller(owner): Caller, p: Params) -> A
 async fn detail(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> ApiResult<Response> {
     Ok(Json(sessions::detail(&*st.ports.store, &owner, &id).await?).into_response())
 }
@@ -260,7 +293,7 @@ async fn detail(
 async fn messages(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     p: Params,
 ) -> ApiResult<Response> {
     let page = sessions::messages(
@@ -278,7 +311,7 @@ async fn messages(
 async fn update(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     Body64(req): Body64<UpdateSessionRequest>,
 ) -> ApiResult<Response> {
     let session = sessions::update(&st.ports, &owner, &id, req).await?;
@@ -288,7 +321,7 @@ async fn update(
 async fn remove(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> ApiResult<Response> {
     sessions::delete(&st.ports, &owner, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -297,7 +330,7 @@ async fn remove(
 async fn send(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     Body64(req): Body64<SendMessageRequest>,
 ) -> ApiResult<Response> {
     Ok(
@@ -311,7 +344,7 @@ async fn send(
 async fn stop(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
 ) -> ApiResult<Response> {
     let (status, session) = match sessions::stop(&st.ports, &owner, &id).await? {
         Stopped::Stopped(session) => (StatusCode::ACCEPTED, session),
@@ -323,7 +356,7 @@ async fn stop(
 async fn export_session(
     State(st): State<AppState>,
     Caller(owner): Caller,
-    Path(id): Path<String>,
+    SessionPath(id): SessionPath,
     p: Params,
 ) -> ApiResult<Response> {
     let format = p.text("format").unwrap_or_else(|| "md".into());

@@ -10,14 +10,14 @@ use crate::error::ServiceError;
 use crate::ports::{ConnectionStore, Push, Store};
 use confab_protocol::rest::ErrorCode;
 use confab_protocol::socket::parse_client_frame;
-use confab_protocol::{ClientFrame, ServerEvent, validate};
+use confab_protocol::{ClientFrame, ConnectionId, ServerEvent, SessionId};
 
 /// `$connect`: checks the token and stores the connection with its owner.
 /// Nothing may be sent to the connection yet.
 pub async fn connect(
     store: &dyn ConnectionStore,
     auth: &Auth,
-    connection_id: &str,
+    connection_id: &ConnectionId,
     token: Option<&str>,
 ) -> Result<String, ServiceError> {
     let owner = auth
@@ -32,7 +32,7 @@ pub async fn connect(
 /// `$disconnect`: forgets the connection and its subscriptions.
 pub async fn disconnect(
     store: &dyn ConnectionStore,
-    connection_id: &str,
+    connection_id: &ConnectionId,
 ) -> Result<(), ServiceError> {
     store.delete_connection(connection_id).await?;
     Ok(())
@@ -42,7 +42,7 @@ pub async fn disconnect(
 pub async fn route(
     store: &dyn Store,
     push: &dyn Push,
-    connection_id: &str,
+    connection_id: &ConnectionId,
     body: &str,
 ) -> Result<(), ServiceError> {
     let reply = match handle(store, push, connection_id, body).await {
@@ -78,8 +78,8 @@ pub async fn route(
 }
 
 enum Refusal {
-    Frame(ErrorCode, String, Option<String>),
-    Service(ServiceError, Option<String>),
+    Frame(ErrorCode, String, Option<SessionId>),
+    Service(ServiceError, Option<SessionId>),
 }
 
 impl From<ServiceError> for Refusal {
@@ -91,7 +91,7 @@ impl From<ServiceError> for Refusal {
 async fn handle(
     store: &dyn Store,
     push: &dyn Push,
-    connection_id: &str,
+    connection_id: &ConnectionId,
     body: &str,
 ) -> Result<Option<ServerEvent>, Refusal> {
     let frame =
@@ -109,13 +109,11 @@ async fn handle(
     };
     match frame {
         ClientFrame::Hello => Ok(Some(ServerEvent::Ready {
-            connection_id: connection_id.to_string(),
+            connection_id: connection_id.clone(),
             server_time: now(),
         })),
         ClientFrame::Ping => Ok(Some(ServerEvent::Pong)),
         ClientFrame::Unsubscribe { session_id } => {
-            validate::id("sessionId", &session_id)
-                .map_err(|e| Refusal::Service(e.into(), Some(session_id.clone())))?;
             store
                 .unsubscribe(connection_id, &session_id)
                 .await

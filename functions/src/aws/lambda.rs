@@ -12,6 +12,7 @@ use crate::store::dynamo::DynamoStore;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_types::SdkConfig;
+use confab_protocol::ConnectionId;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -131,11 +132,12 @@ fn respond(status: i64, body: &str) -> ApiGatewayProxyResponse {
     r
 }
 
-fn connection_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<&str> {
+/// The event's connection id, if it has a valid one.
+fn connection_id(ev: &ApiGatewayWebsocketProxyRequest) -> Option<ConnectionId> {
     ev.request_context
         .connection_id
         .as_deref()
-        .filter(|c| !c.is_empty())
+        .and_then(|c| ConnectionId::parse(c).ok())
 }
 
 impl SocketApp {
@@ -185,7 +187,7 @@ impl SocketApp {
             return respond(400, "no connection id");
         };
         let token = ev.query_string_parameters.first("token");
-        match crate::api::socket::connect(&*self.store, &self.auth, conn, token).await {
+        match crate::api::socket::connect(&*self.store, &self.auth, &conn, token).await {
             Ok(_) => respond(200, ""),
             Err(crate::error::ServiceError::Unauthorized(m)) => respond(401, m),
             Err(e) => {
@@ -199,7 +201,7 @@ impl SocketApp {
         let Some(conn) = connection_id(&ev) else {
             return respond(400, "no connection id");
         };
-        match crate::api::socket::disconnect(&*self.store, conn).await {
+        match crate::api::socket::disconnect(&*self.store, &conn).await {
             Ok(()) => respond(200, ""),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "disconnect failed");
@@ -230,7 +232,7 @@ impl SocketApp {
             }
             (None, _) => String::new(),
         };
-        match crate::api::socket::route(&*self.store, &*push, conn, &body).await {
+        match crate::api::socket::route(&*self.store, &*push, &conn, &body).await {
             Ok(()) => respond(200, ""),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "socket frame failed");

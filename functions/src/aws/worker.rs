@@ -76,9 +76,18 @@ mod tests {
 
     #[test]
     fn events_are_told_apart() {
-        let turn: WorkerEvent =
-            serde_json::from_str(r#"{"owner":"o","sessionId":"s","turnId":"t"}"#).unwrap();
-        assert!(matches!(turn, WorkerEvent::Turn(j) if j.session_id == "s"));
+        let sid = "0192f0c1-7e3a-7cc0-8a8e-000000000001";
+        let tid = "0192f0c1-7e3a-7cc0-8a8e-000000000003";
+        let turn: WorkerEvent = serde_json::from_str(&format!(
+            r#"{{"owner":"o","sessionId":"{sid}","turnId":"{tid}"}}"#
+        ))
+        .unwrap();
+        assert!(matches!(turn, WorkerEvent::Turn(j) if j.session_id == sid));
+        // A job with a malformed id is not a job.
+        assert!(
+            serde_json::from_str::<WorkerEvent>(r#"{"owner":"o","sessionId":"../x","turnId":"t"}"#)
+                .is_err()
+        );
         let sched: WorkerEvent = serde_json::from_str(
             r#"{"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.events","account":"1","time":"2026-11-21T00:00:00Z","region":"us-east-1","resources":[],"detail":{}}"#,
         )

@@ -1,9 +1,9 @@
 //! Socket frames as bytes, split so that none is over the contract's 32 KiB.
 
 use bytes::Bytes;
-use confab_protocol::ServerEvent;
 use confab_protocol::model::{Block, LiveReply};
 use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
+use confab_protocol::{MessageId, ServerEvent, SessionId};
 
 pub fn encode(event: &ServerEvent) -> Bytes {
     // Serializing our own types cannot fail: no maps with non-string keys.
@@ -47,15 +47,15 @@ fn split_escaped(text: &str, budget: usize) -> Vec<&str> {
 
 /// Deltas appending `text` to block `block` from byte `offset`.
 pub fn delta_frames(
-    session_id: &str,
-    message_id: &str,
+    session_id: &SessionId,
+    message_id: &MessageId,
     block: usize,
     offset: usize,
     text: &str,
 ) -> Vec<ServerEvent> {
     let envelope = encode(&ServerEvent::MessageDelta {
-        session_id: session_id.into(),
-        message_id: message_id.into(),
+        session_id: session_id.clone(),
+        message_id: message_id.clone(),
         block,
         offset: offset + text.len(),
         text: String::new(),
@@ -67,8 +67,8 @@ pub fn delta_frames(
         .into_iter()
         .map(|piece| {
             let e = ServerEvent::MessageDelta {
-                session_id: session_id.into(),
-                message_id: message_id.into(),
+                session_id: session_id.clone(),
+                message_id: message_id.clone(),
                 block,
                 offset: off,
                 text: piece.to_string(),
@@ -82,14 +82,14 @@ pub fn delta_frames(
 /// Sets block `index`; a text block too large for one frame is sent as its
 /// start and then deltas.
 pub fn block_frames(
-    session_id: &str,
-    message_id: &str,
+    session_id: &SessionId,
+    message_id: &MessageId,
     index: usize,
     block: &Block,
 ) -> Vec<ServerEvent> {
     let whole = ServerEvent::MessageBlock {
-        session_id: session_id.into(),
-        message_id: message_id.into(),
+        session_id: session_id.clone(),
+        message_id: message_id.clone(),
         index,
         block: block.clone(),
     };
@@ -100,8 +100,8 @@ pub fn block_frames(
         return vec![whole];
     }
     let empty = ServerEvent::MessageBlock {
-        session_id: session_id.into(),
-        message_id: message_id.into(),
+        session_id: session_id.clone(),
+        message_id: message_id.clone(),
         index,
         block: Block::text(""),
     };
@@ -112,9 +112,9 @@ pub fn block_frames(
 
 /// The whole in-flight reply for a subscriber that has not had it: one
 /// snapshot when it fits, else an empty snapshot and the blocks one by one.
-pub fn snapshot_frames(session_id: &str, live: &LiveReply) -> Vec<ServerEvent> {
+pub fn snapshot_frames(session_id: &SessionId, live: &LiveReply) -> Vec<ServerEvent> {
     let whole = ServerEvent::MessageSnapshot {
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         message_id: live.message_id.clone(),
         turn_id: live.turn_id.clone(),
         content: live.content.clone(),
@@ -123,7 +123,7 @@ pub fn snapshot_frames(session_id: &str, live: &LiveReply) -> Vec<ServerEvent> {
         return vec![whole];
     }
     let mut out = vec![ServerEvent::MessageSnapshot {
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         message_id: live.message_id.clone(),
         turn_id: live.turn_id.clone(),
         content: Vec::new(),
@@ -174,12 +174,15 @@ pub fn trim_live(live: &LiveReply, budget: usize) -> Option<LiveReply> {
 
 #[cfg(test)]
 mod tests {
+    const S: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000001";
+    const M: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000002";
+    const T: &str = "0192f0c1-7e3a-7cc0-8a8e-000000000003";
     use super::*;
 
     #[test]
     fn long_deltas_are_split_under_the_limit_and_rejoin() {
         let text: String = "a\"é\n€\u{1}𝄞".repeat(20_000);
-        let frames = delta_frames("s", "m", 2, 10, &text);
+        let frames = delta_frames(&S.parse().unwrap(), &M.parse().unwrap(), 2, 10, &text);
         assert!(frames.len() > 1);
         let mut joined = String::new();
         let mut expect_off = 10;
@@ -208,24 +211,27 @@ mod tests {
 
     #[test]
     fn short_delta_is_one_frame() {
-        assert_eq!(delta_frames("s", "m", 0, 0, "hi").len(), 1);
+        assert_eq!(
+            delta_frames(&S.parse().unwrap(), &M.parse().unwrap(), 0, 0, "hi").len(),
+            1
+        );
     }
 
     #[test]
     fn big_snapshot_becomes_blocks_and_deltas() {
         let live = LiveReply {
-            message_id: "m".into(),
-            turn_id: "t".into(),
+            message_id: M.parse().unwrap(),
+            turn_id: T.parse().unwrap(),
             content: vec![Block::text("x".repeat(100_000)), Block::text("tail")],
         };
-        let frames = snapshot_frames("s", &live);
+        let frames = snapshot_frames(&S.parse().unwrap(), &live);
         assert!(
             frames
                 .iter()
                 .all(|f| encode(f).len() <= MAX_SERVER_FRAME_BYTES)
         );
         // A client applying them ends with the whole reply.
-        let mut c = confab_protocol::client::CurrentSession::new_unsaved("s");
+        let mut c = confab_protocol::client::CurrentSession::new_unsaved(S.parse().unwrap());
         for f in &frames {
             c.apply_event(f);
         }
@@ -235,8 +241,8 @@ mod tests {
     #[test]
     fn trimmed_live_is_a_prefix() {
         let live = LiveReply {
-            message_id: "m".into(),
-            turn_id: "t".into(),
+            message_id: M.parse().unwrap(),
+            turn_id: T.parse().unwrap(),
             content: vec![Block::text("ab"), Block::text("c".repeat(10_000))],
         };
         let t = trim_live(&live, 1000).unwrap();

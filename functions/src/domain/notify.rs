@@ -5,7 +5,7 @@
 use super::frames::encode;
 use crate::ports::{ConnectionStore, Push, PushError};
 use bytes::Bytes;
-use confab_protocol::ServerEvent;
+use confab_protocol::{ServerEvent, SessionId};
 use futures::future::join_all;
 
 /// Sends one event to every connection of `owner`.
@@ -41,11 +41,11 @@ pub async fn session_updated(
 pub async fn message_created(
     store: &dyn ConnectionStore,
     push: &dyn Push,
-    session_id: &str,
+    session_id: &SessionId,
     message: confab_protocol::Message,
 ) {
     let event = ServerEvent::MessageCreated {
-        session_id: session_id.to_string(),
+        session_id: session_id.clone(),
         message,
     };
     to_subscribers(store, push, session_id, &event).await
@@ -55,7 +55,7 @@ pub async fn message_created(
 pub async fn to_subscribers(
     store: &dyn ConnectionStore,
     push: &dyn Push,
-    session_id: &str,
+    session_id: &SessionId,
     event: &ServerEvent,
 ) {
     match store.subscribers(session_id).await {

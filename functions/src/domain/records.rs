@@ -5,15 +5,16 @@
 use confab_protocol::model::{
     LastTurn, LiveReply, Message, PermissionMode, SessionStatus, SessionSummary, Usage,
 };
+use confab_protocol::{MessageId, ProjectId, SessionId, TurnId};
 use serde::{Deserialize, Serialize};
 
 /// The turn a session is running, kept on the session's record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveTurn {
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The id the assistant's reply will be stored under.
-    pub reply_id: String,
+    pub reply_id: MessageId,
     pub started_ms: i64,
     /// Last sign of life from the runner (start or checkpoint).
     pub heartbeat_ms: i64,
@@ -58,7 +59,7 @@ pub enum MessageRange {
 /// Filters of an owner's session list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionQuery {
-    pub project_id: Option<String>,
+    pub project_id: Option<ProjectId>,
     /// Lowercased search text, matched against title and first message.
     pub text: Option<String>,
     pub limit: usize,
@@ -71,7 +72,7 @@ pub struct ListCursor {
     #[serde(rename = "t")]
     pub activity_ms: i64,
     #[serde(rename = "i")]
-    pub id: String,
+    pub id: SessionId,
 }
 
 impl ListCursor {

@@ -11,7 +11,7 @@ use crate::error::ServiceError;
 use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnJob};
 use bytes::Bytes;
 use confab_protocol::model::{Block, LastTurn, LiveReply, Message, Role, TurnOutcome, Usage};
-use confab_protocol::{ServerEvent, Timestamp};
+use confab_protocol::{MessageId, ServerEvent, SessionId, Timestamp, TurnId};
 use futures::StreamExt;
 use futures::future::join_all;
 use std::collections::HashMap;
@@ -74,9 +74,9 @@ impl Default for RunnerConfig {
 
 /// The reply being written and what the subscribers have of it.
 struct Reply {
-    session_id: String,
-    message_id: String,
-    turn_id: String,
+    session_id: SessionId,
+    message_id: MessageId,
+    turn_id: TurnId,
     content: Vec<Block>,
     /// Per block: the text length (bytes) pushed so far; non-text blocks 0.
     sent: Vec<usize>,

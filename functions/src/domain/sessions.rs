@@ -20,7 +20,9 @@ use confab_protocol::rest::{
     CreateSessionRequest, MessagePage, ProjectsResponse, SendMessageRequest, SendMessageResponse,
     SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
 };
-use confab_protocol::{ServerEvent, Timestamp, validate};
+use confab_protocol::{
+    MessageId, MessageText, ProjectId, ServerEvent, SessionId, Timestamp, TurnId, validate,
+};
 use std::time::Duration;
 
 /// How long stop and delete wait for a running turn to close.
@@ -60,24 +62,29 @@ pub enum Stopped<T> {
 async fn owned(
     store: &dyn SessionStore,
     owner: &str,
-    id: &str,
+    id: &SessionId,
 ) -> Result<SessionRecord, ServiceError> {
-    validate::id("session id", id)?;
     match store.get_session(id).await? {
         Some(r) if r.owner == owner => Ok(r),
         _ => Err(ServiceError::NotFound),
     }
 }
 
-fn user_message(id: String, session_id: &str, turn_id: &str, text: &str, now: i64) -> Message {
+fn user_message(
+    id: MessageId,
+    session_id: &SessionId,
+    turn_id: &TurnId,
+    text: &MessageText,
+    now: i64,
+) -> Message {
     Message {
         id,
-        session_id: session_id.to_string(),
+        session_id: session_id.clone(),
         seq: 0,
         role: Role::User,
-        turn_id: turn_id.to_string(),
+        turn_id: turn_id.clone(),
         created_at: Timestamp::from_millis(now),
-        content: vec![Block::text(text)],
+        content: vec![Block::text(text.as_str())],
         status: MessageStatus::Complete,
         error: None,
         usage: None,
@@ -91,24 +98,14 @@ pub async fn create_session(
     req: CreateSessionRequest,
 ) -> Result<Created<SessionWithMessages>, ServiceError> {
     let store = &*ports.store;
-    let id = match req.id {
-        Some(id) => {
-            validate::id("id", &id)?;
-            id
-        }
-        None => new_id(),
-    };
-    let project_id = req
-        .project_id
-        .unwrap_or_else(|| validate::DEFAULT_PROJECT.to_string());
-    validate::project_id(&project_id)?;
+    let id = req.id.unwrap_or_else(new_id);
+    let project_id = req.project_id.unwrap_or_else(ProjectId::default_project);
     ports
         .agent
         .check_project(&project_id)
         .map_err(ServiceError::Invalid)?;
     let title = req.title.as_deref().map(validate::title).transpose()?;
-    validate::id("message.id", &req.message.id)?;
-    let text = validate::message_text(&req.message.text)?;
+    let text = &req.message.text;
 
     if let Some(rec) = store.get_session(&id).await? {
         return existing(store, owner, rec, &req.message.id).await;
@@ -231,7 +228,7 @@ async fn start(
 pub async fn close_turn(
     store: &dyn Store,
     push: &dyn Push,
-    session_id: &str,
+    session_id: &SessionId,
     turn: &ActiveTurn,
     content: Vec<Block>,
     outcome: TurnOutcome,
@@ -241,7 +238,7 @@ pub async fn close_turn(
     let end = TurnEnd {
         reply: Message {
             id: turn.reply_id.clone(),
-            session_id: session_id.to_string(),
+            session_id: session_id.clone(),
             seq: 0,
             role: Role::Assistant,
             turn_id: turn.turn_id.clone(),
@@ -268,7 +265,7 @@ pub async fn close_turn(
 pub async fn finish_and_announce(
     store: &dyn Store,
     push: &dyn Push,
-    session_id: &str,
+    session_id: &SessionId,
     turn_id: &str,
     end: &TurnEnd,
 ) -> Option<SessionSummary> {
@@ -278,7 +275,7 @@ pub async fn finish_and_announce(
         Err(e) => {
             tracing::error!(
                 error = &e as &dyn std::error::Error,
-                session = session_id,
+                session = %session_id,
                 "storing the end of a turn failed"
             );
             return None;
@@ -328,13 +325,12 @@ pub async fn reap_if_stale(
 pub async fn send_message(
     ports: &Ports,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
     req: SendMessageRequest,
 ) -> Result<Sent<SendMessageResponse>, ServiceError> {
     let (store, push) = (&*ports.store, &*ports.push);
     let rec = owned(store, owner, session_id).await?;
-    validate::id("id", &req.id)?;
-    let text = validate::message_text(&req.text)?;
+    let text = &req.text;
     if let Some(message) = store.find_message(session_id, &req.id).await? {
         return Ok(Sent::AlreadyStored(SendMessageResponse {
             message,
@@ -371,7 +367,7 @@ async fn stop_and_wait(
     store: &dyn Store,
     push: &dyn Push,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<(bool, SessionRecord), ServiceError> {
     let rec = store
         .request_stop(owner, session_id)
@@ -404,9 +400,8 @@ async fn stop_and_wait(
 pub async fn stop(
     ports: &Ports,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<Stopped<SessionSummary>, ServiceError> {
-    validate::id("session id", session_id)?;
     let (was_running, rec) = stop_and_wait(&*ports.store, &*ports.push, owner, session_id).await?;
     Ok(if was_running {
         Stopped::Stopped(rec.summary)
@@ -416,7 +411,11 @@ pub async fn stop(
 }
 
 /// `DELETE /api/sessions/{id}`: stops a running turn first.
-pub async fn delete(ports: &Ports, owner: &str, session_id: &str) -> Result<(), ServiceError> {
+pub async fn delete(
+    ports: &Ports,
+    owner: &str,
+    session_id: &SessionId,
+) -> Result<(), ServiceError> {
     let (store, push) = (&*ports.store, &*ports.push);
     owned(store, owner, session_id).await?;
     stop_and_wait(store, push, owner, session_id).await?;
@@ -429,7 +428,7 @@ pub async fn delete(ports: &Ports, owner: &str, session_id: &str) -> Result<(), 
         push,
         owner,
         &ServerEvent::SessionDeleted {
-            session_id: session_id.to_string(),
+            session_id: session_id.clone(),
             version,
         },
     )
@@ -441,10 +440,9 @@ pub async fn delete(ports: &Ports, owner: &str, session_id: &str) -> Result<(), 
 pub async fn update(
     ports: &Ports,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
     req: UpdateSessionRequest,
 ) -> Result<SessionSummary, ServiceError> {
-    validate::id("session id", session_id)?;
     let title = req.title.as_deref().map(validate::title).transpose()?;
     if title.is_none() && req.permission_mode.is_none() {
         return Err(ServiceError::Invalid(
@@ -469,7 +467,7 @@ pub async fn update(
 pub async fn detail(
     store: &dyn Store,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<SessionDetail, ServiceError> {
     let rec = owned(store, owner, session_id).await?;
     let (messages, has_more) = store
@@ -493,7 +491,7 @@ pub async fn detail(
 pub async fn messages(
     store: &dyn Store,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
     after_seq: Option<u64>,
     before_seq: Option<u64>,
     limit: Option<usize>,
@@ -517,7 +515,7 @@ pub async fn messages(
 /// Every message of a session, oldest first.
 pub async fn all_messages(
     store: &dyn TurnStore,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<Vec<Message>, ServiceError> {
     let mut out: Vec<Message> = Vec::new();
     loop {
@@ -542,14 +540,11 @@ pub async fn all_messages(
 pub async fn list(
     store: &dyn SessionStore,
     owner: &str,
-    project_id: Option<String>,
+    project_id: Option<ProjectId>,
     q: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 ) -> Result<SessionPage, ServiceError> {
-    if let Some(p) = &project_id {
-        validate::project_id(p)?;
-    }
     let text = q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
     if text
         .as_ref()
@@ -581,9 +576,7 @@ pub fn encode_cursor(c: &ListCursor) -> String {
 fn decode_cursor(s: &str) -> Result<ListCursor, ServiceError> {
     let bad = || ServiceError::Invalid("cursor is not one this server gave out".into());
     let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
-    let c: ListCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    validate::id("cursor", &c.id).map_err(|_| bad())?;
-    Ok(c)
+    serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
 /// `GET /api/projects`
@@ -600,7 +593,7 @@ pub async fn projects(
 pub async fn export(
     store: &dyn Store,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<(SessionSummary, Vec<Message>), ServiceError> {
     let rec = owned(store, owner, session_id).await?;
     let messages = all_messages(store, session_id).await?;

@@ -5,12 +5,12 @@
 use super::frames::{encode, trim_live};
 use super::records::{MessageRange, SubscribeOutcome};
 use super::sessions::reap_if_stale;
-use crate::clock::new_id;
+use crate::clock::new_token;
 use crate::error::ServiceError;
 use crate::ports::{Push, Store};
 use confab_protocol::model::{LiveReply, Message, SessionSummary};
 use confab_protocol::socket::{MAX_SERVER_FRAME_BYTES, MAX_SUBSCRIPTIONS};
-use confab_protocol::{ServerEvent, validate};
+use confab_protocol::{ConnectionId, ServerEvent, SessionId, validate};
 
 /// Messages a `subscribed` frame carries at most.
 const SUBSCRIBE_PAGE: usize = validate::MAX_PAGE;
@@ -20,12 +20,11 @@ const SUBSCRIBE_PAGE: usize = validate::MAX_PAGE;
 pub async fn subscribe(
     store: &dyn Store,
     push: &dyn Push,
-    connection_id: &str,
+    connection_id: &ConnectionId,
     owner: &str,
-    session_id: &str,
+    session_id: &SessionId,
     after_seq: u64,
 ) -> Result<ServerEvent, ServiceError> {
-    validate::id("sessionId", session_id)?;
     let rec = match store.get_session(session_id).await? {
         Some(r) if r.owner == owner => r,
         _ => return Err(ServiceError::NotFound),
@@ -34,7 +33,7 @@ pub async fn subscribe(
     // Subscribe first, then read: whatever is stored after this read reaches
     // the connection as an event, so nothing falls between the two.
     match store
-        .subscribe(connection_id, session_id, &new_id(), MAX_SUBSCRIPTIONS)
+        .subscribe(connection_id, session_id, &new_token(), MAX_SUBSCRIPTIONS)
         .await?
     {
         SubscribeOutcome::Subscribed => {}
@@ -73,7 +72,7 @@ pub async fn subscribe(
 /// runner sends the whole one next) when needed. A single message larger than
 /// a frame still goes whole.
 fn fit_subscribed(
-    session_id: &str,
+    session_id: &SessionId,
     session: SessionSummary,
     mut messages: Vec<Message>,
     mut has_more: bool,
@@ -81,7 +80,7 @@ fn fit_subscribed(
 ) -> ServerEvent {
     loop {
         let event = ServerEvent::Subscribed {
-            session_id: session_id.to_string(),
+            session_id: session_id.clone(),
             session: session.clone(),
             messages: messages.clone(),
             has_more,

@@ -2,6 +2,7 @@
 //! messages shown at once and reconciled by id, and the in-flight reply built
 //! from snapshot, block and delta frames by the offset rule.
 
+use crate::ids::{MessageId, SessionId};
 use crate::model::{Block, LiveReply, Message, Role, SessionStatus, SessionSummary};
 use crate::rest::{MessagePage, SendMessageResponse, SessionDetail, SessionWithMessages};
 use crate::socket::ServerEvent;
@@ -35,10 +36,10 @@ pub enum Effect {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CurrentSession {
-    session_id: String,
+    session_id: SessionId,
     summary: Option<SessionSummary>,
     messages: BTreeMap<u64, Message>,
-    stored_ids: HashSet<String>,
+    stored_ids: HashSet<MessageId>,
     /// The user's messages not yet confirmed by the server, in sending order.
     pending: Vec<Message>,
     live: Option<LiveReply>,
@@ -56,9 +57,9 @@ pub struct CurrentSession {
 
 impl CurrentSession {
     /// A session id made by this client that the server does not know yet.
-    pub fn new_unsaved(session_id: impl Into<String>) -> Self {
+    pub fn new_unsaved(session_id: SessionId) -> Self {
         CurrentSession {
-            session_id: session_id.into(),
+            session_id,
             summary: None,
             messages: BTreeMap::new(),
             stored_ids: HashSet::new(),
@@ -75,13 +76,13 @@ impl CurrentSession {
     }
 
     /// A session id from a URL, about to be fetched.
-    pub fn new_loading(session_id: impl Into<String>) -> Self {
+    pub fn new_loading(session_id: SessionId) -> Self {
         let mut s = Self::new_unsaved(session_id);
         s.loading = true;
         s
     }
 
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> &SessionId {
         &self.session_id
     }
 
@@ -167,10 +168,14 @@ impl CurrentSession {
     }
 
     /// Sending failed: the message comes back out so its text is not lost.
-    pub fn send_failed(&mut self, message_id: &str, error: impl Into<String>) -> Option<Message> {
+    pub fn send_failed(
+        &mut self,
+        message_id: &MessageId,
+        error: impl Into<String>,
+    ) -> Option<Message> {
         self.creating = false;
         self.error = Some(error.into());
-        let i = self.pending.iter().position(|m| m.id == message_id)?;
+        let i = self.pending.iter().position(|m| &m.id == message_id)?;
         Some(self.pending.remove(i))
     }
 

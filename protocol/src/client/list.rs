@@ -1,15 +1,16 @@
 //! The session list: summaries merged by `version`, so an older summary never
 //! overwrites a newer one, and a deletion is never undone by a late update.
 
+use crate::ids::{ProjectId, SessionId};
 use crate::model::SessionSummary;
 use crate::socket::ServerEvent;
 use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionList {
-    sessions: HashMap<String, SessionSummary>,
+    sessions: HashMap<SessionId, SessionSummary>,
     /// Deleted ids and the version of their deletion.
-    deleted: HashMap<String, u64>,
+    deleted: HashMap<SessionId, u64>,
 }
 
 impl SessionList {
@@ -49,8 +50,8 @@ impl SessionList {
     }
 
     /// Removes a session; remembers the deletion so late updates stay out.
-    pub fn remove(&mut self, id: &str, version: u64) -> bool {
-        let prev = self.deleted.entry(id.to_string()).or_insert(version);
+    pub fn remove(&mut self, id: &SessionId, version: u64) -> bool {
+        let prev = self.deleted.entry(id.clone()).or_insert(version);
         *prev = (*prev).max(version);
         match self.sessions.get(id) {
             Some(have) if have.version <= version => {
@@ -95,8 +96,8 @@ impl SessionList {
 
     /// Sessions grouped by project, each group newest first, groups ordered
     /// by their newest session.
-    pub fn by_project(&self) -> Vec<(String, Vec<&SessionSummary>)> {
-        let mut groups: Vec<(String, Vec<&SessionSummary>)> = Vec::new();
+    pub fn by_project(&self) -> Vec<(ProjectId, Vec<&SessionSummary>)> {
+        let mut groups: Vec<(ProjectId, Vec<&SessionSummary>)> = Vec::new();
         for s in self.sorted() {
             match groups.iter_mut().find(|(p, _)| *p == s.project_id) {
                 Some((_, v)) => v.push(s),
@@ -116,13 +117,16 @@ mod tests {
 
     fn summary(id: u8, version: u64, activity: i64, title: &str) -> SessionSummary {
         SessionSummary {
-            id: format!("00000000-0000-7000-8000-0000000000{id:02x}"),
+            id: format!("00000000-0000-7000-8000-0000000000{id:02x}")
+                .parse()
+                .unwrap(),
             project_id: if id.is_multiple_of(2) {
                 "default"
             } else {
                 "other"
             }
-            .into(),
+            .parse()
+            .unwrap(),
             title: title.into(),
             status: if version.is_multiple_of(2) {
                 SessionStatus::Idle

@@ -75,7 +75,7 @@ pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
                             .current
                             .peek()
                             .as_ref()
-                            .is_some_and(|c| c.session_id() == id)
+                            .is_some_and(|c| *c.session_id() == id)
                         {
                             nav.push(Route::Home {});
                         }

@@ -6,6 +6,7 @@ use crate::Route;
 use crate::state::{AppState, save_default_mode, use_app};
 use confab_protocol::client::CurrentSession;
 use confab_protocol::model::PermissionMode;
+use confab_protocol::{ProjectId, SessionId};
 use dioxus::prelude::*;
 
 /// Makes a session id here and opens it at once; nothing is stored until
@@ -16,14 +17,15 @@ pub fn open_new_session(app: AppState, nav: dioxus::router::Navigator) {
 
 /// Prepares a fresh session and returns where it lives.
 pub fn new_session_route(mut app: AppState) -> Route {
-    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    let id = SessionId::from(uuid::Uuid::now_v7());
     let project = app
         .current
         .peek()
         .as_ref()
         .and_then(|c| c.summary().map(|s| s.project_id.clone()))
-        .unwrap_or_else(|| "default".into());
-    app.current.set(Some(CurrentSession::new_unsaved(&id)));
+        .unwrap_or_else(ProjectId::default_project);
+    app.current
+        .set(Some(CurrentSession::new_unsaved(id.clone())));
     Route::Session {
         project_id: project,
         id,
@@ -61,7 +63,7 @@ pub fn Sidebar() -> Element {
         .map(|c| c.session_id().to_string());
     let q = query().trim().to_lowercase();
     let list = app.sessions.read();
-    let groups: Vec<(String, Vec<confab_protocol::SessionSummary>)> = list
+    let groups: Vec<(ProjectId, Vec<confab_protocol::SessionSummary>)> = list
         .by_project()
         .into_iter()
         .map(|(p, v)| {

@@ -10,11 +10,13 @@ use crate::state::{AppState, use_app};
 use confab_protocol::client::{CurrentSession, Phase};
 use confab_protocol::model::{Block, Message, MessageStatus, PermissionMode, Role, SessionStatus};
 use confab_protocol::rest::NewMessage;
-use confab_protocol::{ServerEvent, Timestamp};
+use confab_protocol::{
+    MessageId, MessageText, ProjectId, ServerEvent, SessionId, Timestamp, TurnId,
+};
 use dioxus::prelude::*;
 
 /// Runs `f` on the current session if it is still `id`.
-fn with_current(mut app: AppState, id: &str, f: impl FnOnce(&mut CurrentSession)) {
+fn with_current(mut app: AppState, id: &SessionId, f: impl FnOnce(&mut CurrentSession)) {
     app.current.with_mut(|c| {
         if let Some(c) = c.as_mut().filter(|c| c.session_id() == id) {
             f(c);
@@ -39,7 +41,7 @@ fn scroll_to_bottom() {
 }
 
 #[component]
-pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Element {
+pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> Element {
     let mut app = use_app();
     let socket = use_coroutine_handle::<SocketCmd>();
     let restore = use_signal(|| None::<String>);
@@ -52,7 +54,7 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
             .current
             .peek()
             .as_ref()
-            .is_some_and(|c| c.session_id() == id);
+            .is_some_and(|c| *c.session_id() == id);
         if same {
             return;
         }
@@ -61,11 +63,12 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
             .peek()
             .as_ref()
             .filter(|c| c.summary().is_some())
-            .map(|c| c.session_id().to_string());
+            .map(|c| c.session_id().clone());
         if let Some(old) = leaving {
             socket.send(SocketCmd::Unsubscribe(old));
         }
-        app.current.set(Some(CurrentSession::new_loading(&id)));
+        app.current
+            .set(Some(CurrentSession::new_loading(id.clone())));
         stick.set(true);
         spawn(async move {
             match api::session(&id).await {
@@ -91,17 +94,29 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
         }
     });
 
-    let mut send = move |text: String| {
+    let mut send = move |typed: String| {
         let (sid, project) = (id(), project_id());
-        let message_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let mut restore = restore;
+        // Checked here as the server would: an empty or oversize text never
+        // leaves the browser, and the user gets it back with the reason.
+        let text = match MessageText::parse(typed.as_str()) {
+            Ok(t) => t,
+            Err(e) => {
+                app.notice.set(Some(format!("Not sent: {e}.")));
+                restore.set(Some(typed));
+                return;
+            }
+        };
+        let message_id = MessageId::from(uuid::Uuid::now_v7());
         let mine = Message {
             id: message_id.clone(),
             session_id: sid.clone(),
             seq: 0,
             role: Role::User,
-            turn_id: String::new(),
+            // The server gives the turn; the nil id stands until it answers.
+            turn_id: TurnId::from(uuid::Uuid::nil()),
             created_at: Timestamp::from_millis(js_sys::Date::now() as i64),
-            content: vec![Block::text(text.clone())],
+            content: vec![Block::text(text.as_str())],
             status: MessageStatus::Complete,
             error: None,
             usage: None,
@@ -112,7 +127,6 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
             .peek()
             .as_ref()
             .is_some_and(|c| c.summary().is_none());
-        let mut restore = restore;
         stick.set(true);
         if creating {
             with_current(app, &sid, |c| c.begin_create(mine));
@@ -138,7 +152,7 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
                         with_current(app, &sid, |c| {
                             c.send_failed(&message_id, e.to_string());
                         });
-                        restore.set(Some(text));
+                        restore.set(Some(typed));
                     }
                 }
             });
@@ -162,7 +176,7 @@ pub fn Session(project_id: ReadSignal<String>, id: ReadSignal<String>) -> Elemen
                         with_current(app, &sid, |c| {
                             c.send_failed(&message_id, e.to_string());
                         });
-                        restore.set(Some(text));
+                        restore.set(Some(typed));
                     }
                 }
             });

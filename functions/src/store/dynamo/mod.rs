@@ -30,9 +30,9 @@ use aws_sdk_dynamodb::types::{
     Put, ReturnConsumedCapacity, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
     TransactWriteItem, Update, WriteRequest,
 };
-use confab_protocol::Timestamp;
 use confab_protocol::backoff::Backoff;
 use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
+use confab_protocol::{SessionId, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -122,6 +122,14 @@ struct Corrupt(String);
 
 fn corrupt(m: String) -> StoreError {
     StoreError::corrupt(Corrupt(m))
+}
+
+/// A string attribute that holds an id.
+fn get_id<T: std::str::FromStr<Err = confab_protocol::validate::Invalid>>(
+    item: &Item,
+    k: &str,
+) -> Result<T, StoreError> {
+    get_s(item, k)?.parse().map_err(StoreError::corrupt)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -837,8 +845,8 @@ impl SessionStore for DynamoStore {
                         .ok_or_else(|| corrupt("bad activityKey".into()))?;
                     at.insert(project.to_string(), projects.len());
                     projects.push(ProjectSummary {
-                        id: project.to_string(),
-                        last_session_id: get_s(r, "id")?.to_string(),
+                        id: get_id(r, "projectId")?,
+                        last_session_id: get_id(r, "id")?,
                         last_activity_at: Timestamp::from_millis(ms),
                         session_count: 1,
                     });
@@ -1229,7 +1237,7 @@ impl TurnStore for DynamoStore {
         Err(backend(Contention))
     }
 
-    async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError> {
+    async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError> {
         let rows = self
             .query_eq(
                 &self.tables.sessions,
@@ -1246,7 +1254,7 @@ impl TurnStore for DynamoStore {
             if let Some(l) = self.load(id).await?
                 && let Some(t) = l.record.turn
             {
-                out.push((l.record.owner, id.to_string(), t));
+                out.push((l.record.owner, l.record.summary.id, t));
             }
         }
         Ok(out)

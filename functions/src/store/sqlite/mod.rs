@@ -8,8 +8,8 @@ use crate::domain::records::{
 };
 use crate::ports::{ConnectionStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
-use confab_protocol::Timestamp;
 use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
+use confab_protocol::{SessionId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,13 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(StoreError::corrupt)
+}
+
+/// An id read from a column.
+fn parse_id<T: std::str::FromStr<Err = confab_protocol::validate::Invalid>>(
+    s: String,
+) -> Result<T, StoreError> {
+    s.parse().map_err(StoreError::corrupt)
 }
 
 impl SqliteStore {
@@ -150,7 +157,7 @@ fn save_session(
 ) -> Result<(), StoreError> {
     c.execute(
         "UPDATE sessions SET summary = ?2, turn = ?3, activity_ms = ?4, title_lc = ?5 WHERE id = ?1",
-        params![s.id, json(s)?, turn.map(json).transpose()?, s.last_message_at.millis(), s.title.to_lowercase()],
+        params![s.id.as_str(), json(s)?, turn.map(json).transpose()?, s.last_message_at.millis(), s.title.to_lowercase()],
     )
     .map_err(db)?;
     Ok(())
@@ -159,7 +166,7 @@ fn save_session(
 fn insert_message(c: &Connection, m: &Message) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO messages (session_id, seq, id, body) VALUES (?1, ?2, ?3, ?4)",
-        params![m.session_id, m.seq as i64, m.id, json(m)?],
+        params![m.session_id.as_str(), m.seq as i64, m.id.as_str(), json(m)?],
     )
     .map_err(db)?;
     Ok(())
@@ -210,9 +217,9 @@ impl SessionStore for SqliteStore {
                 "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
-                    s.id,
+                    s.id.as_str(),
                     new.owner,
-                    s.project_id,
+                    s.project_id.as_str(),
                     s.last_message_at.millis(),
                     s.title.to_lowercase(),
                     new.first.plain_text().to_lowercase(),
@@ -242,7 +249,7 @@ impl SessionStore for SqliteStore {
         let (owner, q) = (owner.to_string(), q.clone());
         self.read(move |c| {
             let (after_ms, after_id) = match &q.after {
-                Some(cur) => (cur.activity_ms, cur.id.clone()),
+                Some(cur) => (cur.activity_ms, cur.id.to_string()),
                 None => (i64::MAX, String::new()),
             };
             let mut st = c
@@ -260,7 +267,7 @@ impl SessionStore for SqliteStore {
                 .query_map(
                     params![
                         owner,
-                        q.project_id,
+                        q.project_id.as_deref(),
                         q.text,
                         after_ms,
                         after_id,
@@ -291,15 +298,25 @@ impl SessionStore for SqliteStore {
                 .map_err(db)?;
             let rows = st
                 .query_map([owner], |r| {
-                    Ok(ProjectSummary {
-                        id: r.get(0)?,
-                        last_session_id: r.get(1)?,
-                        last_activity_at: Timestamp::from_millis(r.get(2)?),
-                        session_count: r.get::<_, i64>(3)? as u64,
-                    })
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        Timestamp::from_millis(r.get(2)?),
+                        r.get::<_, i64>(3)? as u64,
+                    ))
                 })
                 .map_err(db)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, last, at, count) = row.map_err(db)?;
+                out.push(ProjectSummary {
+                    id: parse_id(id)?,
+                    last_session_id: parse_id(last)?,
+                    last_activity_at: at,
+                    session_count: count,
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -510,7 +527,7 @@ impl TurnStore for SqliteStore {
         .await
     }
 
-    async fn running_turns(&self) -> Result<Vec<(String, String, ActiveTurn)>, StoreError> {
+    async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError> {
         self.read(|c| {
             let mut st = c
                 .prepare("SELECT owner, id, turn FROM sessions WHERE turn IS NOT NULL")
@@ -527,7 +544,7 @@ impl TurnStore for SqliteStore {
             let mut out = Vec::new();
             for r in rows {
                 let (o, i, t) = r.map_err(db)?;
-                out.push((o, i, parse(&t)?));
+                out.push((o, parse_id(i)?, parse(&t)?));
             }
             Ok(out)
         })
