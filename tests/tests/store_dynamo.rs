@@ -2,6 +2,8 @@
 
 use confab_functions::ports::{SessionStore, Store, TurnStore};
 use confab_protocol::model::Block;
+use confab_tests::moto;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 async fn dynamo() -> Arc<dyn Store> {
@@ -48,4 +50,180 @@ async fn tool_input_json_round_trips() {
     let back = store.find_message(&id, &msg.id).await.unwrap().unwrap();
     assert_eq!(back.content[1], msg.content[1]);
     assert_eq!(back.seq, rec.summary.message_count + 1);
+}
+
+/// The template as CloudFormation reads it, through cfn-lint's own decoder
+/// (it knows the intrinsic-function tags).
+fn template() -> Value {
+    let python = moto::venv().join("bin/python");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys\nfrom cfnlint.decode import decode\nt, errors = decode(sys.argv[1])\nassert not errors, errors\nprint(json.dumps(t))",
+        ])
+        .arg(path)
+        .output()
+        .expect("running cfn-lint's decoder");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the template as JSON")
+}
+
+/// An index: its name, key schema, projection type and projected attributes.
+type Index = (String, Vec<(String, String)>, String, Vec<String>);
+
+/// Keys, attributes, indexes, billing and TTL of a table, in one comparable
+/// form: pairs of names, sorted where order carries no meaning.
+fn shape(
+    keys: Vec<(String, String)>,
+    mut attributes: Vec<(String, String)>,
+    mut indexes: Vec<Index>,
+    billing: Option<String>,
+    ttl: Option<String>,
+) -> Value {
+    attributes.sort();
+    indexes.sort();
+    for i in &mut indexes {
+        i.3.sort();
+    }
+    json!({ "keys": keys, "attributes": attributes, "indexes": indexes, "billing": billing, "ttl": ttl })
+}
+
+fn pairs(v: &Value, a: &str, b: &str) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|xs| {
+            xs.iter()
+                .map(|x| {
+                    (
+                        x[a].as_str().unwrap().to_string(),
+                        x[b].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn template_shape(p: &Value) -> Value {
+    let indexes = p["GlobalSecondaryIndexes"]
+        .as_array()
+        .map(|xs| {
+            xs.iter()
+                .map(|i| {
+                    (
+                        i["IndexName"].as_str().unwrap().to_string(),
+                        pairs(&i["KeySchema"], "AttributeName", "KeyType"),
+                        i["Projection"]["ProjectionType"]
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
+                        i["Projection"]["NonKeyAttributes"]
+                            .as_array()
+                            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    shape(
+        pairs(&p["KeySchema"], "AttributeName", "KeyType"),
+        pairs(&p["AttributeDefinitions"], "AttributeName", "AttributeType"),
+        indexes,
+        p["BillingMode"].as_str().map(str::to_string),
+        p["TimeToLiveSpecification"]["AttributeName"]
+            .as_str()
+            .map(str::to_string),
+    )
+}
+
+async fn created_shape(store: &confab_functions::store::dynamo::DynamoStore, table: &str) -> Value {
+    let client = store.client();
+    let d = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table");
+    let t = d.table().expect("a table");
+    macro_rules! key {
+        ($k:expr) => {
+            $k.iter()
+                .map(|e| {
+                    (
+                        e.attribute_name().to_string(),
+                        e.key_type().as_str().to_string(),
+                    )
+                })
+                .collect::<Vec<(String, String)>>()
+        };
+    }
+    let indexes = t
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            let p = i.projection().expect("a projection");
+            (
+                i.index_name().unwrap_or_default().to_string(),
+                key!(i.key_schema()),
+                p.projection_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                p.non_key_attributes().to_vec(),
+            )
+        })
+        .collect();
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe TTL")
+        .time_to_live_description()
+        .filter(|d| {
+            d.time_to_live_status()
+                .is_some_and(|s| s.as_str() == "ENABLED")
+        })
+        .and_then(|d| d.attribute_name())
+        .map(str::to_string);
+    shape(
+        key!(t.key_schema()),
+        t.attribute_definitions()
+            .iter()
+            .map(|a| {
+                (
+                    a.attribute_name().to_string(),
+                    a.attribute_type().as_str().to_string(),
+                )
+            })
+            .collect(),
+        indexes,
+        t.billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|b| b.as_str().to_string()),
+        ttl,
+    )
+}
+
+/// The tables the store creates (for `--aws-emulated` and the tests) are the
+/// tables the SAM template deploys: a key, index or projection changed in one
+/// place and not the other fails here.
+#[tokio::test]
+async fn the_tables_the_store_creates_are_the_tables_the_template_deploys() {
+    let (store, _) = confab_tests::moto::dynamo_store().await;
+    let template = template();
+    let tables = store.tables().clone();
+    for (logical, name) in [
+        ("SessionsTable", &tables.sessions),
+        ("MessagesTable", &tables.messages),
+        ("ConnectionsTable", &tables.connections),
+    ] {
+        let want = template_shape(&template["Resources"][logical]["Properties"]);
+        assert_ne!(want["keys"], json!([]), "{logical} is in the template");
+        assert_eq!(created_shape(&store, name).await, want, "{logical}");
+    }
 }

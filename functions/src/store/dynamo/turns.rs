@@ -1,0 +1,309 @@
+//! `TurnStore`: messages and the turn on the session row.
+
+use super::billing::{item_size, session_size, units, value_size};
+use super::codec::{
+    Loaded, corrupt, from_av, get_n, get_s, guard_sk, message_sk, n, parse_session, s, to_av,
+};
+use super::errors::{Contention, backend, is_condition_failed};
+use super::{BY_RUNNING, DynamoStore, MAX_ATTEMPTS, RUNNING};
+use crate::domain::records::{
+    ActiveTurn, MessageRange, NewTurn, SessionRecord, StartOutcome, TurnEnd,
+};
+use crate::ports::{StoreError, TurnStore};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
+use confab_protocol::SessionId;
+use confab_protocol::model::{LiveReply, Message, SessionSummary};
+
+#[async_trait]
+impl TurnStore for DynamoStore {
+    async fn messages(
+        &self,
+        session_id: &str,
+        range: MessageRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let (lo, hi, limit, forward) = match range {
+            MessageRange::Latest { limit } => (message_sk(0), message_sk(u64::MAX), limit, false),
+            MessageRange::Before { seq, limit } => {
+                if seq <= 1 {
+                    return Ok((Vec::new(), false));
+                }
+                (message_sk(0), message_sk(seq - 1), limit, false)
+            }
+            MessageRange::After { seq, limit } => {
+                if seq == u64::MAX {
+                    return Ok((Vec::new(), false));
+                }
+                (message_sk(seq + 1), message_sk(u64::MAX), limit, true)
+            }
+        };
+        let page = self
+            .client
+            .query()
+            .table_name(&self.tables.messages)
+            .key_condition_expression("sessionId = :s AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":s", s(session_id))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(forward)
+            .limit((limit + 1).min(i32::MAX as usize) as i32)
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(backend)?;
+        self.count("dynamodb:Query", page.consumed_capacity());
+        let mut out = page
+            .items()
+            .iter()
+            .map(|i| {
+                from_av::<Message>(
+                    i.get("message")
+                        .ok_or_else(|| corrupt("message row without message".into()))?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = out.len() > limit;
+        out.truncate(limit);
+        if !forward {
+            out.reverse();
+        }
+        Ok((out, more))
+    }
+
+    async fn find_message(
+        &self,
+        session_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let guard = guard_sk(message_id);
+        let Some(item) = self
+            .get(
+                &self.tables.messages,
+                &[("sessionId", session_id), ("sk", &guard)],
+                None,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let seq = get_n(&item, "seq")?;
+        self.message_by_sk(session_id, &message_sk(seq as u64))
+            .await
+    }
+
+    async fn start_turn(
+        &self,
+        owner: &str,
+        session_id: &str,
+        turn: &NewTurn,
+    ) -> Result<StartOutcome, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { mut record, rev }) = self
+                .load(session_id)
+                .await?
+                .filter(|l| l.record.owner == owner)
+            else {
+                return Ok(StartOutcome::NotFound);
+            };
+            if record.turn.is_some() {
+                if let Some(m) = self.find_message(session_id, &turn.message.id).await? {
+                    return Ok(StartOutcome::Duplicate(m));
+                }
+                return Ok(StartOutcome::Running);
+            }
+            let seq = record.summary.message_count + 1;
+            let message = turn.apply(&mut record.summary, seq);
+            let sm = &record.summary;
+            match self
+                .append(
+                    session_id,
+                    sm,
+                    rev,
+                    ", turn = :turn, running = :running",
+                    "attribute_not_exists(turn)",
+                    vec![(":turn", to_av(&turn.turn)?), (":running", s(RUNNING))],
+                    &message,
+                )
+                .await?
+            {
+                None => {
+                    let sess = session_size(&record.summary, Some(&turn.turn));
+                    self.stats.estimate(
+                        2.0 * (units(sess) + self.message_units(&message)) + units(sess) + 1.0,
+                    );
+                    return Ok(StartOutcome::Started {
+                        message,
+                        session: record.summary,
+                    });
+                }
+                Some(failed) => {
+                    if failed.get(2) == Some(&true)
+                        && let Some(m) = self.find_message(session_id, &turn.message.id).await?
+                    {
+                        return Ok(StartOutcome::Duplicate(m));
+                    }
+                }
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn checkpoint(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        live: &LiveReply,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression("SET turn.live = :live, turn.heartbeatMs = :now")
+            .condition_expression("turn.turnId = :t")
+            .expression_attribute_values(":live", to_av(live)?)
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":t", s(turn_id))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                // The row's other attributes (summary, keys) are about 1 KiB.
+                let live = to_av(live).map(|v| value_size(&v)).unwrap_or(0);
+                self.stats.estimate(units(live + 1024));
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn active_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+    ) -> Result<Option<ActiveTurn>, StoreError> {
+        let item = self
+            .get(&self.tables.sessions, &[("id", session_id)], Some("turn"))
+            .await?;
+        let Some(t) = item.as_ref().and_then(|i| i.get("turn")) else {
+            return Ok(None);
+        };
+        let t: ActiveTurn = from_av(t)?;
+        Ok((t.turn_id == turn_id).then_some(t))
+    }
+
+    async fn request_stop(
+        &self,
+        owner: &str,
+        session_id: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression("SET turn.stopRequested = :yes")
+            .condition_expression("#owner = :o AND attribute_exists(turn.turnId)")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .return_values(ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                if let Some(a) = out.attributes() {
+                    self.stats.estimate(units(item_size(a)));
+                }
+                out.attributes()
+                    .map(|a| parse_session(a).map(|l| l.record))
+                    .transpose()
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(self
+                    .load(session_id)
+                    .await?
+                    .map(|l| l.record)
+                    .filter(|r| r.owner == owner))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn finish_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        end: &TurnEnd,
+    ) -> Result<Option<(Message, SessionSummary)>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded { mut record, rev }) = self.load(session_id).await? else {
+                return Ok(None);
+            };
+            if record.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
+                return Ok(None);
+            }
+            let seq = record.summary.message_count + 1;
+            let reply = end.apply(&mut record.summary, seq);
+            let sm = &record.summary;
+            if self
+                .append(
+                    session_id,
+                    sm,
+                    rev,
+                    " REMOVE turn, running",
+                    "turn.turnId = :t",
+                    vec![(":t", s(turn_id))],
+                    &reply,
+                )
+                .await?
+                .is_none()
+            {
+                // Billed at the larger of before (with the live reply) and after.
+                let before = session_size(&record.summary, record.turn.as_ref());
+                let after = session_size(&record.summary, None);
+                self.stats.estimate(
+                    2.0 * (units(before.max(after)) + self.message_units(&reply))
+                        + units(after)
+                        + 1.0,
+                );
+                return Ok(Some((reply, record.summary)));
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError> {
+        let rows = self
+            .query_eq(
+                &self.tables.sessions,
+                Some(BY_RUNNING),
+                "running",
+                RUNNING,
+                None,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id = get_s(&r, "id")?;
+            // The index lags; the row itself says whether the turn runs.
+            if let Some(l) = self.load(id).await?
+                && let Some(t) = l.record.turn
+            {
+                out.push((l.record.owner, l.record.summary.id, t));
+            }
+        }
+        Ok(out)
+    }
+}
