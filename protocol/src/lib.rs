@@ -7,6 +7,7 @@ pub mod client;
 pub mod ids;
 pub mod model;
 pub mod rest;
+pub mod routes;
 pub mod socket;
 pub mod time;
 pub mod validate;

@@ -5,7 +5,7 @@
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
 use confab_protocol::model::{Block, Role};
 use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
-use confab_protocol::{ConnectionId, ServerEvent};
+use confab_protocol::{ConnectionId, ServerEvent, routes};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -357,7 +357,7 @@ impl Api {
     pub async fn create(&self, session_id: &str, message_id: &str, text: &str) -> Reply {
         self.call(
             "POST",
-            "/api/sessions",
+            routes::SESSIONS,
             Some(json!({ "id": session_id, "message": { "id": message_id, "text": text } })),
         )
         .await
@@ -366,27 +366,24 @@ impl Api {
     pub async fn send(&self, session_id: &str, message_id: &str, text: &str) -> Reply {
         self.call(
             "POST",
-            &format!("/api/sessions/{session_id}/messages"),
+            &routes::messages(session_id),
             Some(json!({ "id": message_id, "text": text })),
         )
         .await
     }
 
     pub async fn stop(&self, session_id: &str) -> Reply {
-        self.call("POST", &format!("/api/sessions/{session_id}/stop"), None)
-            .await
+        self.call("POST", &routes::stop(session_id), None).await
     }
 
     pub async fn session(&self, session_id: &str) -> Reply {
-        self.get(&format!("/api/sessions/{session_id}")).await
+        self.get(&routes::session(session_id)).await
     }
 
     /// Every stored message of a session, oldest first.
     pub async fn all_messages(&self, session_id: &str) -> Vec<confab_protocol::Message> {
         let r = self
-            .get(&format!(
-                "/api/sessions/{session_id}/messages?afterSeq=0&limit=100"
-            ))
+            .get(&routes::message_page(session_id, Some(0), None, 100))
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         serde_json::from_value(r.body["messages"].clone()).expect("messages")

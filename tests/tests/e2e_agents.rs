@@ -4,6 +4,7 @@
 use confab_functions::agents::prompt::DEFAULT_SYSTEM_PROMPT;
 use confab_protocol::ServerEvent;
 use confab_protocol::model::{Block, MessageStatus, Role};
+use confab_protocol::routes;
 use confab_tests::fake_provider::{FakeProvider, Reply};
 use confab_tests::harness::{Gateway, id};
 use serde_json::json;
@@ -30,7 +31,7 @@ async fn openai_gets_the_stored_conversation_every_turn_even_after_a_restart() {
         .then(Reply::fixture("openai/text.sse"));
     let mut gw = openai_gateway(&fake).await;
     let api = gw.api(None);
-    let config = api.get("/api/config").await.body;
+    let config = api.get(routes::CONFIG).await.body;
     assert_eq!(
         config["agent"],
         json!({ "provider": "openai", "model": "gpt-test" })
@@ -166,7 +167,7 @@ async fn a_provider_refusal_is_a_failed_reply_without_secrets() {
     assert!(error.contains("OPENAI_API_KEY"), "{error}");
     assert!(!error.contains(KEY));
     assert!(
-        !api.get(&format!("/api/sessions/{sid}/export?format=json"))
+        !api.get(&routes::export(&sid, "json"))
             .await
             .text
             .contains(KEY)
@@ -218,7 +219,7 @@ async fn claude_code_runs_in_the_project_folder_and_resumes_its_session() {
     let sid = id();
     let body = json!({ "id": sid, "projectId": "my-app", "permissionMode": "plan", "message": { "id": id(), "text": "hello" } });
     assert_eq!(
-        api.call("POST", "/api/sessions", Some(body)).await.status,
+        api.call("POST", routes::SESSIONS, Some(body)).await.status,
         201
     );
     let first = api
@@ -341,7 +342,7 @@ async fn a_project_that_leads_outside_the_root_is_refused_and_nothing_is_stored(
     for project in ["evil", "etc"] {
         let body =
             json!({ "id": id(), "projectId": project, "message": { "id": id(), "text": "hello" } });
-        let r = api.call("POST", "/api/sessions", Some(body)).await;
+        let r = api.call("POST", routes::SESSIONS, Some(body)).await;
         assert_eq!(r.status, 400, "{}", r.text);
         assert_eq!(r.body["error"]["code"], "invalid_request");
         assert!(
@@ -356,11 +357,11 @@ async fn a_project_that_leads_outside_the_root_is_refused_and_nothing_is_stored(
     let body =
         json!({ "id": id(), "projectId": "../escape", "message": { "id": id(), "text": "hello" } });
     assert_eq!(
-        api.call("POST", "/api/sessions", Some(body)).await.status,
+        api.call("POST", routes::SESSIONS, Some(body)).await.status,
         400
     );
     assert_eq!(
-        api.get("/api/sessions").await.body["sessions"]
+        api.get(routes::SESSIONS).await.body["sessions"]
             .as_array()
             .unwrap()
             .len(),

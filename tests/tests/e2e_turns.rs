@@ -3,6 +3,7 @@
 
 use confab_protocol::client::{CurrentSession, Phase};
 use confab_protocol::model::{MessageStatus, Role, SessionStatus, TurnOutcome};
+use confab_protocol::routes;
 use confab_protocol::{Message, ServerEvent, SessionSummary};
 use confab_tests::harness::{Gateway, Viewer, id};
 use serde_json::Value;
@@ -350,9 +351,7 @@ async fn delete_stops_the_turn_and_tells_every_tab() {
     api.create(&sid, &id(), "/words 100000").await;
     let mut other = gw.socket(None).await;
     other.hello().await;
-    let r = api
-        .call("DELETE", &format!("/api/sessions/{sid}"), None)
-        .await;
+    let r = api.call("DELETE", &routes::session(&sid), None).await;
     assert_eq!(r.status, 204, "{}", r.text);
     let (e, _) = other
         .expect("session.deleted", |e| {
@@ -365,12 +364,12 @@ async fn delete_stops_the_turn_and_tells_every_tab() {
     assert_eq!(session_id, sid);
     assert_eq!(api.session(&sid).await.status, 404);
     assert_eq!(
-        api.call("DELETE", &format!("/api/sessions/{sid}"), None)
+        api.call("DELETE", &routes::session(&sid), None)
             .await
             .status,
         404
     );
-    let list = api.get("/api/sessions").await;
+    let list = api.get(routes::SESSIONS).await;
     assert_eq!(list.body["sessions"].as_array().unwrap().len(), 0);
 }
 
@@ -387,7 +386,7 @@ async fn rename_and_permission_mode_reach_every_tab() {
     let r = api
         .call(
             "PATCH",
-            &format!("/api/sessions/{sid}"),
+            &routes::session(&sid),
             Some(serde_json::json!({ "title": "  Renamed  ", "permissionMode": "plan" })),
         )
         .await;
@@ -434,7 +433,7 @@ async fn create_is_idempotent_conflicts_on_a_different_first_message_and_is_rate
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry));
-    let list = api.get("/api/sessions").await;
+    let list = api.get(routes::SESSIONS).await;
     assert_eq!(list.body["sessions"].as_array().unwrap().len(), 3);
 }
 
@@ -447,14 +446,14 @@ async fn lists_page_search_and_projects() {
         let sid = id();
         let body = serde_json::json!({ "id": sid, "projectId": if i < 3 { "alpha" } else { "beta" }, "message": { "id": id(), "text": format!("note number {i} about Kubernetes") } });
         assert_eq!(
-            api.call("POST", "/api/sessions", Some(body)).await.status,
+            api.call("POST", routes::SESSIONS, Some(body)).await.status,
             201
         );
         api.wait_session(&sid, |s| s["session"]["status"] == "idle")
             .await;
         ids.push(sid);
     }
-    let p1 = api.get("/api/sessions?limit=2").await;
+    let p1 = api.get(&routes::session_page(2)).await;
     assert_eq!(p1.status, 200);
     let got: Vec<&str> = p1.body["sessions"]
         .as_array()
@@ -483,7 +482,7 @@ async fn lists_page_search_and_projects() {
     assert_eq!(q.body["sessions"][0]["id"], ids[3].as_str());
     let beta = api.get("/api/sessions?projectId=beta").await;
     assert_eq!(beta.body["sessions"].as_array().unwrap().len(), 2);
-    let projects = api.get("/api/projects").await;
+    let projects = api.get(routes::PROJECTS).await;
     assert_eq!(projects.body["projects"][0]["id"], "beta");
     assert_eq!(projects.body["projects"][0]["sessionCount"], 2);
     assert_eq!(
@@ -501,9 +500,7 @@ async fn export_as_markdown_and_json() {
     api.create(&sid, &id(), "/tool").await;
     api.wait_session(&sid, |s| s["session"]["status"] == "idle")
         .await;
-    let md = api
-        .get(&format!("/api/sessions/{sid}/export?format=md"))
-        .await;
+    let md = api.get(&routes::export(&sid, "md")).await;
     assert_eq!(md.status, 200);
     assert!(
         md.headers["content-disposition"]
@@ -513,25 +510,18 @@ async fn export_as_markdown_and_json() {
     );
     assert!(md.text.contains("## You"));
     assert!(md.text.contains("**Tool call:** `list_files`"));
-    let json = api
-        .get(&format!("/api/sessions/{sid}/export?format=json"))
-        .await;
+    let json = api.get(&routes::export(&sid, "json")).await;
     assert_eq!(json.body["messages"].as_array().unwrap().len(), 2);
     assert_eq!(json.body["session"]["id"], sid.as_str());
-    assert_eq!(
-        api.get(&format!("/api/sessions/{sid}/export?format=pdf"))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(api.get(&routes::export(&sid, "pdf")).await.status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_and_health() {
     let gw = Gateway::start(&[]).await;
     let api = gw.api(None);
-    assert_eq!(api.get("/api/health").await.body["ok"], true);
-    let c = api.get("/api/config").await.body;
+    assert_eq!(api.get(routes::HEALTH).await.body["ok"], true);
+    let c = api.get(routes::CONFIG).await.body;
     assert_eq!(c["agent"]["provider"], "demo");
     assert_eq!(c["auth"]["mode"], "none");
     assert_eq!(c["limits"]["maxMessageBytes"], 32768);

@@ -6,7 +6,7 @@ use confab_protocol::rest::{
     SendMessageResponse, SessionDetail, SessionEnvelope, SessionPage, SessionWithMessages,
     UpdateSessionRequest,
 };
-use confab_protocol::{ProjectId, SessionId};
+use confab_protocol::{ProjectId, SessionId, routes};
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -136,22 +136,19 @@ async fn send_json<B: serde::Serialize, T: DeserializeOwned>(
 }
 
 pub async fn config() -> Result<ConfigResponse, ApiError> {
-    get("/api/config").await
+    get(routes::CONFIG).await
 }
 
 pub async fn list_sessions() -> Result<SessionPage, ApiError> {
-    get("/api/sessions?limit=100").await
+    get(&routes::session_page(100)).await
 }
 
 pub async fn session(id: &SessionId) -> Result<SessionDetail, ApiError> {
-    get(&format!("/api/sessions/{id}")).await
+    get(&routes::session(id)).await
 }
 
 pub async fn older(id: &SessionId, before_seq: u64) -> Result<MessagePage, ApiError> {
-    get(&format!(
-        "/api/sessions/{id}/messages?beforeSeq={before_seq}&limit=50"
-    ))
-    .await
+    get(&routes::message_page(id, None, Some(before_seq), 50)).await
 }
 
 pub async fn create(
@@ -167,7 +164,7 @@ pub async fn create(
         permission_mode: Some(permission_mode),
         message,
     };
-    send_json(Request::post(&api("/api/sessions")), &body).await
+    send_json(Request::post(&api(routes::SESSIONS)), &body).await
 }
 
 pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
@@ -176,15 +173,11 @@ pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResp
         text: message.text,
         permission_mode: None,
     };
-    send_json(
-        Request::post(&api(&format!("/api/sessions/{id}/messages"))),
-        &body,
-    )
-    .await
+    send_json(Request::post(&api(&routes::messages(id))), &body).await
 }
 
 pub async fn stop(id: &SessionId) -> Result<SessionSummary, ApiError> {
-    let r = authorized(Request::post(&api(&format!("/api/sessions/{id}/stop"))))
+    let r = authorized(Request::post(&api(&routes::stop(id))))
         .send()
         .await;
     answer::<SessionEnvelope>(r).await.map(|e| e.session)
@@ -199,13 +192,13 @@ pub async fn update(
         title,
         permission_mode,
     };
-    send_json::<_, SessionEnvelope>(Request::patch(&api(&format!("/api/sessions/{id}"))), &body)
+    send_json::<_, SessionEnvelope>(Request::patch(&api(&routes::session(id))), &body)
         .await
         .map(|e| e.session)
 }
 
 pub async fn delete(id: &SessionId) -> Result<(), ApiError> {
-    let r = authorized(Request::delete(&api(&format!("/api/sessions/{id}"))))
+    let r = authorized(Request::delete(&api(&routes::session(id))))
         .send()
         .await
         .map_err(|_| ApiError::Network)?;
@@ -221,12 +214,10 @@ pub async fn delete(id: &SessionId) -> Result<(), ApiError> {
 
 /// Downloads the export of a session as a file.
 pub async fn export(id: &SessionId, format: &str) -> Result<(), ApiError> {
-    let r = authorized(Request::get(&api(&format!(
-        "/api/sessions/{id}/export?format={format}"
-    ))))
-    .send()
-    .await
-    .map_err(|_| ApiError::Network)?;
+    let r = authorized(Request::get(&api(&routes::export(id, format))))
+        .send()
+        .await
+        .map_err(|_| ApiError::Network)?;
     if !r.ok() {
         return Err(ApiError::Refused {
             status: r.status(),

@@ -16,7 +16,7 @@ use confab_protocol::rest::{
     AgentInfo, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorDetail, Health,
     Limits, SendMessageRequest, SessionEnvelope, UpdateSessionRequest,
 };
-use confab_protocol::{SessionId, validate};
+use confab_protocol::{SessionId, routes, validate};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,20 +200,17 @@ impl Params {
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/api/health", get(health))
-        .route("/api/config", get(config))
-        .route("/api/projects", get(projects))
-        .route("/api/sessions", post(create).get(list))
-        .route(
-            "/api/sessions/{id}",
-            get(detail).patch(update).delete(remove),
-        )
-        .route("/api/sessions/{id}/messages", post(send).get(messages))
-        .route("/api/sessions/{id}/stop", post(stop))
-        .route("/api/sessions/{id}/export", get(export_session))
+        .route(routes::HEALTH, get(health))
+        .route(routes::CONFIG, get(config))
+        .route(routes::PROJECTS, get(projects))
+        .route(routes::SESSIONS, post(create).get(list))
+        .route(routes::SESSION, get(detail).patch(update).delete(remove))
+        .route(routes::MESSAGES, post(send).get(messages))
+        .route(routes::STOP, post(stop))
+        .route(routes::EXPORT, get(export_session))
         // Unknown API paths stay JSON 404s even where a web app serves `/`.
-        .route("/api", any(not_found))
-        .route("/api/{*rest}", any(not_found))
+        .route(routes::PREFIX, any(not_found))
+        .route(&format!("{}/{{*rest}}", routes::PREFIX), any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
