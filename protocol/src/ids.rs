@@ -8,7 +8,18 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 macro_rules! string_type {
-    ($(#[$doc:meta])* $name:ident, $read:expr) => {
+    ($(#[$doc:meta])* $name:ident, $read:expr, $schema:tt) => {
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -111,7 +122,15 @@ macro_rules! string_type {
 
 macro_rules! uuid_type {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
-        string_type!($(#[$doc])* $name, |v| validate::id($field, &v).map(|()| v));
+        string_type!(
+            $(#[$doc])* $name,
+            |v| validate::id($field, &v).map(|()| v),
+            {
+                "type": "string",
+                "format": "uuid",
+                "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+            }
+        );
 
         impl From<uuid::Uuid> for $name {
             /// A UUID is always a valid id, written lowercase and hyphenated.
@@ -142,18 +161,27 @@ string_type!(
     /// `L0SM9cOFvHcCIhw=`) or the local gateway's (a UUID): 1 to 128 of
     /// `A-Z a-z 0-9 + / = _ -`.
     ConnectionId,
-    |v| validate::connection_id(&v).map(|()| v)
+    |v| validate::connection_id(&v).map(|()| v),
+    { "type": "string", "pattern": "^[A-Za-z0-9+/=_-]{1,128}$" }
 );
 string_type!(
     /// A project's id: `[a-z0-9][a-z0-9_-]{0,63}`.
     ProjectId,
-    |v| validate::project_id(&v).map(|()| v)
+    |v| validate::project_id(&v).map(|()| v),
+    { "type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$" }
 );
 string_type!(
     /// What a user wrote: 1 byte to 32 KiB once trimmed. It is trimmed when
     /// read, and stored as trimmed.
     MessageText,
-    |v| validate::message_text(&v).map(str::to_string)
+    |v| validate::message_text(&v).map(str::to_string),
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 8192,
+        "pattern": "\\S",
+        "description": "1 byte to 32 KiB of UTF-8 once trimmed (8,192 characters always fit)"
+    }
 );
 
 impl ProjectId {

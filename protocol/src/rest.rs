@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A message as the user sends it: the client chooses the id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewMessage {
     pub id: MessageId,
@@ -14,6 +15,7 @@ pub struct NewMessage {
 
 /// `POST /api/sessions`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,6 +23,10 @@ pub struct CreateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<ProjectId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("minLength" = 1, "maxLength" = 200, "pattern" = "\\S"))
+    )]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<PermissionMode>,
@@ -29,6 +35,7 @@ pub struct CreateSessionRequest {
 
 /// `201`/`200` of `POST /api/sessions`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionWithMessages {
     pub session: SessionSummary,
@@ -37,6 +44,7 @@ pub struct SessionWithMessages {
 
 /// `GET /api/sessions`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPage {
     pub sessions: Vec<SessionSummary>,
@@ -45,6 +53,7 @@ pub struct SessionPage {
 
 /// `GET /api/sessions/{id}`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDetail {
     pub session: SessionSummary,
@@ -55,6 +64,7 @@ pub struct SessionDetail {
 
 /// `GET /api/sessions/{id}/messages`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub messages: Vec<Message>,
@@ -63,9 +73,15 @@ pub struct MessagePage {
 
 /// `PATCH /api/sessions/{id}`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("minProperties" = 1)))]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("minLength" = 1, "maxLength" = 200, "pattern" = "\\S"))
+    )]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission_mode: Option<PermissionMode>,
@@ -73,6 +89,7 @@ pub struct UpdateSessionRequest {
 
 /// `{ session }`: PATCH and stop answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionEnvelope {
     pub session: SessionSummary,
@@ -80,6 +97,7 @@ pub struct SessionEnvelope {
 
 /// `POST /api/sessions/{id}/messages`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
     pub id: MessageId,
@@ -90,6 +108,7 @@ pub struct SendMessageRequest {
 
 /// `202`/`200` of `POST /api/sessions/{id}/messages`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageResponse {
     pub message: Message,
@@ -98,12 +117,14 @@ pub struct SendMessageResponse {
 
 /// `GET /api/projects`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectsResponse {
     pub projects: Vec<ProjectSummary>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentInfo {
     pub provider: String,
@@ -111,12 +132,14 @@ pub struct AgentInfo {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthInfo {
     pub mode: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     pub max_message_bytes: usize,
@@ -125,6 +148,7 @@ pub struct Limits {
 
 /// `GET /api/config`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigResponse {
     pub agent: AgentInfo,
@@ -134,12 +158,14 @@ pub struct ConfigResponse {
 
 /// `GET /api/health`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     pub ok: bool,
 }
 
 /// The machine-readable part of every error, on REST and on the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidRequest,
@@ -168,6 +194,7 @@ impl ErrorCode {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -175,6 +202,7 @@ pub struct ErrorDetail {
 
 /// `{"error": {"code", "message"}}`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }

@@ -19,6 +19,8 @@ pub const MESSAGES: &str = "/api/sessions/{id}/messages";
 pub const STOP: &str = "/api/sessions/{id}/stop";
 /// `GET ?format=md|json`: the whole session as a file.
 pub const EXPORT: &str = "/api/sessions/{id}/export";
+/// `GET`: the OpenAPI document of all of these (no auth).
+pub const OPENAPI: &str = "/api/openapi.json";
 /// What every route starts with.
 pub const PREFIX: &str = "/api";
 
@@ -81,7 +83,7 @@ mod tests {
             format!("/api/sessions/{id}/messages?limit=50&beforeSeq=7")
         );
         for r in [
-            HEALTH, CONFIG, PROJECTS, SESSIONS, SESSION, MESSAGES, STOP, EXPORT,
+            HEALTH, CONFIG, OPENAPI, PROJECTS, SESSIONS, SESSION, MESSAGES, STOP, EXPORT,
         ] {
             assert!(r.starts_with(PREFIX), "{r}");
         }

@@ -15,6 +15,7 @@ pub const MAX_SERVER_FRAME_BYTES: usize = 32 * 1024;
 pub const MAX_SUBSCRIPTIONS: usize = 20;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum ClientFrame {
     Hello,
@@ -39,6 +40,7 @@ macro_rules! server_event {
         /// the derived reader of an internally tagged enum is the largest
         /// function of the web app.
         #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "type")]
         pub enum ServerEvent { $($variants)* }
 

@@ -25,6 +25,7 @@ pub fn venv() -> PathBuf {
 pub const MOTO: &str = "moto[server]==5.2.1";
 pub const CARGO_LAMBDA: &str = "cargo-lambda==1.9.2";
 pub const CFN_LINT: &str = "cfn-lint==1.58.0";
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// `bin` of the virtual environment, with `package` installed there when
 /// missing.

@@ -16,11 +16,13 @@ const USAGE: &str = "usage: cargo xtask <dev | test | bench | deploy> [args]
   deploy  build and deploy to AWS with SAM, upload the web app and its config.json
           (see docs/deploy.md); extra args go to `sam deploy`";
 
-/// The PyPI tools of the AWS work, pinned (tests/src/moto.rs names the same).
-const AWS_TOOLS: [(&str, &str); 3] = [
+/// The PyPI tools of the tests, pinned (tests/src/moto.rs names the same):
+/// the AWS work's, and Schemathesis, the API fuzzer.
+const AWS_TOOLS: [(&str, &str); 4] = [
     ("moto_server", "moto[server]==5.2.1"),
     ("cargo-lambda", "cargo-lambda==1.9.2"),
     ("cfn-lint", "cfn-lint==1.58.0"),
+    ("schemathesis", "schemathesis==4.32.5"),
 ];
 
 fn main() -> Result<()> {

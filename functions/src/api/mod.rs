@@ -3,5 +3,6 @@
 //! WebSocket routes; `auth` turns a token into the owner both of them use.
 
 pub mod auth;
+pub mod contract;
 pub mod rest;
 pub mod socket;

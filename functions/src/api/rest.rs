@@ -202,6 +202,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route(routes::HEALTH, get(health))
         .route(routes::CONFIG, get(config))
+        .route(routes::OPENAPI, get(openapi))
         .route(routes::PROJECTS, get(projects))
         .route(routes::SESSIONS, post(create).get(list))
         .route(routes::SESSION, get(detail).patch(update).delete(remove))
@@ -227,6 +228,20 @@ async fn method_not_allowed() -> Response {
         },
     };
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// The OpenAPI document, built once.
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| super::contract::openapi().to_string());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc.clone(),
+    )
+        .into_response()
 }
 
 async fn health() -> Json<Health> {
