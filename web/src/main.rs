@@ -1,5 +1,6 @@
 //! The Confab web app: routes, the root that owns state and socket, launch.
 
+mod actions;
 mod api;
 mod components;
 mod pages;

@@ -4,7 +4,7 @@
 
 use confab_protocol::backoff::Backoff;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
-use confab_protocol::{ClientFrame, ServerEvent, SessionId};
+use confab_protocol::{ClientFrame, ServerEvent};
 use std::collections::VecDeque;
 
 /// Reconnect attempts before waiting for the Reconnect button.
@@ -27,33 +27,6 @@ pub fn backoff_ms(attempt: u32, rand01: f64) -> Option<u32> {
     RECONNECT
         .delay(attempt, rand01)
         .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32)
-}
-
-/// The socket's state, as a WebSocket's `readyState` says it, plus ours.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReadyState {
-    #[default]
-    Uninstantiated,
-    Connecting,
-    Open,
-    Closing,
-    Closed,
-}
-
-/// What the banners show.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Conn {
-    pub state: ReadyState,
-    /// The server said `ready`.
-    pub ready: bool,
-    /// The reconnect attempt under way or next (0 while connected).
-    pub attempt: u32,
-    /// Seconds until the next attempt.
-    pub retry_in: Option<u32>,
-    /// Attempts used up: waiting for the Reconnect button.
-    pub gave_up: bool,
-    /// The socket was open at least once (so a drop is a reconnect).
-    pub was_open: bool,
 }
 
 /// Frames that wait for `ready` and go out in order.
@@ -136,163 +109,14 @@ pub fn route_event(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use confab_protocol::model::*;
-    use confab_protocol::{MessageId, Timestamp};
-
-    /// A UUID made from a readable name (up to 16 bytes).
-    fn uuid_of(name: &str) -> uuid::Uuid {
-        let mut bytes = [0u8; 16];
-        for (b, n) in bytes.iter_mut().zip(name.bytes()) {
-            *b = n;
-        }
-        uuid::Uuid::from_bytes(bytes)
-    }
-
-    fn sid(name: &str) -> SessionId {
-        SessionId::from(uuid_of(name))
-    }
-
-    fn mid(name: &str) -> MessageId {
-        MessageId::from(uuid_of(name))
-    }
-
-    fn summary(id: &str, version: u64) -> SessionSummary {
-        SessionSummary {
-            id: sid(id),
-            project_id: "default".parse().unwrap(),
-            title: "t".into(),
-            status: SessionStatus::Running,
-            permission_mode: PermissionMode::Default,
-            created_at: Timestamp::from_millis(0),
-            updated_at: Timestamp::from_millis(0),
-            last_message_at: Timestamp::from_millis(version as i64),
-            message_count: 0,
-            usage: Usage::default(),
-            first_message_preview: "p".into(),
-            last_turn: None,
-            agent_session_id: None,
-            version,
-        }
-    }
-
-    #[test]
-    fn events_of_other_sessions_touch_only_the_list() {
-        let mut list = SessionList::new();
-        let mut current = CurrentSession::new_unsaved(sid("mine"));
-        let before = current.clone();
-        let frames = route_event(
-            &ServerEvent::SessionCreated {
-                session: summary("other", 1),
-            },
-            &mut list,
-            Some(&mut current),
-        );
-        assert!(frames.is_empty());
-        assert_eq!(current, before);
-        assert!(list.get(&sid("other")).is_some());
-        let delta = ServerEvent::MessageDelta {
-            session_id: sid("other"),
-            message_id: mid("m"),
-            block: 0,
-            offset: 0,
-            text: "x".into(),
-        };
-        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
-        assert_eq!(current, before);
-    }
-
-    #[test]
-    fn a_refetch_keeps_what_arrived_meanwhile_and_drops_what_went() {
-        let mut old = SessionList::new();
-        old.upsert(summary("deleted-while-away", 2));
-        old.upsert(summary("kept", 5));
-        old.upsert(summary("created-meanwhile", 9));
-        let page = vec![summary("kept", 4), summary("new-from-page", 3)];
-        let fresh = refreshed(&old, page);
-        assert!(fresh.get(&sid("deleted-while-away")).is_none());
-        assert_eq!(
-            fresh.get(&sid("kept")).unwrap().version,
-            5,
-            "the newer version stays"
-        );
-        assert!(fresh.get(&sid("created-meanwhile")).is_some());
-        assert!(fresh.get(&sid("new-from-page")).is_some());
-    }
-
-    #[test]
-    fn a_gap_in_the_current_session_asks_to_subscribe_again() {
-        let mut list = SessionList::new();
-        let mut current = CurrentSession::new_loading(sid("mine"));
-        route_event(
-            &ServerEvent::SessionUpdated {
-                session: summary("mine", 1),
-            },
-            &mut list,
-            Some(&mut current),
-        );
-        let delta = ServerEvent::MessageDelta {
-            session_id: sid("mine"),
-            message_id: mid("m"),
-            block: 0,
-            offset: 5,
-            text: "x".into(),
-        };
-        let frames = route_event(&delta, &mut list, Some(&mut current));
-        assert_eq!(
-            frames,
-            vec![ClientFrame::Subscribe {
-                session_id: sid("mine"),
-                after_seq: 0
-            }]
-        );
-        // Until it is answered, further gaps ask nothing more.
-        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
-        assert_eq!(list.get(&sid("mine")).unwrap().version, 1);
-    }
-}
-
-/// The list after a refetch: the fetched page, plus what arrived while it
-/// was on its way (newer versions of its sessions, and sessions newer than
-/// anything in it). Sessions the page lacks that are older than it were
-/// deleted while away, or are past the first page: they leave the list.
-pub fn refreshed(old: &SessionList, page: Vec<confab_protocol::SessionSummary>) -> SessionList {
-    let newest = page.iter().map(|s| s.last_message_at).max();
-    let mut fresh = SessionList::new();
-    fresh.merge_page(page);
-    let kept: Vec<_> = old
-        .sorted()
-        .into_iter()
-        .filter(|s| match fresh.get(&s.id) {
-            Some(f) => f.version < s.version,
-            None => newest.is_none_or(|n| s.last_message_at > n),
-        })
-        .cloned()
-        .collect();
-    fresh.merge_page(kept);
-    fresh
-}
-
 // ---- the browser side -------------------------------------------------------
 
 use crate::api;
-use crate::state::AppState;
+use crate::state::{AppState, ReadyState, SocketCmd};
 use dioxus::prelude::*;
 use futures::{FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{Message, State, futures::WebSocket};
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
-
-/// What components ask of the socket.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SocketCmd {
-    /// Subscribe to the current session (from what it holds).
-    SubscribeCurrent,
-    Unsubscribe(SessionId),
-    /// Try again now (the Reconnect button).
-    Reconnect,
-}
 
 fn now_ms() -> f64 {
     js_sys::Date::now()
@@ -426,7 +250,7 @@ async fn serve(
                                 outbox.push(f);
                             }
                             to_send.extend(outbox.ready());
-                            refresh_list(*app);
+                            app.refresh_list();
                         }
                         ServerEvent::Pong => pong_due = None,
                         other => {
@@ -477,15 +301,164 @@ async fn serve(
     }
 }
 
-/// Fetches the list again (after a reconnect nothing missed stays missing),
-/// keeping any summary newer than the fetched one.
-fn refresh_list(app: AppState) {
-    let mut sessions = app.sessions;
-    spawn(async move {
-        let Ok(page) = api::list_sessions().await else {
-            return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_protocol::model::*;
+    use confab_protocol::{MessageId, SessionId, Timestamp};
+
+    /// A UUID made from a readable name (up to 16 bytes).
+    fn uuid_of(name: &str) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        for (b, n) in bytes.iter_mut().zip(name.bytes()) {
+            *b = n;
+        }
+        uuid::Uuid::from_bytes(bytes)
+    }
+
+    fn sid(name: &str) -> SessionId {
+        SessionId::from(uuid_of(name))
+    }
+
+    fn mid(name: &str) -> MessageId {
+        MessageId::from(uuid_of(name))
+    }
+
+    fn summary(id: &str, version: u64) -> SessionSummary {
+        SessionSummary {
+            id: sid(id),
+            project_id: "default".parse().unwrap(),
+            title: "t".into(),
+            status: SessionStatus::Running,
+            permission_mode: PermissionMode::Default,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            last_message_at: Timestamp::from_millis(version as i64),
+            message_count: 0,
+            usage: Usage::default(),
+            first_message_preview: "p".into(),
+            last_turn: None,
+            agent_session_id: None,
+            version,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_then_gives_up() {
+        let mid: Vec<u32> = (1..=5).map(|a| backoff_ms(a, 0.5).unwrap()).collect();
+        assert_eq!(mid, vec![500, 1000, 2000, 4000, 8000]);
+        assert_eq!(backoff_ms(6, 0.5), None, "five attempts, then the button");
+        assert_eq!(backoff_ms(0, 0.5), None);
+        // Jitter stays within ±20 %.
+        assert_eq!(backoff_ms(1, 0.0), Some(400));
+        assert_eq!(backoff_ms(1, 1.0), Some(600));
+        assert_eq!(backoff_ms(5, 1.0), Some(9600));
+    }
+
+    #[test]
+    fn frames_wait_for_ready_and_go_in_order() {
+        let mut o = Outbox::default();
+        assert_eq!(o.push(ClientFrame::Ping), None);
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: sid("a"),
+                after_seq: 0
+            }),
+            None
+        );
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: sid("b"),
+                after_seq: 0
+            }),
+            None
+        );
+        // A newer subscribe to `a` replaces the queued one.
+        assert_eq!(
+            o.push(ClientFrame::Subscribe {
+                session_id: sid("a"),
+                after_seq: 4
+            }),
+            None
+        );
+        assert_eq!(
+            o.ready(),
+            vec![
+                ClientFrame::Ping,
+                ClientFrame::Subscribe {
+                    session_id: sid("b"),
+                    after_seq: 0
+                },
+                ClientFrame::Subscribe {
+                    session_id: sid("a"),
+                    after_seq: 4
+                },
+            ]
+        );
+        assert_eq!(
+            o.push(ClientFrame::Ping),
+            Some(ClientFrame::Ping),
+            "once ready, frames go at once"
+        );
+        o.disconnected();
+        assert_eq!(o.push(ClientFrame::Ping), None);
+        assert!(!o.is_ready());
+    }
+
+    #[test]
+    fn events_of_other_sessions_touch_only_the_list() {
+        let mut list = SessionList::new();
+        let mut current = CurrentSession::new_unsaved(sid("mine"));
+        let before = current.clone();
+        let frames = route_event(
+            &ServerEvent::SessionCreated {
+                session: summary("other", 1),
+            },
+            &mut list,
+            Some(&mut current),
+        );
+        assert!(frames.is_empty());
+        assert_eq!(current, before);
+        assert!(list.get(&sid("other")).is_some());
+        let delta = ServerEvent::MessageDelta {
+            session_id: sid("other"),
+            message_id: mid("m"),
+            block: 0,
+            offset: 0,
+            text: "x".into(),
         };
-        let fresh = refreshed(&sessions.peek(), page.sessions);
-        sessions.set(fresh);
-    });
+        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(current, before);
+    }
+
+    #[test]
+    fn a_gap_in_the_current_session_asks_to_subscribe_again() {
+        let mut list = SessionList::new();
+        let mut current = CurrentSession::new_loading(sid("mine"));
+        route_event(
+            &ServerEvent::SessionUpdated {
+                session: summary("mine", 1),
+            },
+            &mut list,
+            Some(&mut current),
+        );
+        let delta = ServerEvent::MessageDelta {
+            session_id: sid("mine"),
+            message_id: mid("m"),
+            block: 0,
+            offset: 5,
+            text: "x".into(),
+        };
+        let frames = route_event(&delta, &mut list, Some(&mut current));
+        assert_eq!(
+            frames,
+            vec![ClientFrame::Subscribe {
+                session_id: sid("mine"),
+                after_seq: 0
+            }]
+        );
+        // Until it is answered, further gaps ask nothing more.
+        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(list.get(&sid("mine")).unwrap().version, 1);
+    }
 }

@@ -237,6 +237,24 @@ impl CurrentSession {
         }
     }
 
+    /// A newer summary of this session, from an event or a REST answer
+    /// (stop, rename, mode). Another session's summary changes nothing.
+    pub fn apply_summary(&mut self, session: &SessionSummary) -> Effect {
+        if session.id != self.session_id {
+            return Effect::None;
+        }
+        let had = self.summary.is_some() && !self.creating;
+        self.merge_summary(session);
+        if !self.is_running() {
+            self.awaiting_snapshot = false;
+        }
+        let count = self.summary.as_ref().map_or(0, |s| s.message_count);
+        if had && count > self.last_seq() {
+            return self.gap();
+        }
+        Effect::None
+    }
+
     /// Applies a socket event. Events of other sessions change nothing.
     pub fn apply_event(&mut self, event: &ServerEvent) -> Effect {
         if event.session_id() != Some(self.session_id.as_str()) {
@@ -270,16 +288,7 @@ impl CurrentSession {
                 Effect::None
             }
             ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
-                let had = self.summary.is_some() && !self.creating;
-                self.merge_summary(session);
-                if !self.is_running() {
-                    self.awaiting_snapshot = false;
-                }
-                let count = self.summary.as_ref().map_or(0, |s| s.message_count);
-                if had && count > self.last_seq() {
-                    return self.gap();
-                }
-                Effect::None
+                self.apply_summary(session)
             }
             ServerEvent::SessionDeleted { version, .. } => {
                 if self.summary.as_ref().is_none_or(|s| s.version <= *version) {

@@ -106,6 +106,27 @@ impl SessionList {
         }
         groups
     }
+
+    /// The list after a refetch: the fetched page, plus what arrived while
+    /// it was on its way (newer versions of its sessions, and sessions newer
+    /// than anything in it). Sessions the page lacks that are older than it
+    /// were deleted while away, or are past the first page: they leave.
+    pub fn refreshed(&self, page: Vec<SessionSummary>) -> SessionList {
+        let newest = page.iter().map(|s| s.last_message_at).max();
+        let mut fresh = SessionList::new();
+        fresh.merge_page(page);
+        let kept: Vec<_> = self
+            .sorted()
+            .into_iter()
+            .filter(|s| match fresh.get(&s.id) {
+                Some(f) => f.version < s.version,
+                None => newest.is_none_or(|n| s.last_message_at > n),
+            })
+            .cloned()
+            .collect();
+        fresh.merge_page(kept);
+        fresh
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +165,28 @@ mod tests {
             agent_session_id: None,
             version,
         }
+    }
+
+    #[test]
+    fn a_refetch_keeps_what_arrived_meanwhile_and_drops_what_went() {
+        let mut old = SessionList::new();
+        old.upsert(summary(1, 2, 2, "deleted while away"));
+        old.upsert(summary(2, 5, 5, "kept"));
+        old.upsert(summary(3, 9, 9, "created meanwhile"));
+        let page = vec![
+            summary(2, 4, 4, "kept"),
+            summary(4, 3, 3, "new from the page"),
+        ];
+        let fresh = old.refreshed(page);
+        let id = |n: u8| summary(n, 0, 0, "").id;
+        assert!(fresh.get(&id(1)).is_none());
+        assert_eq!(
+            fresh.get(&id(2)).unwrap().version,
+            5,
+            "the newer version stays"
+        );
+        assert!(fresh.get(&id(3)).is_some());
+        assert!(fresh.get(&id(4)).is_some());
     }
 
     #[test]

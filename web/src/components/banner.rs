@@ -1,7 +1,7 @@
 //! Status banners: connecting, reconnecting, disconnected.
 
-use crate::socket::{Conn, ReadyState, SocketCmd};
 use crate::state::use_app;
+use crate::state::{Conn, ReadyState, SocketCmd};
 use dioxus::prelude::*;
 
 #[component]

@@ -1,8 +1,7 @@
 //! One session in the sidebar: title, live status, rename and delete.
 
 use crate::Route;
-use crate::api;
-use crate::state::use_app;
+use crate::state::{SocketCmd, use_app};
 use confab_protocol::model::{SessionStatus, SessionSummary, TurnOutcome};
 use dioxus::prelude::*;
 
@@ -21,7 +20,8 @@ pub fn badge(s: &SessionSummary) -> (&'static str, &'static str) {
 
 #[component]
 pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
-    let mut app = use_app();
+    let app = use_app();
+    let socket = use_coroutine_handle::<SocketCmd>();
     let nav = use_navigator();
     let mut renaming = use_signal(|| false);
     let mut name = use_signal(|| summary.title.clone());
@@ -39,14 +39,7 @@ pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
             if title.is_empty() {
                 return;
             }
-            spawn(async move {
-                match api::update(&id, Some(title), None).await {
-                    Ok(s) => {
-                        app.sessions.write().upsert(s);
-                    }
-                    Err(e) => app.notice.set(Some(e.to_string())),
-                }
-            });
+            app.rename(socket, id, title);
         }
     };
     let remove = {
@@ -62,25 +55,14 @@ pub fn SessionItem(summary: SessionSummary, active: bool) -> Element {
                 return;
             }
             let id = id.clone();
-            spawn(async move {
-                match api::delete(&id).await {
-                    Ok(()) | Err(api::ApiError::NotFound) => {
-                        let v = app
-                            .sessions
-                            .peek()
-                            .get(&id)
-                            .map_or(u64::MAX, |s| s.version + 1);
-                        app.sessions.write().remove(&id, v);
-                        if app
-                            .current
-                            .peek()
-                            .as_ref()
-                            .is_some_and(|c| *c.session_id() == id)
-                        {
-                            nav.push(Route::Home {});
-                        }
-                    }
-                    Err(e) => app.notice.set(Some(e.to_string())),
+            let on_screen = app
+                .current
+                .peek()
+                .as_ref()
+                .is_some_and(|c| *c.session_id() == id);
+            app.delete_session(id, move || {
+                if on_screen {
+                    nav.push(Route::Home {});
                 }
             });
         }

@@ -1,28 +1,14 @@
 //! `/projects/{projectId}/sessions/{id}`: the history, the reply streaming
 //! in, the composer and the session's controls.
 
-use crate::api::{self, ApiError};
 use crate::components::composer::Composer;
 use crate::components::message_view::MessageView;
 use crate::components::session_item::badge;
-use crate::socket::SocketCmd;
-use crate::state::{AppState, use_app};
-use confab_protocol::client::{CurrentSession, Phase};
-use confab_protocol::model::{Block, Message, MessageStatus, PermissionMode, Role, SessionStatus};
-use confab_protocol::rest::NewMessage;
-use confab_protocol::{
-    MessageId, MessageText, ProjectId, ServerEvent, SessionId, Timestamp, TurnId,
-};
+use crate::state::{SocketCmd, use_app};
+use confab_protocol::client::Phase;
+use confab_protocol::model::{Message, MessageStatus, PermissionMode, Role, SessionStatus};
+use confab_protocol::{ProjectId, SessionId};
 use dioxus::prelude::*;
-
-/// Runs `f` on the current session if it is still `id`.
-fn with_current(mut app: AppState, id: &SessionId, f: impl FnOnce(&mut CurrentSession)) {
-    app.current.with_mut(|c| {
-        if let Some(c) = c.as_mut().filter(|c| c.session_id() == id) {
-            f(c);
-        }
-    });
-}
 
 fn messages_el() -> Option<web_sys::Element> {
     web_sys::window()
@@ -42,7 +28,7 @@ fn scroll_to_bottom() {
 
 #[component]
 pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> Element {
-    let mut app = use_app();
+    let app = use_app();
     let socket = use_coroutine_handle::<SocketCmd>();
     let restore = use_signal(|| None::<String>);
     let mut stick = use_signal(|| true);
@@ -50,40 +36,8 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
     // A new id in the URL: load it (or open it fresh if the server does not know it).
     use_effect(move || {
         let id = id();
-        let same = app
-            .current
-            .peek()
-            .as_ref()
-            .is_some_and(|c| *c.session_id() == id);
-        if same {
-            return;
-        }
-        let leaving = app
-            .current
-            .peek()
-            .as_ref()
-            .filter(|c| c.summary().is_some())
-            .map(|c| c.session_id().clone());
-        if let Some(old) = leaving {
-            socket.send(SocketCmd::Unsubscribe(old));
-        }
-        app.current
-            .set(Some(CurrentSession::new_loading(id.clone())));
         stick.set(true);
-        spawn(async move {
-            match api::session(&id).await {
-                Ok(d) => {
-                    with_current(app, &id, |c| c.apply_detail(&d));
-                    app.sessions.write().upsert(d.session);
-                    socket.send(SocketCmd::SubscribeCurrent);
-                }
-                Err(ApiError::NotFound) => with_current(app, &id, |c| c.not_found()),
-                Err(ApiError::Refused { status: 400, .. }) => with_current(app, &id, |c| {
-                    c.load_failed("This is not a valid session link.")
-                }),
-                Err(e) => with_current(app, &id, |c| c.load_failed(e.to_string())),
-            }
-        });
+        app.open_session(socket, id);
     });
 
     // Keep the newest text in view while the reader is at the bottom.
@@ -95,128 +49,24 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
     });
 
     let mut send = move |typed: String| {
-        let (sid, project) = (id(), project_id());
-        let mut restore = restore;
-        // Checked here as the server would: an empty or oversize text never
-        // leaves the browser, and the user gets it back with the reason.
-        let text = match MessageText::parse(typed.as_str()) {
-            Ok(t) => t,
-            Err(e) => {
-                app.notice.set(Some(format!("Not sent: {e}.")));
-                restore.set(Some(typed));
-                return;
-            }
-        };
-        let message_id = MessageId::from(uuid::Uuid::now_v7());
-        let mine = Message {
-            id: message_id.clone(),
-            session_id: sid.clone(),
-            seq: 0,
-            role: Role::User,
-            // The server gives the turn; the nil id stands until it answers.
-            turn_id: TurnId::from(uuid::Uuid::nil()),
-            created_at: Timestamp::from_millis(js_sys::Date::now() as i64),
-            content: vec![Block::text(text.as_str())],
-            status: MessageStatus::Complete,
-            error: None,
-            usage: None,
-        };
-        // Not yet on the server (also after a failed first send): create it.
-        let creating = app
-            .current
-            .peek()
-            .as_ref()
-            .is_some_and(|c| c.summary().is_none());
         stick.set(true);
-        if creating {
-            with_current(app, &sid, |c| c.begin_create(mine));
-            let mode = *app.default_mode.peek();
-            spawn(async move {
-                match api::create(
-                    &sid,
-                    &project,
-                    mode,
-                    NewMessage {
-                        id: message_id.clone(),
-                        text: text.clone(),
-                    },
-                )
-                .await
-                {
-                    Ok(r) => {
-                        with_current(app, &sid, |c| c.apply_created(&r));
-                        app.sessions.write().upsert(r.session);
-                        socket.send(SocketCmd::SubscribeCurrent);
-                    }
-                    Err(e) => {
-                        with_current(app, &sid, |c| {
-                            c.send_failed(&message_id, e.to_string());
-                        });
-                        restore.set(Some(typed));
-                    }
-                }
-            });
-        } else {
-            with_current(app, &sid, |c| c.add_pending(mine));
-            spawn(async move {
-                match api::send(
-                    &sid,
-                    NewMessage {
-                        id: message_id.clone(),
-                        text: text.clone(),
-                    },
-                )
-                .await
-                {
-                    Ok(r) => {
-                        with_current(app, &sid, |c| c.apply_sent(&r));
-                        app.sessions.write().upsert(r.session);
-                    }
-                    Err(e) => {
-                        with_current(app, &sid, |c| {
-                            c.send_failed(&message_id, e.to_string());
-                        });
-                        restore.set(Some(typed));
-                    }
-                }
-            });
-        }
+        app.send_message(socket, id(), project_id(), typed, restore);
     };
 
-    let stop = move |_| {
-        let sid = id();
-        spawn(async move {
-            match api::stop(&sid).await {
-                Ok(s) => {
-                    with_current(app, &sid, |c| {
-                        c.apply_event(&ServerEvent::SessionUpdated { session: s.clone() });
-                    });
-                    app.sessions.write().upsert(s);
-                }
-                Err(e) => app.notice.set(Some(e.to_string())),
-            }
-        });
-    };
+    let stop = move |_| app.stop_turn(socket, id());
 
     // Older pages load when the reader scrolls to the top (or asks).
     let mut loading_older = use_signal(|| false);
     let mut load_older = move || {
         let sid = id();
-        let oldest = app
-            .current
-            .peek()
-            .as_ref()
-            .filter(|c| c.has_older())
-            .and_then(|c| c.oldest_seq());
-        let Some(oldest) = oldest else { return };
-        if *loading_older.peek() {
+        let has_older = app.current.peek().as_ref().is_some_and(|c| c.has_older());
+        if !has_older || *loading_older.peek() {
             return;
         }
         loading_older.set(true);
         spawn(async move {
             let before = messages_height();
-            if let Ok(page) = api::older(&sid, oldest).await {
-                with_current(app, &sid, |c| c.apply_older(&page));
+            if app.load_older(sid).await {
                 // Keep the reader's place: what was on screen stays there.
                 gloo_timers::future::TimeoutFuture::new(0).await;
                 if let Some(el) = messages_el() {
@@ -235,17 +85,7 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
         else {
             return;
         };
-        spawn(async move {
-            match api::update(&sid, None, Some(m)).await {
-                Ok(s) => {
-                    with_current(app, &sid, |c| {
-                        c.apply_event(&ServerEvent::SessionUpdated { session: s.clone() });
-                    });
-                    app.sessions.write().upsert(s);
-                }
-                Err(e) => app.notice.set(Some(e.to_string())),
-            }
-        });
+        app.set_mode(socket, sid, m);
     };
 
     let current = app.current.read();
@@ -308,8 +148,8 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                         for m in PermissionMode::ALL { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
                     }
                     if summary.is_some() {
-                        button { class: "link", onclick: move |_| { let sid = id(); spawn(async move { let _ = api::export(&sid, "md").await; }); }, "Export .md" }
-                        button { class: "link", onclick: move |_| { let sid = id(); spawn(async move { let _ = api::export(&sid, "json").await; }); }, "Export .json" }
+                        button { class: "link", onclick: move |_| app.export(id(), "md"), "Export .md" }
+                        button { class: "link", onclick: move |_| app.export(id(), "json"), "Export .json" }
                     }
                 }
             }

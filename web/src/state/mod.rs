@@ -1,11 +1,48 @@
 //! The app's state: a `Copy` struct of signals around the protocol's state
 //! machines, provided once at the root.
 
-use crate::socket::Conn;
+use confab_protocol::SessionId;
 use confab_protocol::client::{CurrentSession, SessionList};
 use confab_protocol::model::PermissionMode;
 use confab_protocol::rest::ConfigResponse;
 use dioxus::prelude::*;
+
+/// The socket's state, as a WebSocket's `readyState` says it, plus ours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadyState {
+    #[default]
+    Uninstantiated,
+    Connecting,
+    Open,
+    Closing,
+    Closed,
+}
+
+/// What the banners show.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Conn {
+    pub state: ReadyState,
+    /// The server said `ready`.
+    pub ready: bool,
+    /// The reconnect attempt under way or next (0 while connected).
+    pub attempt: u32,
+    /// Seconds until the next attempt.
+    pub retry_in: Option<u32>,
+    /// Attempts used up: waiting for the Reconnect button.
+    pub gave_up: bool,
+    /// The socket was open at least once (so a drop is a reconnect).
+    pub was_open: bool,
+}
+
+/// What components ask of the socket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SocketCmd {
+    /// Subscribe to the current session (from what it holds).
+    SubscribeCurrent,
+    Unsubscribe(SessionId),
+    /// Try again now (the Reconnect button).
+    Reconnect,
+}
 
 #[derive(Clone, Copy)]
 pub struct AppState {
