@@ -2,6 +2,7 @@
 //! and talks to it as clients do: REST over HTTP, events over a WebSocket,
 //! applied by the protocol crate's own state machines.
 
+use confab_protocol::client::rest::{HttpRequest, HttpResponse, Method, RestClient, Transport};
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
 use confab_protocol::model::{Block, Role};
 use confab_protocol::socket::MAX_SERVER_FRAME_BYTES;
@@ -269,7 +270,8 @@ impl Gateway {
     }
 }
 
-/// An HTTP client for `/api`.
+/// An HTTP client for `/api`: raw requests (for bad input and exact
+/// statuses) and, through `typed()`, the protocol's typed REST client.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -284,7 +286,40 @@ pub struct Reply {
     pub text: String,
 }
 
+/// reqwest carrying the typed client's requests.
+impl Transport for Api {
+    type Error = reqwest::Error;
+
+    async fn send(&self, r: HttpRequest) -> Result<HttpResponse, reqwest::Error> {
+        let method = match r.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, r.path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = r.body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().await?;
+        Ok(HttpResponse {
+            status: res.status().as_u16(),
+            body: res.text().await?,
+        })
+    }
+}
+
 impl Api {
+    /// The protocol's typed REST client, as the web app uses it.
+    pub fn typed(&self) -> RestClient<Api> {
+        RestClient::new(self.clone())
+    }
+
     pub fn new(base: &str, token: Option<&str>) -> Api {
         Api {
             http: reqwest::Client::new(),
@@ -382,11 +417,12 @@ impl Api {
 
     /// Every stored message of a session, oldest first.
     pub async fn all_messages(&self, session_id: &str) -> Vec<confab_protocol::Message> {
-        let r = self
-            .get(&routes::message_page(session_id, Some(0), None, 100))
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        serde_json::from_value(r.body["messages"].clone()).expect("messages")
+        let id = session_id.parse().expect("a session id");
+        self.typed()
+            .messages(&id, Some(0), None, 100)
+            .await
+            .expect("the messages")
+            .messages
     }
 
     /// Polls the session until `cond` holds on its JSON.

@@ -527,3 +527,92 @@ async fn config_and_health() {
     assert_eq!(c["limits"]["maxMessageBytes"], 32768);
     assert_eq!(c["limits"]["maxTitleChars"], 200);
 }
+
+/// The protocol's typed REST client, the one the web app uses, through every
+/// call of the contract against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_drives_a_session_through_the_contract() {
+    use confab_protocol::client::rest::RestError;
+    use confab_protocol::rest::{
+        CreateSessionRequest, ErrorCode, NewMessage, UpdateSessionRequest,
+    };
+    use confab_protocol::{MessageText, SessionId};
+
+    let gw = Gateway::start(&[]).await;
+    let client = gw.api(None).typed();
+    let sid: SessionId = id().parse().unwrap();
+    let first = NewMessage {
+        id: id().parse().unwrap(),
+        text: MessageText::parse("/words 5").unwrap(),
+    };
+    let create = CreateSessionRequest {
+        id: Some(sid.clone()),
+        project_id: None,
+        title: None,
+        permission_mode: None,
+        message: first,
+    };
+    let created = client.create_session(&create).await.unwrap();
+    assert_eq!(created.status, 201);
+    assert_eq!(created.value.session.id, sid);
+    // The same create again changes nothing and says so.
+    assert_eq!(client.create_session(&create).await.unwrap().status, 200);
+    gw.api(None)
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+
+    let next = NewMessage {
+        id: id().parse().unwrap(),
+        text: MessageText::parse("/words 400").unwrap(),
+    };
+    let sent = client.send_message(&sid, next, None).await.unwrap();
+    assert_eq!((sent.status, sent.value.message.seq), (202, 3));
+    let stopped = client.stop(&sid).await.unwrap();
+    assert_eq!(stopped.value.status, SessionStatus::Idle);
+
+    let renamed = client
+        .update(
+            &sid,
+            &UpdateSessionRequest {
+                title: Some("Typed".into()),
+                permission_mode: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.title, "Typed");
+    let page = client.messages(&sid, Some(0), None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 4);
+    assert!(
+        client
+            .export(&sid, "md")
+            .await
+            .unwrap()
+            .contains("/words 400")
+    );
+    assert_eq!(client.list_sessions(10).await.unwrap().sessions[0].id, sid);
+
+    // Refusals come back typed, with the server's code.
+    let refused = client
+        .update(
+            &sid,
+            &UpdateSessionRequest {
+                title: Some(" ".into()),
+                permission_mode: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(RestError::Refused {
+                status: 400,
+                code: Some(ErrorCode::InvalidRequest),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    client.delete(&sid).await.unwrap();
+    assert_eq!(client.session(&sid).await, Err(RestError::NotFound));
+}

@@ -1,43 +1,18 @@
-//! Every REST call of the app, returning one error type.
+//! Every REST call of the app: the protocol crate's typed client over the
+//! browser's fetch, with the base URL of `/config.json` and the token of this
+//! browser. One error type, `ApiError`.
 
+use confab_protocol::client::rest::{HttpRequest, HttpResponse, Method, RestClient, Transport};
 use confab_protocol::model::{PermissionMode, SessionSummary};
 use confab_protocol::rest::{
-    ConfigResponse, CreateSessionRequest, ErrorBody, MessagePage, NewMessage, SendMessageRequest,
-    SendMessageResponse, SessionDetail, SessionEnvelope, SessionPage, SessionWithMessages,
-    UpdateSessionRequest,
+    ConfigResponse, CreateSessionRequest, MessagePage, NewMessage, SendMessageResponse,
+    SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
 };
-use confab_protocol::{ProjectId, SessionId, routes};
-use gloo_net::http::{Request, RequestBuilder, Response};
-use serde::de::DeserializeOwned;
+use confab_protocol::{ProjectId, SessionId};
+use gloo_net::http::{Request, RequestBuilder};
 use std::cell::RefCell;
-use std::fmt;
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum ApiError {
-    /// The server could not be reached.
-    Network,
-    NotFound,
-    /// The server refused with a message meant for the user.
-    Refused {
-        status: u16,
-        message: String,
-    },
-    /// The answer could not be read.
-    Unreadable,
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiError::Network => {
-                f.write_str("The server could not be reached. Check your connection and try again.")
-            }
-            ApiError::NotFound => f.write_str("This session does not exist."),
-            ApiError::Refused { message, .. } => f.write_str(message),
-            ApiError::Unreadable => f.write_str("The server's answer could not be read."),
-        }
-    }
-}
+pub use confab_protocol::client::rest::RestError as ApiError;
 
 /// Where the API and socket live, from `/config.json` (empty: this origin).
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
@@ -107,48 +82,56 @@ fn authorized(r: RequestBuilder) -> RequestBuilder {
     }
 }
 
-async fn answer<T: DeserializeOwned>(r: Result<Response, gloo_net::Error>) -> Result<T, ApiError> {
-    let r = r.map_err(|_| ApiError::Network)?;
-    if r.status() == 404 {
-        return Err(ApiError::NotFound);
-    }
-    if !r.ok() {
-        let status = r.status();
-        let message = match r.json::<ErrorBody>().await {
-            Ok(b) => b.error.message,
-            Err(_) => format!("The server answered {status}."),
+/// The browser's fetch, to the configured API, with this browser's token.
+struct Fetch;
+
+impl Transport for Fetch {
+    type Error = gloo_net::Error;
+
+    async fn send(&self, r: HttpRequest) -> Result<HttpResponse, gloo_net::Error> {
+        let url = api(&r.path);
+        let builder = match r.method {
+            Method::Get => Request::get(&url),
+            Method::Post => Request::post(&url),
+            Method::Patch => Request::patch(&url),
+            Method::Delete => Request::delete(&url),
         };
-        return Err(ApiError::Refused { status, message });
+        let builder = authorized(builder);
+        let response = match r.body {
+            Some(body) => {
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(body)?
+                    .send()
+                    .await?
+            }
+            None => builder.send().await?,
+        };
+        Ok(HttpResponse {
+            status: response.status(),
+            body: response.text().await.unwrap_or_default(),
+        })
     }
-    r.json::<T>().await.map_err(|_| ApiError::Unreadable)
 }
 
-async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
-    answer(authorized(Request::get(&api(path))).send().await).await
-}
-
-async fn send_json<B: serde::Serialize, T: DeserializeOwned>(
-    r: RequestBuilder,
-    body: &B,
-) -> Result<T, ApiError> {
-    let req = authorized(r).json(body).map_err(|_| ApiError::Unreadable)?;
-    answer(req.send().await).await
+fn client() -> RestClient<Fetch> {
+    RestClient::new(Fetch)
 }
 
 pub async fn config() -> Result<ConfigResponse, ApiError> {
-    get(routes::CONFIG).await
+    client().config().await
 }
 
 pub async fn list_sessions() -> Result<SessionPage, ApiError> {
-    get(&routes::session_page(100)).await
+    client().list_sessions(100).await
 }
 
 pub async fn session(id: &SessionId) -> Result<SessionDetail, ApiError> {
-    get(&routes::session(id)).await
+    client().session(id).await
 }
 
 pub async fn older(id: &SessionId, before_seq: u64) -> Result<MessagePage, ApiError> {
-    get(&routes::message_page(id, None, Some(before_seq), 50)).await
+    client().messages(id, None, Some(before_seq), 50).await
 }
 
 pub async fn create(
@@ -157,30 +140,22 @@ pub async fn create(
     permission_mode: PermissionMode,
     message: NewMessage,
 ) -> Result<SessionWithMessages, ApiError> {
-    let body = CreateSessionRequest {
+    let request = CreateSessionRequest {
         id: Some(id.clone()),
         project_id: Some(project_id.clone()),
         title: None,
         permission_mode: Some(permission_mode),
         message,
     };
-    send_json(Request::post(&api(routes::SESSIONS)), &body).await
+    Ok(client().create_session(&request).await?.value)
 }
 
 pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
-    let body = SendMessageRequest {
-        id: message.id,
-        text: message.text,
-        permission_mode: None,
-    };
-    send_json(Request::post(&api(&routes::messages(id))), &body).await
+    Ok(client().send_message(id, message, None).await?.value)
 }
 
 pub async fn stop(id: &SessionId) -> Result<SessionSummary, ApiError> {
-    let r = authorized(Request::post(&api(&routes::stop(id))))
-        .send()
-        .await;
-    answer::<SessionEnvelope>(r).await.map(|e| e.session)
+    Ok(client().stop(id).await?.value)
 }
 
 pub async fn update(
@@ -188,43 +163,20 @@ pub async fn update(
     title: Option<String>,
     permission_mode: Option<PermissionMode>,
 ) -> Result<SessionSummary, ApiError> {
-    let body = UpdateSessionRequest {
+    let request = UpdateSessionRequest {
         title,
         permission_mode,
     };
-    send_json::<_, SessionEnvelope>(Request::patch(&api(&routes::session(id))), &body)
-        .await
-        .map(|e| e.session)
+    client().update(id, &request).await
 }
 
 pub async fn delete(id: &SessionId) -> Result<(), ApiError> {
-    let r = authorized(Request::delete(&api(&routes::session(id))))
-        .send()
-        .await
-        .map_err(|_| ApiError::Network)?;
-    match r.status() {
-        204 => Ok(()),
-        404 => Err(ApiError::NotFound),
-        s => Err(ApiError::Refused {
-            status: s,
-            message: format!("Deleting failed ({s})."),
-        }),
-    }
+    client().delete(id).await
 }
 
 /// Downloads the export of a session as a file.
 pub async fn export(id: &SessionId, format: &str) -> Result<(), ApiError> {
-    let r = authorized(Request::get(&api(&routes::export(id, format))))
-        .send()
-        .await
-        .map_err(|_| ApiError::Network)?;
-    if !r.ok() {
-        return Err(ApiError::Refused {
-            status: r.status(),
-            message: "The export failed.".into(),
-        });
-    }
-    let text = r.text().await.map_err(|_| ApiError::Unreadable)?;
+    let text = client().export(id, format).await?;
     let mime = if format == "json" {
         "application/json"
     } else {
