@@ -1,11 +1,82 @@
-//! How rows are written and read: attribute values, keys, and a session row
-//! back into a record.
+//! How rows are written and read: the rows of the three tables as structs
+//! (serde_dynamo writes and reads them, so each attribute is named once,
+//! here; update expressions name the few they change), attribute values,
+//! and keys.
 
 use super::{CONNECTION_TTL_SECS, Item};
 use crate::domain::records::{ActiveTurn, SessionRecord};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use confab_protocol::model::SessionSummary;
+use confab_protocol::model::{Message, SessionSummary};
+use confab_protocol::{ProjectId, SessionId};
+use serde::{Deserialize, Serialize};
+
+/// A row of the sessions table.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SessionRow {
+    pub(super) id: SessionId,
+    pub(super) owner: String,
+    pub(super) project_id: ProjectId,
+    /// `byOwner`'s sort key: [`activity_key`].
+    pub(super) activity_key: String,
+    /// For search: the title and the first message, lowercased.
+    pub(super) title_lc: String,
+    pub(super) first_lc: String,
+    pub(super) summary: SessionSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) turn: Option<ActiveTurn>,
+    /// Present while a turn runs: the key of the sparse `byRunning` index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) running: Option<String>,
+    /// Every summary write is conditioned on it.
+    pub(super) rev: i64,
+}
+
+/// A stored message, at `m#<seq>`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MessageRow<'a> {
+    pub(super) session_id: &'a SessionId,
+    pub(super) sk: String,
+    pub(super) message: &'a Message,
+}
+
+/// A message id's guard, at `id#<message id>`: its seq.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GuardRow<'a> {
+    pub(super) session_id: &'a SessionId,
+    pub(super) sk: String,
+    pub(super) seq: u64,
+}
+
+/// A connection, at `conn`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConnectionRow<'a> {
+    pub(super) connection_id: &'a str,
+    pub(super) sk: &'a str,
+    pub(super) owner: &'a str,
+    pub(super) connected_ms: i64,
+    pub(super) expires_at: i64,
+}
+
+/// A subscription, at `sub#<session id>`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SubscriptionRow<'a> {
+    pub(super) connection_id: &'a str,
+    pub(super) sk: String,
+    pub(super) session_id: &'a str,
+    pub(super) token: &'a str,
+    pub(super) expires_at: i64,
+}
+
+/// A row as DynamoDB's item.
+pub(super) fn item<T: Serialize>(row: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(row).map_err(StoreError::corrupt)
+}
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -68,8 +139,9 @@ pub(super) fn activity_key(activity_ms: i64, id: &str) -> String {
     format!("{:013}#{id}", activity_ms.max(0))
 }
 
-pub(super) fn expires_at(now_ms: i64) -> AttributeValue {
-    n(now_ms / 1000 + CONNECTION_TTL_SECS)
+/// When a connection row written at `now_ms` expires (TTL, in seconds).
+pub(super) fn expires_at(now_ms: i64) -> i64 {
+    now_ms / 1000 + CONNECTION_TTL_SECS
 }
 
 /// A session as read, with the revision its next write is conditioned on.
@@ -79,20 +151,13 @@ pub(super) struct Loaded {
 }
 
 pub(super) fn parse_session(item: &Item) -> Result<Loaded, StoreError> {
-    let summary: SessionSummary = from_av(
-        item.get("summary")
-            .ok_or_else(|| corrupt("session without summary".into()))?,
-    )?;
-    let turn = match item.get("turn") {
-        None | Some(AttributeValue::Null(_)) => None,
-        Some(t) => Some(from_av::<ActiveTurn>(t)?),
-    };
+    let row: SessionRow = serde_dynamo::from_item(item.clone()).map_err(StoreError::corrupt)?;
     Ok(Loaded {
         record: SessionRecord {
-            owner: get_s(item, "owner")?.to_string(),
-            summary,
-            turn,
+            owner: row.owner,
+            summary: row.summary,
+            turn: row.turn,
         },
-        rev: get_n(item, "rev")?,
+        rev: row.rev,
     })
 }

@@ -1,6 +1,6 @@
 //! `ConnectionStore` on the connections table.
 
-use super::codec::{expires_at, get_s, n, s};
+use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_s, item, s};
 use super::errors::backend;
 use super::{BY_OWNER, BY_SESSION, CONN_SK, DynamoStore};
 use crate::domain::records::{SubscribeOutcome, Subscriber};
@@ -15,11 +15,13 @@ impl ConnectionStore for DynamoStore {
             .client
             .put_item()
             .table_name(&self.tables.connections)
-            .item("connectionId", s(id))
-            .item("sk", s(CONN_SK))
-            .item("owner", s(owner))
-            .item("connectedMs", n(now_ms))
-            .item("expiresAt", expires_at(now_ms))
+            .set_item(Some(item(&ConnectionRow {
+                connection_id: id,
+                sk: CONN_SK,
+                owner,
+                connected_ms: now_ms,
+                expires_at: expires_at(now_ms),
+            })?))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
@@ -106,11 +108,13 @@ impl ConnectionStore for DynamoStore {
             .map_err(backend)?;
         let put = Put::builder()
             .table_name(&self.tables.connections)
-            .item("connectionId", s(connection_id))
-            .item("sk", s(this))
-            .item("sessionId", s(session_id))
-            .item("token", s(token))
-            .item("expiresAt", expires_at(now))
+            .set_item(Some(item(&SubscriptionRow {
+                connection_id,
+                sk: this,
+                session_id,
+                token,
+                expires_at: expires_at(now),
+            })?))
             .build()
             .map_err(backend)?;
         match self

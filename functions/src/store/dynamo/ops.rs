@@ -2,7 +2,8 @@
 //! the append transaction, batched deletes.
 
 use super::codec::{
-    Loaded, activity_key, from_av, guard_sk, message_sk, n, parse_session, s, to_av,
+    GuardRow, Loaded, MessageRow, activity_key, from_av, guard_sk, item, message_sk, n,
+    parse_session, s, to_av,
 };
 use super::errors::{Contention, backend, cancelled_on_condition};
 use super::{DynamoStore, Item, UNPROCESSED_BACKOFF};
@@ -62,17 +63,21 @@ impl DynamoStore {
     pub(super) fn message_puts(&self, m: &Message) -> Result<[TransactWriteItem; 2], StoreError> {
         let row = Put::builder()
             .table_name(&self.tables.messages)
-            .item("sessionId", s(&m.session_id))
-            .item("sk", s(message_sk(m.seq)))
-            .item("message", to_av(m)?)
+            .set_item(Some(item(&MessageRow {
+                session_id: &m.session_id,
+                sk: message_sk(m.seq),
+                message: m,
+            })?))
             .condition_expression("attribute_not_exists(sk)")
             .build()
             .map_err(backend)?;
         let guard = Put::builder()
             .table_name(&self.tables.messages)
-            .item("sessionId", s(&m.session_id))
-            .item("sk", s(guard_sk(&m.id)))
-            .item("seq", n(m.seq))
+            .set_item(Some(item(&GuardRow {
+                session_id: &m.session_id,
+                sk: guard_sk(&m.id),
+                seq: m.seq,
+            })?))
             .condition_expression("attribute_not_exists(sk)")
             .build()
             .map_err(backend)?;

@@ -1,7 +1,7 @@
 //! `SessionStore` on the sessions table.
 
 use super::billing::{session_size, units};
-use super::codec::{Loaded, activity_key, corrupt, from_av, get_id, get_s, n, s, to_av};
+use super::codec::{Loaded, SessionRow, activity_key, corrupt, from_av, get_id, get_s, item, n, s};
 use super::errors::{Contention, backend, is_condition_failed};
 use super::{BY_OWNER, BY_SESSION, DynamoStore, Item, MAX_ATTEMPTS, RUNNING};
 use crate::domain::records::{
@@ -21,21 +21,21 @@ impl SessionStore for DynamoStore {
         let mut first = new.first.clone();
         first.seq = 1;
         for _ in 0..MAX_ATTEMPTS {
+            let row = SessionRow {
+                id: sm.id.clone(),
+                owner: new.owner.clone(),
+                project_id: sm.project_id.clone(),
+                activity_key: activity_key(sm.last_message_at.millis(), &sm.id),
+                title_lc: sm.title.to_lowercase(),
+                first_lc: first.plain_text().to_lowercase(),
+                summary: sm.clone(),
+                turn: Some(new.turn.clone()),
+                running: Some(RUNNING.into()),
+                rev: 0,
+            };
             let session = Put::builder()
                 .table_name(&self.tables.sessions)
-                .item("id", s(&sm.id))
-                .item("owner", s(&new.owner))
-                .item("projectId", s(&sm.project_id))
-                .item(
-                    "activityKey",
-                    s(activity_key(sm.last_message_at.millis(), &sm.id)),
-                )
-                .item("titleLc", s(sm.title.to_lowercase()))
-                .item("firstLc", s(first.plain_text().to_lowercase()))
-                .item("summary", to_av(sm)?)
-                .item("turn", to_av(&new.turn)?)
-                .item("running", s(RUNNING))
-                .item("rev", n(0))
+                .set_item(Some(item(&row)?))
                 .condition_expression("attribute_not_exists(id)")
                 .build()
                 .map_err(backend)?;
