@@ -2,8 +2,14 @@
 //! the validation both sides share, and the client-side state machines as
 //! plain functions over plain data (no I/O, compiles for wasm32).
 
+// Test fixtures name the crate as its integration tests do.
+#[cfg(test)]
+extern crate self as confab_protocol;
+
 pub mod backoff;
 pub mod client;
+#[cfg(test)]
+mod fixtures;
 pub mod ids;
 pub mod model;
 pub mod rest;

@@ -305,58 +305,8 @@ impl std::error::Error for FrameError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        LastTurn, MessageStatus, PermissionMode, Role, SessionStatus, TurnOutcome, Usage,
-    };
+    use crate::fixtures::{message, summary};
     use serde_json::{Value, json};
-
-    fn summary() -> SessionSummary {
-        SessionSummary {
-            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70".parse().unwrap(),
-            project_id: "default".parse().unwrap(),
-            title: "Hello".into(),
-            status: SessionStatus::Running,
-            permission_mode: PermissionMode::AcceptEdits,
-            created_at: Timestamp::from_millis(1_795_000_000_000),
-            updated_at: Timestamp::from_millis(1_795_000_000_001),
-            last_message_at: Timestamp::from_millis(1_795_000_000_002),
-            message_count: 1,
-            usage: Usage {
-                input_tokens: 1,
-                output_tokens: 2,
-            },
-            first_message_preview: "hi".into(),
-            last_turn: Some(LastTurn {
-                id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f73".parse().unwrap(),
-                outcome: TurnOutcome::Failed,
-                error: Some("x".into()),
-            }),
-            agent_session_id: None,
-            version: 7,
-        }
-    }
-
-    fn message() -> Message {
-        Message {
-            id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71".parse().unwrap(),
-            session_id: summary().id,
-            seq: 2,
-            role: Role::Assistant,
-            turn_id: "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72".parse().unwrap(),
-            created_at: Timestamp::from_millis(1_795_000_000_000),
-            content: vec![
-                Block::text("a"),
-                Block::ToolUse {
-                    id: "tu1".parse().unwrap(),
-                    name: "bash".into(),
-                    input: json!({"cmd": ["ls", 1, null]}),
-                },
-            ],
-            status: MessageStatus::Stopped,
-            error: None,
-            usage: Some(Usage::default()),
-        }
-    }
 
     /// The `type` of each variant. There is no wildcard: a new variant does
     /// not compile until it is named here, and then [`samples`] must carry

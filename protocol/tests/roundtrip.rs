@@ -9,76 +9,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+#[path = "../src/fixtures.rs"]
+mod fixtures;
+use fixtures::{MID, SID, id, message, summary};
+
 fn rt<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) -> serde_json::Value {
     let s = serde_json::to_string(v).unwrap();
     let back: T = serde_json::from_str(&s).unwrap();
     assert_eq!(&back, v);
     serde_json::from_str(&s).unwrap()
-}
-
-const SID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70";
-const MID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71";
-const TID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72";
-
-/// A valid id of whichever kind is wanted.
-fn id<T: std::str::FromStr>(s: &str) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    s.parse().unwrap()
-}
-
-fn summary() -> SessionSummary {
-    SessionSummary {
-        id: id(SID),
-        project_id: id("default"),
-        title: "Hello".into(),
-        status: SessionStatus::Running,
-        permission_mode: PermissionMode::AcceptEdits,
-        created_at: Timestamp::from_millis(1_795_000_000_000),
-        updated_at: Timestamp::from_millis(1_795_000_000_001),
-        last_message_at: Timestamp::from_millis(1_795_000_000_002),
-        message_count: 1,
-        usage: Usage {
-            input_tokens: 1,
-            output_tokens: 2,
-        },
-        first_message_preview: "hi".into(),
-        last_turn: Some(LastTurn {
-            id: id(TID),
-            outcome: TurnOutcome::Failed,
-            error: Some("x".into()),
-        }),
-        agent_session_id: None,
-        version: 7,
-    }
-}
-
-fn message() -> Message {
-    Message {
-        id: id(MID),
-        session_id: summary().id,
-        seq: 2,
-        role: Role::Assistant,
-        turn_id: id(TID),
-        created_at: Timestamp::from_millis(1_795_000_000_000),
-        content: vec![
-            Block::text("a"),
-            Block::ToolUse {
-                id: "tu1".into(),
-                name: "bash".into(),
-                input: json!({"cmd": ["ls", 1, null]}),
-            },
-            Block::ToolResult {
-                tool_use_id: "tu1".into(),
-                content: "out".into(),
-                is_error: true,
-            },
-        ],
-        status: MessageStatus::Stopped,
-        error: None,
-        usage: Some(Usage::default()),
-    }
 }
 
 #[test]
