@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use confab_functions::api::auth::Auth;
 use confab_functions::api::rest::{ApiState, router as api_router};
-use confab_functions::config::{AuthConfig, Config};
+use confab_functions::config::Config;
 use confab_functions::domain::runner::RunnerConfig;
 use confab_functions::domain::sessions::recover_interrupted;
 use confab_functions::ports::{Ports, Push, Store};
@@ -160,10 +160,7 @@ pub async fn run(
         );
     }
 
-    let auth = Arc::new(match &config.auth {
-        AuthConfig::None => Auth::None,
-        AuthConfig::JwtHs256 { secret } => Auth::hs256(secret.expose().as_bytes()),
-    });
+    let auth = Arc::new(Auth::from_config(&config.auth));
     let api = api_router(Arc::new(ApiState {
         ports: Ports {
             store: store.clone(),

@@ -41,6 +41,16 @@ struct Claims {
 }
 
 impl Auth {
+    /// The auth the configuration asks for.
+    pub fn from_config(config: &crate::config::AuthConfig) -> Auth {
+        match config {
+            crate::config::AuthConfig::None => Auth::None,
+            crate::config::AuthConfig::JwtHs256 { secret } => {
+                Auth::hs256(secret.expose().as_bytes())
+            }
+        }
+    }
+
     pub fn hs256(secret: &[u8]) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);

@@ -32,13 +32,6 @@ pub struct Shared {
 #[error("Confab cannot start: {0}")]
 pub struct StartError(String);
 
-pub fn auth_from(config: &AuthConfig) -> Auth {
-    match config {
-        AuthConfig::None => Auth::None,
-        AuthConfig::JwtHs256 { secret } => Auth::hs256(secret.expose().as_bytes()),
-    }
-}
-
 impl Shared {
     pub async fn from_env() -> Result<Shared, StartError> {
         let config = Config::from_env().map_err(|e| StartError(e.to_string()))?;
@@ -54,7 +47,7 @@ impl Shared {
             settings.tables.clone(),
             stats.clone(),
         ));
-        let auth = Arc::new(auth_from(&config.auth));
+        let auth = Arc::new(Auth::from_config(&config.auth));
         if matches!(config.auth, AuthConfig::None) {
             tracing::warn!("CONFAB_AUTH is none: every caller is the same user");
         }
