@@ -22,6 +22,9 @@ pub enum ServiceError {
     TurnRunning,
     #[error("too many new sessions: try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Stored, but not carried on; the same request again finishes it.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -36,6 +39,7 @@ impl ServiceError {
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TurnRunning => ErrorCode::TurnRunning,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ratelimit::RateLimiter;
 use async_trait::async_trait;
@@ -87,6 +87,14 @@ pub trait TurnStore: Send + Sync + 'static {
         session_id: &str,
         turn: &NewTurn,
     ) -> Result<StartOutcome, StoreError>;
+    /// Takes the turn on for one runner: true for the first caller while
+    /// `turn_id` is the session's active turn, false for every later one.
+    async fn claim_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Saves the in-flight reply; false when the turn is no longer active.
     async fn checkpoint(
         &self,
@@ -127,16 +135,21 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// Removes a connection and its subscriptions.
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError>;
     async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError>;
-    /// Subscribes a connection to a session of the connection's owner, in
-    /// one write that checks the session exists.
+    /// Subscribes a connection of `session.owner` to `session`, in one write
+    /// that checks the session exists in that incarnation and counts the
+    /// connection's subscriptions (at most `max`, however many subscribes
+    /// race).
     async fn subscribe(
         &self,
         connection_id: &str,
-        session_id: &str,
+        session: &SessionRef,
         token: &str,
         max: usize,
     ) -> Result<SubscribeOutcome, StoreError>;
     async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError>;
+    /// Every subscription row naming the session, whatever its owner and
+    /// incarnation: fan-out keeps only those [`Subscriber::is_of`] the
+    /// session it sends for.
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError>;
 }
 

@@ -176,6 +176,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     RateLimited,
     Internal,
+    /// The request's effect is stored but could not be carried on (a turn
+    /// could not be handed to a worker); the same request again finishes it.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -189,6 +192,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 }

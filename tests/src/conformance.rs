@@ -4,7 +4,7 @@
 use confab_functions::clock::{new_id, new_token, now_ms};
 use confab_functions::domain::records::{
     ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionPatch, SessionQuery,
-    StartOutcome, SubscribeOutcome, TurnEnd,
+    SessionRef, StartOutcome, SubscribeOutcome, TurnEnd,
 };
 use confab_functions::ports::Store;
 use confab_protocol::model::*;
@@ -19,6 +19,7 @@ pub fn turn() -> ActiveTurn {
         started_ms: now,
         heartbeat_ms: now,
         stop_requested: false,
+        claimed: false,
         live: None,
     }
 }
@@ -53,6 +54,7 @@ pub fn new_session(
     let at = Timestamp::from_millis(activity_ms);
     NewSession {
         owner: owner.into(),
+        incarnation: new_token(),
         summary: SessionSummary {
             id: id.clone(),
             project_id: project.parse().expect("a valid project id"),
@@ -618,7 +620,10 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
     assert_eq!(s.version, v0 + 1);
     let c = "conn-".to_string() + &new_token();
     store.put_connection(&c, "alice", now_ms()).await.unwrap();
-    store.subscribe(&c, &id, "tok", 20).await.unwrap();
+    store
+        .subscribe(&c, &target(&*store, &id).await, "tok", 20)
+        .await
+        .unwrap();
     let v = store.delete_session("alice", &id).await.unwrap().unwrap();
     assert!(v > s.version);
     assert!(store.get_session(&id).await.unwrap().is_none());
@@ -632,6 +637,16 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
     );
     assert!(store.subscribers(&id).await.unwrap().is_empty());
     assert!(store.delete_session("alice", &id).await.unwrap().is_none());
+}
+
+/// The session as a subscription names it.
+pub async fn target(store: &dyn Store, id: &SessionId) -> SessionRef {
+    store
+        .get_session(id)
+        .await
+        .unwrap()
+        .expect("the session exists")
+        .target()
 }
 
 pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
@@ -653,34 +668,53 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     for _ in 0..3 {
         sessions.push(idle_session(&*store, &owner, now_ms()).await);
     }
+    let mut refs = Vec::new();
+    for id in &sessions {
+        refs.push(target(&*store, id).await);
+    }
     // Only a session of the connection's owner can be subscribed to.
     let other = idle_session(&*store, "someone-else", now_ms()).await;
     assert_eq!(
-        store.subscribe(&c1, &other, "t0", 2).await.unwrap(),
+        store
+            .subscribe(&c1, &target(&*store, &other).await, "t0", 2)
+            .await
+            .unwrap(),
         SubscribeOutcome::NotFound
     );
     assert_eq!(
-        store.subscribe(&c1, &new_token(), "t0", 2).await.unwrap(),
+        store
+            .subscribe(
+                &c1,
+                &SessionRef {
+                    id: new_id(),
+                    owner: owner.clone(),
+                    incarnation: new_token()
+                },
+                "t0",
+                2
+            )
+            .await
+            .unwrap(),
         SubscribeOutcome::NotFound
     );
     assert_eq!(
-        store.subscribe(&c1, &sessions[0], "t1", 2).await.unwrap(),
+        store.subscribe(&c1, &refs[0], "t1", 2).await.unwrap(),
         SubscribeOutcome::Subscribed
     );
     assert_eq!(
-        store.subscribe(&c1, &sessions[1], "t2", 2).await.unwrap(),
+        store.subscribe(&c1, &refs[1], "t2", 2).await.unwrap(),
         SubscribeOutcome::Subscribed
     );
     assert_eq!(
-        store.subscribe(&c1, &sessions[2], "t3", 2).await.unwrap(),
+        store.subscribe(&c1, &refs[2], "t3", 2).await.unwrap(),
         SubscribeOutcome::TooMany
     );
     // Subscribing again to a held session is allowed and renews the token.
     assert_eq!(
-        store.subscribe(&c1, &sessions[0], "t4", 2).await.unwrap(),
+        store.subscribe(&c1, &refs[0], "t4", 2).await.unwrap(),
         SubscribeOutcome::Subscribed
     );
-    store.subscribe(&c2, &sessions[0], "t5", 2).await.unwrap();
+    store.subscribe(&c2, &refs[0], "t5", 2).await.unwrap();
     let mut subs = store.subscribers(&sessions[0]).await.unwrap();
     subs.sort_by(|a, b| a.token.cmp(&b.token));
     assert_eq!(subs.len(), 2);
@@ -691,6 +725,355 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     assert!(store.subscribers(&sessions[0]).await.unwrap().is_empty());
     assert!(store.connection_owner(&c2).await.unwrap().is_none());
     assert_eq!(store.owner_connections(&owner).await.unwrap(), vec![c1]);
+}
+
+/// A turn is taken on once: the first claim of the active turn wins, every
+/// later or concurrent one, and a claim of another turn, loses.
+pub async fn a_turn_is_claimed_once(store: Arc<dyn Store>) {
+    let n = new_session("alice", "default", "t", "go", now_ms());
+    store.create_session(&n).await.unwrap();
+    let (sid, tid) = (&n.summary.id, &n.turn.turn_id);
+    assert!(!store.claim_turn(sid, &new_token(), now_ms()).await.unwrap());
+    let claims =
+        futures::future::join_all((0..8).map(|_| store.claim_turn(sid, tid, now_ms()))).await;
+    let won = claims.into_iter().filter(|c| *c.as_ref().unwrap()).count();
+    assert_eq!(won, 1, "exactly one claim wins");
+    assert!(!store.claim_turn(sid, tid, now_ms()).await.unwrap());
+    let rec = store.get_session(sid).await.unwrap().unwrap();
+    assert!(rec.turn.unwrap().claimed);
+    // Once the turn ends there is nothing to claim.
+    store
+        .finish_turn(sid, tid, &end(sid, &n.turn, "done", TurnOutcome::Completed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store.claim_turn(sid, tid, now_ms()).await.unwrap());
+}
+
+/// The cap on a connection's subscriptions holds when many subscribes race,
+/// and a subscription taken off frees its place.
+pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
+    let owner = format!("burst-{}", new_token());
+    let conn = new_token();
+    store.put_connection(&conn, &owner, now_ms()).await.unwrap();
+    let mut refs = Vec::new();
+    for _ in 0..40 {
+        let id = idle_session(&*store, &owner, now_ms()).await;
+        refs.push(target(&*store, &id).await);
+    }
+    let outcomes =
+        futures::future::join_all(refs.iter().map(|r| store.subscribe(&conn, r, "tok", 20))).await;
+    let subscribed = outcomes
+        .iter()
+        .filter(|o| *o.as_ref().unwrap() == SubscribeOutcome::Subscribed)
+        .count();
+    assert_eq!(subscribed, 20, "{outcomes:?}");
+    let mut held = Vec::new();
+    for r in &refs {
+        if store
+            .subscribers(&r.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.connection_id == conn)
+        {
+            held.push(r.clone());
+        }
+    }
+    assert_eq!(held.len(), 20);
+    let free = refs.iter().find(|r| !held.contains(r)).unwrap();
+    assert_eq!(
+        store.subscribe(&conn, free, "tok", 20).await.unwrap(),
+        SubscribeOutcome::TooMany
+    );
+    // Renewing one held is not a new one.
+    assert_eq!(
+        store.subscribe(&conn, &held[0], "again", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+    store.unsubscribe(&conn, &held[1].id).await.unwrap();
+    assert_eq!(
+        store.subscribe(&conn, free, "tok", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+    // Deleting a subscribed session frees its place too.
+    store.delete_session(&owner, &held[2].id).await.unwrap();
+    let another = refs
+        .iter()
+        .find(|r| !held.contains(r) && *r != free)
+        .unwrap();
+    assert_eq!(
+        store.subscribe(&conn, another, "tok", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+}
+
+/// A subscription names the session's owner and incarnation: after a
+/// delete, a subscribe to the old incarnation fails in its own condition,
+/// even once a session with the same id exists again, and the rows of the
+/// new one name the new incarnation.
+pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
+    let conn = new_token();
+    store
+        .put_connection(&conn, "alice", now_ms())
+        .await
+        .unwrap();
+    let first = new_session("alice", "default", "t", "one", now_ms());
+    store.create_session(&first).await.unwrap();
+    let id = first.summary.id.clone();
+    let old = target(&*store, &id).await;
+    assert_eq!(old.owner, "alice");
+    assert_eq!(
+        store.subscribe(&conn, &old, "t1", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+    let subs = store.subscribers(&id).await.unwrap();
+    assert!(subs.iter().all(|s| s.is_of(&old)) && subs.len() == 1);
+    store.request_stop("alice", &id).await.unwrap();
+    store.delete_session("alice", &id).await.unwrap().unwrap();
+    assert_eq!(
+        store.subscribe(&conn, &old, "t2", 20).await.unwrap(),
+        SubscribeOutcome::NotFound
+    );
+    // The same id again, the same owner: a new incarnation.
+    let mut again = new_session("alice", "default", "t", "two", now_ms());
+    again.summary.id = id.clone();
+    again.first.session_id = id.clone();
+    store.create_session(&again).await.unwrap();
+    let new = target(&*store, &id).await;
+    assert_ne!(new.incarnation, old.incarnation);
+    assert_eq!(
+        store.subscribe(&conn, &old, "t3", 20).await.unwrap(),
+        SubscribeOutcome::NotFound
+    );
+    assert!(
+        store
+            .subscribers(&id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| !s.is_of(&old) || s.is_of(&new))
+    );
+    assert_eq!(
+        store.subscribe(&conn, &new, "t4", 20).await.unwrap(),
+        SubscribeOutcome::Subscribed
+    );
+    let subs = store.subscribers(&id).await.unwrap();
+    assert_eq!(subs.iter().filter(|s| s.is_of(&new)).count(), 1);
+}
+
+struct Nowhere;
+
+#[async_trait::async_trait]
+impl confab_functions::ports::Push for Nowhere {
+    async fn post(
+        &self,
+        _connection_id: &str,
+        _frame: bytes::Bytes,
+    ) -> Result<(), confab_functions::ports::PushError> {
+        Ok(())
+    }
+}
+
+/// Runs the turn `turn_id` of `sid` with the demo agent, to its end.
+async fn run_demo_turn(store: &Arc<dyn Store>, owner: &str, sid: &SessionId, turn_id: &TurnId) {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    confab_functions::domain::runner::run_turn(
+        &**store,
+        &Nowhere,
+        &confab_functions::agents::demo::DemoAgent::new(std::time::Duration::ZERO),
+        &confab_functions::domain::runner::RunnerConfig::default(),
+        &confab_functions::ports::TurnJob {
+            owner: owner.into(),
+            session_id: sid.clone(),
+            turn_id: turn_id.clone(),
+        },
+        rx,
+    )
+    .await
+    .unwrap();
+}
+
+/// A user message of 32,000 characters whose first word is `m<i>`.
+fn long_text(i: usize) -> String {
+    let mut t = format!("m{i:02} ");
+    while t.len() < 32_000 {
+        t.push_str("word ");
+    }
+    t.truncate(32_000);
+    t
+}
+
+/// History past DynamoDB's 1 MB page: 21 user messages of 32,000
+/// characters and the demo agent's replies (which quote them). The detail,
+/// every page, the export and the agent's history hold all 42 messages, and
+/// the last reply answers the last message.
+pub async fn long_history_is_whole(store: Arc<dyn Store>) {
+    use confab_functions::domain::sessions;
+    let owner = format!("long-{}", new_token());
+    let n = new_session(&owner, "default", "t", &long_text(1), now_ms());
+    store.create_session(&n).await.unwrap();
+    let sid = n.summary.id.clone();
+    run_demo_turn(&store, &owner, &sid, &n.turn.turn_id).await;
+    for i in 2..=21 {
+        let t = turn();
+        let started = store
+            .start_turn(
+                &owner,
+                &sid,
+                &NewTurn {
+                    message: user(&sid, &t.turn_id, &long_text(i)),
+                    turn: t.clone(),
+                    permission_mode: None,
+                    now_ms: now_ms(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(started, StartOutcome::Started { .. }),
+            "{started:?}"
+        );
+        run_demo_turn(&store, &owner, &sid, &t.turn_id).await;
+    }
+    let seqs = |ms: &[Message]| ms.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let all: Vec<u64> = (1..=42).collect();
+
+    let detail = sessions::detail(&*store, &owner, &sid).await.unwrap();
+    assert_eq!(seqs(&detail.messages), all);
+    assert!(!detail.has_more);
+    assert_eq!(detail.session.message_count, 42);
+
+    // Every page, newest first and oldest first.
+    let mut back = Vec::new();
+    let mut before = None;
+    loop {
+        let page = sessions::messages(&*store, &owner, &sid, None, before, Some(5))
+            .await
+            .unwrap();
+        back.splice(0..0, page.messages.iter().cloned());
+        before = page.messages.first().map(|m| m.seq);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seqs(&back), all);
+    let mut fwd: Vec<Message> = Vec::new();
+    loop {
+        let after = fwd.last().map_or(0, |m| m.seq);
+        let page = sessions::messages(&*store, &owner, &sid, Some(after), None, Some(7))
+            .await
+            .unwrap();
+        fwd.extend(page.messages);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(fwd, back);
+
+    let (_, exported) = sessions::export(&*store, &owner, &sid).await.unwrap();
+    assert_eq!(exported, back);
+
+    // The agent read all 41 messages before the last reply (the demo
+    // agent counts their words as input tokens), and answered the last.
+    let last = back.last().unwrap();
+    assert_eq!(last.role, Role::Assistant);
+    assert!(
+        last.plain_text().contains("You wrote: m21 "),
+        "answers the last message"
+    );
+    let words: u64 = back[..41]
+        .iter()
+        .map(|m| m.plain_text().split_whitespace().count() as u64)
+        .sum();
+    assert_eq!(last.usage.unwrap().input_tokens, words);
+    let history = sessions::history(&*store, &sid).await.unwrap();
+    assert_eq!(history.len(), 42);
+}
+
+/// A reply of any length is kept: a 1.5 MB in-flight reply survives a
+/// checkpoint and a longer one after it, and the stored reply reads back
+/// whole, by page and by id.
+pub async fn long_reply_round_trips(store: Arc<dyn Store>) {
+    let n = new_session("alice", "default", "t", "long", now_ms());
+    store.create_session(&n).await.unwrap();
+    let (sid, t) = (&n.summary.id, &n.turn);
+    assert!(store.claim_turn(sid, &t.turn_id, now_ms()).await.unwrap());
+    let mut text = String::new();
+    for i in 0..150_000 {
+        text.push_str(["lorem ", "ipsum ", "dolor ", "\"quoted\" ", "ünïcödé "][i % 5]);
+    }
+    let mut live = LiveReply {
+        message_id: t.reply_id.clone(),
+        turn_id: t.turn_id.clone(),
+        content: vec![
+            Block::text(&text[..text.len() / 2]),
+            Block::ToolUse {
+                id: "t1".into(),
+                name: "bash".into(),
+                input: serde_json::json!({"command": "ls"}),
+            },
+        ],
+    };
+    assert!(
+        store
+            .checkpoint(sid, &t.turn_id, &live, now_ms())
+            .await
+            .unwrap()
+    );
+    let back = store.get_session(sid).await.unwrap().unwrap();
+    assert_eq!(back.turn.unwrap().live.as_ref(), Some(&live));
+    live.content.push(Block::text(&text));
+    assert!(
+        store
+            .checkpoint(sid, &t.turn_id, &live, now_ms())
+            .await
+            .unwrap()
+    );
+    let back = store.get_session(sid).await.unwrap().unwrap();
+    assert_eq!(back.turn.unwrap().live.as_ref(), Some(&live));
+    let running = store.running_turns().await.unwrap();
+    let mine = running.iter().find(|(_, id, _)| id == sid).unwrap();
+    assert_eq!(mine.2.live.as_ref(), Some(&live));
+
+    let mut e = end(sid, t, "", TurnOutcome::Completed);
+    e.reply.content = live.content.clone();
+    let (stored, _) = store
+        .finish_turn(sid, &t.turn_id, &e)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.content, live.content);
+    let (page, more) = store
+        .messages(sid, MessageRange::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(!more);
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[1], stored);
+    let (page, _) = store
+        .messages(sid, MessageRange::Before { seq: 2, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let (page, _) = store
+        .messages(sid, MessageRange::After { seq: 1, limit: 1 })
+        .await
+        .unwrap();
+    assert_eq!(page, vec![stored.clone()]);
+    assert_eq!(
+        store.find_message(sid, &t.reply_id).await.unwrap(),
+        Some(stored)
+    );
+    assert!(
+        store
+            .get_session(sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .turn
+            .is_none()
+    );
 }
 
 /// Generates one test per case for a store made by `$make` (an async fn
@@ -709,7 +1092,12 @@ macro_rules! store_conformance {
             search_and_projects,
             owners_are_isolated,
             patch_and_delete,
-            connections_and_subscriptions
+            connections_and_subscriptions,
+            a_turn_is_claimed_once,
+            subscription_cap_holds_under_a_burst,
+            subscriptions_name_their_incarnation,
+            long_history_is_whole,
+            long_reply_round_trips
         );
     };
     (@cases $make:path; $($case:ident),*) => {

@@ -61,7 +61,15 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
     for c in ["gone-connection", conn.as_str()] {
         store.put_connection(c, "alice", 1).await.unwrap();
         assert_eq!(
-            store.subscribe(c, &sid, "tok", 20).await.unwrap(),
+            store
+                .subscribe(
+                    c,
+                    &confab_tests::conformance::target(&store, &sid).await,
+                    "tok",
+                    20
+                )
+                .await
+                .unwrap(),
             SubscribeOutcome::Subscribed
         );
     }
@@ -319,7 +327,15 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     // $disconnect (its own shipped event): the connection is forgotten.
     let mine = confab_tests::conformance::idle_session(&*store, "alice", 2).await;
     assert_eq!(
-        store.subscribe(&conn, &mine, "t", 20).await.unwrap(),
+        store
+            .subscribe(
+                &conn,
+                &confab_tests::conformance::target(&*store, &mine).await,
+                "t",
+                20
+            )
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     let mut ev = fixture("example-apigw-websocket-request-disconnect-route.json");

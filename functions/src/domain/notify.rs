@@ -3,9 +3,10 @@
 //! fails the request that caused it.
 
 use super::frames::encode;
-use crate::ports::{ConnectionStore, Push, PushError};
+use super::records::{SessionRef, Subscriber};
+use crate::ports::{ConnectionStore, Push, PushError, StoreError};
 use bytes::Bytes;
-use confab_protocol::{ServerEvent, SessionId};
+use confab_protocol::ServerEvent;
 use futures::future::join_all;
 
 /// Sends one event to every connection of `owner`.
@@ -41,24 +42,46 @@ pub async fn session_updated(
 pub async fn message_created(
     store: &dyn ConnectionStore,
     push: &dyn Push,
-    session_id: &SessionId,
+    session: &SessionRef,
     message: confab_protocol::Message,
 ) {
     let event = ServerEvent::MessageCreated {
-        session_id: session_id.clone(),
+        session_id: session.id.clone(),
         message,
     };
-    to_subscribers(store, push, session_id, &event).await
+    to_subscribers(store, push, session, &event).await
 }
 
-/// Sends one event to every subscriber of `session_id`.
+/// The subscriptions to `session` as it is: rows of another owner or an
+/// earlier incarnation under the same id (left by a subscribe that raced a
+/// delete) are skipped, so they never receive this session's events.
+pub async fn subscribers_of(
+    store: &dyn ConnectionStore,
+    session: &SessionRef,
+) -> Result<Vec<Subscriber>, StoreError> {
+    let mut subs = store.subscribers(&session.id).await?;
+    subs.retain(|s| {
+        let ok = s.is_of(session);
+        if !ok {
+            tracing::warn!(
+                connection = %s.connection_id,
+                session = %session.id,
+                "skipping a subscription to another incarnation of the session"
+            );
+        }
+        ok
+    });
+    Ok(subs)
+}
+
+/// Sends one event to every subscriber of `session`.
 pub async fn to_subscribers(
     store: &dyn ConnectionStore,
     push: &dyn Push,
-    session_id: &SessionId,
+    session: &SessionRef,
     event: &ServerEvent,
 ) {
-    match store.subscribers(session_id).await {
+    match subscribers_of(store, session).await {
         Ok(subs) => {
             let conns: Vec<String> = subs.into_iter().map(|s| s.connection_id).collect();
             to_connections(store, push, &conns, &[encode(event)]).await

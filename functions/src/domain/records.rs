@@ -19,6 +19,10 @@ pub struct ActiveTurn {
     /// Last sign of life from the runner (start or checkpoint).
     pub heartbeat_ms: i64,
     pub stop_requested: bool,
+    /// A runner has taken the turn on (`TurnStore::claim_turn`); a second
+    /// runner for it walks away. A turn never claimed was never started.
+    #[serde(default)]
+    pub claimed: bool,
     /// The in-flight reply at the last checkpoint.
     pub live: Option<LiveReply>,
 }
@@ -32,6 +36,7 @@ impl ActiveTurn {
             started_ms: now_ms,
             heartbeat_ms: now_ms,
             stop_requested: false,
+            claimed: false,
             live: None,
         }
     }
@@ -41,8 +46,34 @@ impl ActiveTurn {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {
     pub owner: String,
+    /// Random per creation: a session deleted and created again under the
+    /// same id is another incarnation, and subscriptions to the old one do
+    /// not carry over.
+    pub incarnation: String,
     pub summary: SessionSummary,
     pub turn: Option<ActiveTurn>,
+}
+
+impl SessionRecord {
+    /// The session as fan-out checks its subscriptions against.
+    pub fn target(&self) -> SessionRef {
+        SessionRef {
+            id: self.summary.id.clone(),
+            owner: self.owner.clone(),
+            incarnation: self.incarnation.clone(),
+        }
+    }
+}
+
+/// A session as its subscribers are found: its id, owner and incarnation.
+/// Every subscription row names all three, and a push goes only to rows
+/// that match, so a row left behind by a race with a delete never receives
+/// a later session's events under the same id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRef {
+    pub id: SessionId,
+    pub owner: String,
+    pub incarnation: String,
 }
 
 /// Which messages of a session to read. Pages are returned oldest first.
@@ -94,6 +125,8 @@ impl ListCursor {
 #[derive(Clone, Debug)]
 pub struct NewSession {
     pub owner: String,
+    /// A fresh random token: see [`SessionRecord::incarnation`].
+    pub incarnation: String,
     pub summary: SessionSummary,
     /// The first user message; the store gives it seq 1.
     pub first: Message,
@@ -208,6 +241,16 @@ impl TurnEnd {
 pub struct Subscriber {
     pub connection_id: String,
     pub token: String,
+    /// The owner and incarnation of the session when it was subscribed.
+    pub owner: String,
+    pub incarnation: String,
+}
+
+impl Subscriber {
+    /// Whether this subscription is to `session` as it is now.
+    pub fn is_of(&self, session: &SessionRef) -> bool {
+        self.owner == session.owner && self.incarnation == session.incarnation
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

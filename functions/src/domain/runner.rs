@@ -3,9 +3,9 @@
 //! checkpoints the in-flight reply, honours stop, and stores the end.
 
 use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
-use super::notify::send_all;
-use super::records::TurnEnd;
-use super::sessions::{all_messages, finish_and_announce};
+use super::notify::{send_all, subscribers_of};
+use super::records::{SessionRef, TurnEnd};
+use super::sessions::{SAVE_FAILED, finish_and_announce, history};
 use crate::clock::now_ms;
 use crate::error::ServiceError;
 use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnJob};
@@ -18,9 +18,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// What a turn that could not be saved tells the user.
-const SAVE_FAILED: &str = "Confab could not save this reply; try again.";
 
 /// The cadence of a runner.
 #[derive(Clone, Debug)]
@@ -74,6 +71,7 @@ impl Default for RunnerConfig {
 
 /// The reply being written and what the subscribers have of it.
 struct Reply {
+    session: SessionRef,
     session_id: SessionId,
     message_id: MessageId,
     turn_id: TurnId,
@@ -168,13 +166,26 @@ pub async fn run_turn(
     job: &TurnJob,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
-    let Some(record) = store.get_session(&job.session_id).await? else {
+    let Some(record) = store
+        .get_session(&job.session_id)
+        .await?
+        .filter(|r| r.owner == job.owner)
+    else {
         return Ok(());
     };
     let Some(turn) = record.turn.clone().filter(|t| t.turn_id == job.turn_id) else {
         return Ok(());
     };
-    let history = all_messages(store, &job.session_id).await?;
+    // One runner per turn: a second invocation (an at-least-once delivery,
+    // a retried dispatch) walks away here, before the agent is called.
+    if !store
+        .claim_turn(&job.session_id, &job.turn_id, now_ms())
+        .await?
+    {
+        tracing::info!(session = %job.session_id, turn = %job.turn_id, "turn already claimed by another runner");
+        return Ok(());
+    }
+    let history = history(store, &job.session_id).await?;
     let request = AgentRequest {
         session_id: job.session_id.clone(),
         project_id: record.summary.project_id.clone(),
@@ -183,6 +194,7 @@ pub async fn run_turn(
         agent_session_id: record.summary.agent_session_id.clone(),
     };
     let mut reply = Reply {
+        session: record.target(),
         session_id: job.session_id.clone(),
         message_id: turn.reply_id.clone(),
         turn_id: turn.turn_id.clone(),
@@ -330,7 +342,7 @@ pub async fn run_turn(
         agent_session_id,
         now_ms: now,
     };
-    finish_and_announce(store, push, &job.session_id, &job.turn_id, &end).await;
+    finish_and_announce(store, push, &reply.session, &job.turn_id, &end).await;
     Ok(())
 }
 
@@ -366,7 +378,7 @@ async fn push_frames(
     reply: &mut Reply,
     seen: &mut HashMap<String, String>,
 ) -> Result<(), ServiceError> {
-    let subs = store.subscribers(&reply.session_id).await?;
+    let subs = subscribers_of(store, &reply.session).await?;
     let increment: Vec<Bytes> = reply.take_increment().iter().map(encode).collect();
     let mut snapshot: Option<Vec<Bytes>> = None;
     let mut sends: Vec<(String, Vec<Bytes>)> = Vec::with_capacity(subs.len());

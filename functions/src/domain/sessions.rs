@@ -5,9 +5,9 @@
 use super::notify;
 use super::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, StartOutcome, TurnEnd,
+    SessionQuery, SessionRecord, SessionRef, StartOutcome, TurnEnd,
 };
-use crate::clock::{new_id, now_ms};
+use crate::clock::{new_id, new_token, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{Ports, Push, SessionStore, Store, TurnJob, TurnStore};
 use base64::Engine as _;
@@ -108,7 +108,7 @@ pub async fn create_session(
     let text = &req.message.text;
 
     if let Some(rec) = store.get_session(&id).await? {
-        return existing(store, owner, rec, &req.message.id).await;
+        return existing(ports, owner, rec, &req.message.id).await;
     }
     ports
         .limiter
@@ -138,13 +138,18 @@ pub async fn create_session(
     };
     let new = NewSession {
         owner: owner.to_string(),
+        incarnation: new_token(),
         summary: summary.clone(),
         first: first.clone(),
         turn: turn.clone(),
     };
     if let CreateOutcome::Exists(rec) = store.create_session(&new).await? {
-        return existing(store, owner, rec, &req.message.id).await;
+        return existing(ports, owner, rec, &req.message.id).await;
     }
+    // Dispatch before fan-out: whatever happens to the fan-out, the turn has
+    // been handed on. A dispatch that failed leaves the turn unclaimed, and
+    // the client's retry of this create dispatches it again.
+    let started = start(ports, owner, &id, &turn).await;
     notify::to_owner(
         store,
         &*ports.push,
@@ -154,20 +159,23 @@ pub async fn create_session(
         },
     )
     .await;
-    let session = start(ports, owner, summary, &turn).await;
+    started?;
     Ok(Created::Created(SessionWithMessages {
-        session,
+        session: summary,
         messages: vec![first],
     }))
 }
 
-/// The same create again: the current state, or a conflict.
+/// The same create again: the current state, or a conflict. A turn that no
+/// runner has claimed (its dispatch failed, or is still on its way) is
+/// dispatched again; the claim makes a second runner harmless.
 async fn existing(
-    store: &dyn TurnStore,
+    ports: &Ports,
     owner: &str,
     rec: SessionRecord,
     first_message_id: &str,
 ) -> Result<Created<SessionWithMessages>, ServiceError> {
+    let store = &*ports.store;
     if rec.owner != owner {
         return Err(ServiceError::Conflict("this session id is taken".into()));
     }
@@ -179,6 +187,7 @@ async fn existing(
             "this session exists with a different first message".into(),
         ));
     }
+    redispatch_unclaimed(ports, &rec).await?;
     let (messages, _) = store
         .messages(
             &rec.summary.id,
@@ -193,34 +202,40 @@ async fn existing(
     }))
 }
 
-/// Hands a turn to Dispatch. If it cannot start, the turn is closed as
-/// failed at once, so the session never stays running with nobody on it.
+/// What a create or send whose turn could not be handed on answers: the
+/// message is stored, and sending the same request again starts its turn.
+const NOT_DISPATCHED: &str =
+    "the message is saved but its reply could not be started; send the same request again";
+
+/// Hands a turn to Dispatch. On failure the turn stays stored and unclaimed:
+/// the client's retry of the same request dispatches it again, and if none
+/// comes the sweep closes it as never started.
 async fn start(
     ports: &Ports,
     owner: &str,
-    session: SessionSummary,
+    session_id: &SessionId,
     turn: &ActiveTurn,
-) -> SessionSummary {
+) -> Result<(), ServiceError> {
     let job = TurnJob {
         owner: owner.to_string(),
-        session_id: session.id.clone(),
+        session_id: session_id.clone(),
         turn_id: turn.turn_id.clone(),
     };
-    let Err(e) = ports.dispatch.dispatch(job).await else {
-        return session;
-    };
-    tracing::error!(error = &e as &dyn std::error::Error, session = %session.id, "dispatch failed");
-    let closed = close_turn(
-        &*ports.store,
-        &*ports.push,
-        &session.id,
-        turn,
-        Vec::new(),
-        TurnOutcome::Failed,
-        Some("The agent could not be started. Try again.".into()),
-    )
-    .await;
-    closed.unwrap_or(session)
+    ports.dispatch.dispatch(job).await.map_err(|e| {
+        tracing::error!(error = &e as &dyn std::error::Error, session = %session_id, "dispatch failed");
+        ServiceError::Unavailable(NOT_DISPATCHED.into())
+    })
+}
+
+/// Dispatches the running turn of `rec` again if no runner has claimed it.
+async fn redispatch_unclaimed(ports: &Ports, rec: &SessionRecord) -> Result<(), ServiceError> {
+    match &rec.turn {
+        Some(turn) if !turn.claimed => {
+            tracing::info!(session = %rec.summary.id, turn = %turn.turn_id, "dispatching an unclaimed turn again");
+            start(ports, &rec.owner, &rec.summary.id, turn).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Closes a turn with the given content and outcome and tells everyone.
@@ -228,7 +243,7 @@ async fn start(
 pub async fn close_turn(
     store: &dyn Store,
     push: &dyn Push,
-    session_id: &SessionId,
+    session: &SessionRef,
     turn: &ActiveTurn,
     content: Vec<Block>,
     outcome: TurnOutcome,
@@ -238,7 +253,7 @@ pub async fn close_turn(
     let end = TurnEnd {
         reply: Message {
             id: turn.reply_id.clone(),
-            session_id: session_id.clone(),
+            session_id: session.id.clone(),
             seq: 0,
             role: Role::Assistant,
             turn_id: turn.turn_id.clone(),
@@ -257,37 +272,71 @@ pub async fn close_turn(
         agent_session_id: None,
         now_ms: now,
     };
-    finish_and_announce(store, push, session_id, &turn.turn_id, &end).await
+    finish_and_announce(store, push, session, &turn.turn_id, &end).await
 }
 
+/// What a turn whose end could not be stored tells the user.
+pub const SAVE_FAILED: &str = "Confab could not save this reply; what was saved of it is kept.";
+
 /// Stores the end of a turn; sends `message.created` to the subscribers and
-/// `session.updated` to the owner.
+/// `session.updated` to the owner. If the end cannot be stored (whatever
+/// the reason), the turn ends `failed` at once with its last checkpoint,
+/// never left running.
 pub async fn finish_and_announce(
     store: &dyn Store,
     push: &dyn Push,
-    session_id: &SessionId,
+    session: &SessionRef,
     turn_id: &str,
     end: &TurnEnd,
 ) -> Option<SessionSummary> {
-    let (message, session) = match store.finish_turn(session_id, turn_id, end).await {
+    let (message, summary) = match store.finish_turn(&session.id, turn_id, end).await {
         Ok(Some(done)) => done,
         Ok(None) => return None,
         Err(e) => {
             tracing::error!(
                 error = &e as &dyn std::error::Error,
-                session = %session_id,
-                "storing the end of a turn failed"
+                session = %session.id,
+                "storing the end of a turn failed; ending it as failed with its last checkpoint"
             );
-            return None;
+            match finish_failed(store, &session.id, turn_id, end).await {
+                Some(done) => done,
+                None => return None,
+            }
         }
     };
-    notify::message_created(store, push, session_id, message).await;
-    let owner = match store.get_session(session_id).await {
-        Ok(Some(r)) => r.owner,
-        _ => return Some(session),
+    notify::message_created(store, push, session, message).await;
+    notify::session_updated(store, push, &session.owner, &summary).await;
+    Some(summary)
+}
+
+/// The end of a turn as `failed`, with the reply of its last checkpoint.
+async fn finish_failed(
+    store: &dyn Store,
+    session_id: &SessionId,
+    turn_id: &str,
+    end: &TurnEnd,
+) -> Option<(Message, SessionSummary)> {
+    let live = match store.active_turn(session_id, turn_id).await {
+        Ok(Some(t)) => t.live,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = &e as &dyn std::error::Error, session = %session_id, "reading the last checkpoint failed");
+            None
+        }
     };
-    notify::session_updated(store, push, &owner, &session).await;
-    Some(session)
+    let mut failed = end.clone();
+    failed.reply.content = live.map(|l| l.content).unwrap_or_default();
+    failed.reply.status = MessageStatus::Failed;
+    failed.reply.error = Some(SAVE_FAILED.into());
+    failed.last_turn.outcome = TurnOutcome::Failed;
+    failed.last_turn.error = Some(SAVE_FAILED.into());
+    match store.finish_turn(session_id, turn_id, &failed).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = &e as &dyn std::error::Error, session = %session_id, "storing the failed end of a turn failed too");
+            None
+        }
+    }
 }
 
 /// Closes a running turn whose runner is dead (no sign of life for
@@ -303,16 +352,22 @@ pub async fn reap_if_stale(
     if now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
         return Ok(rec);
     }
-    tracing::warn!(session = %rec.summary.id, turn = %turn.turn_id, "closing a turn whose runner stopped answering");
     let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
+    let (outcome, error) = if turn.claimed {
+        tracing::warn!(session = %rec.summary.id, turn = %turn.turn_id, "closing a turn whose runner stopped answering");
+        (TurnOutcome::Interrupted, STOPPED_ANSWERING)
+    } else {
+        tracing::warn!(session = %rec.summary.id, turn = %turn.turn_id, "closing a turn that no runner started");
+        (TurnOutcome::Failed, NEVER_STARTED)
+    };
     close_turn(
         store,
         push,
-        &rec.summary.id,
+        &rec.target(),
         turn,
         content,
-        TurnOutcome::Interrupted,
-        Some("The reply was interrupted: the server stopped while writing it.".into()),
+        outcome,
+        Some(error.into()),
     )
     .await;
     store
@@ -320,6 +375,13 @@ pub async fn reap_if_stale(
         .await?
         .ok_or(ServiceError::NotFound)
 }
+
+/// What a turn closed by the sweep tells the user, by case: its runner died
+/// while writing, or no runner ever took it on.
+pub const STOPPED_ANSWERING: &str =
+    "The reply was interrupted: the server stopped while writing it.";
+pub const NEVER_STARTED: &str =
+    "The reply never started: no worker took this turn on. Send your message again.";
 
 /// `POST /api/sessions/{id}/messages`.
 pub async fn send_message(
@@ -332,6 +394,13 @@ pub async fn send_message(
     let rec = owned(store, owner, session_id).await?;
     let text = &req.text;
     if let Some(message) = store.find_message(session_id, &req.id).await? {
+        if rec
+            .turn
+            .as_ref()
+            .is_some_and(|t| t.turn_id == message.turn_id)
+        {
+            redispatch_unclaimed(ports, &rec).await?;
+        }
         return Ok(Sent::AlreadyStored(SendMessageResponse {
             message,
             session: rec.summary,
@@ -348,9 +417,11 @@ pub async fn send_message(
     };
     match store.start_turn(owner, session_id, &new).await? {
         StartOutcome::Started { message, session } => {
-            notify::message_created(store, push, session_id, message.clone()).await;
+            // Dispatch before fan-out, as for a create.
+            let started = start(ports, owner, session_id, &turn).await;
+            notify::message_created(store, push, &rec.target(), message.clone()).await;
             notify::session_updated(store, push, owner, &session).await;
-            let session = start(ports, owner, session, &turn).await;
+            started?;
             Ok(Sent::Started(SendMessageResponse { message, session }))
         }
         StartOutcome::Duplicate(message) => Ok(Sent::AlreadyStored(SendMessageResponse {
@@ -512,6 +583,52 @@ pub async fn messages(
     Ok(MessagePage { messages, has_more })
 }
 
+/// The most of a session's history an agent is given: this many bytes of
+/// message content (as JSON), counted from the newest message back. The
+/// newest message always goes, whatever its size. Providers cut far
+/// shorter (a 200,000-token context is under 1 MiB of text); the budget
+/// bounds what a turn reads and holds.
+pub const HISTORY_BUDGET_BYTES: usize = 2 * 1024 * 1024;
+
+/// The history an agent is given: the newest messages within
+/// [`HISTORY_BUDGET_BYTES`], oldest first, starting with a user message.
+pub async fn history(
+    store: &dyn TurnStore,
+    session_id: &SessionId,
+) -> Result<Vec<Message>, ServiceError> {
+    let mut out: Vec<Message> = Vec::new();
+    let mut used = 0;
+    'pages: loop {
+        let range = match out.last() {
+            None => MessageRange::Latest {
+                limit: validate::MAX_PAGE,
+            },
+            Some(m) => MessageRange::Before {
+                seq: m.seq,
+                limit: validate::MAX_PAGE,
+            },
+        };
+        let (page, more) = store.messages(session_id, range).await?;
+        for m in page.into_iter().rev() {
+            let size = serde_json::to_vec(&m.content).map_or(0, |v| v.len());
+            if !out.is_empty() && used + size > HISTORY_BUDGET_BYTES {
+                break 'pages;
+            }
+            used += size;
+            out.push(m);
+        }
+        if !more {
+            break;
+        }
+    }
+    out.reverse();
+    // A conversation an agent reads starts with the user.
+    while out.len() > 1 && out[0].role != Role::User {
+        out.remove(0);
+    }
+    Ok(out)
+}
+
 /// Every message of a session, oldest first.
 pub async fn all_messages(
     store: &dyn TurnStore,
@@ -609,11 +726,14 @@ pub async fn recover_interrupted(
     let running = store.running_turns().await?;
     let n = running.len();
     for (_, session_id, turn) in running {
+        let Some(rec) = store.get_session(&session_id).await? else {
+            continue;
+        };
         let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
         close_turn(
             store,
             push,
-            &session_id,
+            &rec.target(),
             &turn,
             content,
             TurnOutcome::Interrupted,

@@ -29,11 +29,16 @@ pub async fn subscribe(
         Some(r) if r.owner == owner => r,
         _ => return Err(ServiceError::NotFound),
     };
-    reap_if_stale(store, push, rec).await?;
+    let rec = reap_if_stale(store, push, rec).await?;
     // Subscribe first, then read: whatever is stored after this read reaches
     // the connection as an event, so nothing falls between the two.
     match store
-        .subscribe(connection_id, session_id, &new_token(), MAX_SUBSCRIPTIONS)
+        .subscribe(
+            connection_id,
+            &rec.target(),
+            &new_token(),
+            MAX_SUBSCRIPTIONS,
+        )
         .await?
     {
         SubscribeOutcome::Subscribed => {}

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub(super) struct SessionRow {
     pub(super) id: SessionId,
     pub(super) owner: String,
+    /// Random per creation; subscriptions name it.
+    #[serde(default)]
+    pub(super) incarnation: String,
     pub(super) project_id: ProjectId,
     /// `byOwner`'s sort key: [`activity_key`].
     pub(super) activity_key: String,
@@ -31,6 +34,10 @@ pub(super) struct SessionRow {
     pub(super) running: Option<String>,
     /// Every summary write is conditioned on it.
     pub(super) rev: i64,
+    /// Where a long in-flight reply's content is (`turn.live` keeps the
+    /// rest of it): see `parts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) live_parts: Option<super::parts::LiveParts>,
 }
 
 /// A stored message, at `m#<seq>`.
@@ -40,6 +47,9 @@ pub(super) struct MessageRow<'a> {
     pub(super) session_id: &'a SessionId,
     pub(super) sk: String,
     pub(super) message: &'a Message,
+    /// How many parts hold the content (then `message.content` is empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) parts: Option<usize>,
 }
 
 /// A message id's guard, at `id#<message id>`: its seq.
@@ -59,6 +69,9 @@ pub(super) struct ConnectionRow<'a> {
     pub(super) sk: &'a str,
     pub(super) owner: &'a str,
     pub(super) connected_ms: i64,
+    /// How many `sub#` rows the connection holds, kept in the same
+    /// transaction as each row, so the cap holds under racing subscribes.
+    pub(super) subs: u32,
     pub(super) expires_at: i64,
 }
 
@@ -70,6 +83,11 @@ pub(super) struct SubscriptionRow<'a> {
     pub(super) sk: String,
     pub(super) session_id: &'a str,
     pub(super) token: &'a str,
+    /// The session's owner and incarnation when subscribed: fan-out sends
+    /// only through rows that match the session as it is. (Not `owner`:
+    /// that would put the row in the connections' `byOwner` index.)
+    pub(super) session_owner: &'a str,
+    pub(super) incarnation: &'a str,
     pub(super) expires_at: i64,
 }
 
@@ -130,6 +148,10 @@ pub(super) fn message_sk(seq: u64) -> String {
     format!("m#{seq:020}")
 }
 
+pub(super) fn sub_sk(session_id: &str) -> String {
+    format!("sub#{session_id}")
+}
+
 pub(super) fn guard_sk(message_id: &str) -> String {
     format!("id#{message_id}")
 }
@@ -148,6 +170,8 @@ pub(super) fn expires_at(now_ms: i64) -> i64 {
 pub(super) struct Loaded {
     pub(super) record: SessionRecord,
     pub(super) rev: i64,
+    /// Set when the in-flight reply's content is in parts, not yet read.
+    pub(super) live_parts: Option<super::parts::LiveParts>,
 }
 
 pub(super) fn parse_session(item: &Item) -> Result<Loaded, StoreError> {
@@ -155,9 +179,11 @@ pub(super) fn parse_session(item: &Item) -> Result<Loaded, StoreError> {
     Ok(Loaded {
         record: SessionRecord {
             owner: row.owner,
+            incarnation: row.incarnation,
             summary: row.summary,
             turn: row.turn,
         },
         rev: row.rev,
+        live_parts: row.live_parts,
     })
 }

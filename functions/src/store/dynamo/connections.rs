@@ -1,12 +1,66 @@
 //! `ConnectionStore` on the connections table.
 
-use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_s, item, s};
+use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_s, item, n, s, sub_sk};
 use super::errors::backend;
 use super::{BY_OWNER, BY_SESSION, CONN_SK, DynamoStore};
-use crate::domain::records::{SubscribeOutcome, Subscriber};
+use crate::domain::records::{SessionRef, SubscribeOutcome, Subscriber};
 use crate::ports::{ConnectionStore, StoreError};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnConsumedCapacity, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+};
+
+impl DynamoStore {
+    /// Removes one subscription row and takes it off its connection's
+    /// count, in one transaction; a row that is not there changes nothing.
+    pub(super) async fn drop_subscription(
+        &self,
+        connection_id: &str,
+        session_id: &str,
+    ) -> Result<(), StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .key("sk", s(sub_sk(session_id)))
+            .condition_expression("attribute_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        let count = Update::builder()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .key("sk", s(CONN_SK))
+            .update_expression("SET subs = subs - :one")
+            .condition_expression("subs > :zero")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(backend)?;
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder().update(count).build(),
+            ])
+            .await?
+        {
+            None => {
+                self.stats.estimate(2.0 * 2.0 + 1.0);
+                Ok(())
+            }
+            Some(failed) if failed.first() == Some(&true) => Ok(()),
+            // The connection row is gone (or uncounted): the row alone.
+            Some(_) => {
+                self.delete_keys(
+                    &self.tables.connections,
+                    vec![std::collections::HashMap::from([
+                        ("connectionId".to_string(), s(connection_id)),
+                        ("sk".to_string(), s(sub_sk(session_id))),
+                    ])],
+                )
+                .await
+            }
+        }
+    }
+}
 
 #[async_trait]
 impl ConnectionStore for DynamoStore {
@@ -20,6 +74,7 @@ impl ConnectionStore for DynamoStore {
                 sk: CONN_SK,
                 owner,
                 connected_ms: now_ms,
+                subs: 0,
                 expires_at: expires_at(now_ms),
             })?))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -74,79 +129,99 @@ impl ConnectionStore for DynamoStore {
     async fn subscribe(
         &self,
         connection_id: &str,
-        session_id: &str,
+        session: &SessionRef,
         token: &str,
         max: usize,
     ) -> Result<SubscribeOutcome, StoreError> {
-        let rows = self.subscription_rows(connection_id).await?;
-        let this = format!("sub#{session_id}");
-        let mut owner = None;
-        let mut held = 0;
-        for r in &rows {
-            match get_s(r, "sk")? {
-                CONN_SK => owner = Some(get_s(r, "owner")?.to_string()),
-                sk if sk.starts_with("sub#") && sk != this => held += 1,
-                _ => {}
-            }
-        }
-        if held >= max {
-            return Ok(SubscribeOutcome::TooMany);
-        }
-        let Some(owner) = owner else {
-            return Ok(SubscribeOutcome::NotFound);
-        };
         let now = crate::clock::now_ms();
-        // The session must exist and be the connection owner's when the row
-        // is written: a session deleted meanwhile gets no subscription.
+        let row = item(&SubscriptionRow {
+            connection_id,
+            sk: sub_sk(&session.id),
+            session_id: &session.id,
+            token,
+            session_owner: &session.owner,
+            incarnation: &session.incarnation,
+            expires_at: expires_at(now),
+        })?;
+        // The session must exist, be the owner's, and be this incarnation
+        // when the row is written: a session deleted meanwhile gets no
+        // subscription, in the same condition.
         let check = ConditionCheck::builder()
             .table_name(&self.tables.sessions)
-            .key("id", s(session_id))
-            .condition_expression("#owner = :o")
+            .key("id", s(session.id.as_str()))
+            .condition_expression("#owner = :o AND incarnation = :inc")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":o", s(&owner))
+            .expression_attribute_values(":o", s(&session.owner))
+            .expression_attribute_values(":inc", s(&session.incarnation))
             .build()
             .map_err(backend)?;
+        let check = TransactWriteItem::builder().condition_check(check).build();
+        // A new row: counted on the connection row in the same transaction,
+        // so racing subscribes cannot pass the cap together.
         let put = Put::builder()
             .table_name(&self.tables.connections)
-            .set_item(Some(item(&SubscriptionRow {
-                connection_id,
-                sk: this,
-                session_id,
-                token,
-                expires_at: expires_at(now),
-            })?))
+            .set_item(Some(row.clone()))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(backend)?;
+        let count = Update::builder()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(connection_id))
+            .key("sk", s(CONN_SK))
+            .update_expression("SET subs = if_not_exists(subs, :zero) + :one")
+            .condition_expression("#owner = :o AND (attribute_not_exists(subs) OR subs < :max)")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", s(&session.owner))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .build()
+            .map_err(backend)?;
+        let failed = self
+            .transact(vec![
+                TransactWriteItem::builder().put(put).build(),
+                check.clone(),
+                TransactWriteItem::builder().update(count).build(),
+            ])
+            .await?;
+        let Some(failed) = failed else {
+            // Row, check and counter, doubled; the index row.
+            self.stats.estimate(3.0 * 2.0 + 1.0);
+            return Ok(SubscribeOutcome::Subscribed);
+        };
+        if failed.get(1) == Some(&true) {
+            return Ok(SubscribeOutcome::NotFound);
+        }
+        if failed.first() != Some(&true) {
+            // The counter's condition: at the cap, or the connection is gone
+            // (or another owner's).
+            return Ok(match self.connection_owner(connection_id).await? {
+                Some(o) if o == session.owner => SubscribeOutcome::TooMany,
+                _ => SubscribeOutcome::NotFound,
+            });
+        }
+        // Held already: renew the row (a new token), under the same check.
+        let renew = Put::builder()
+            .table_name(&self.tables.connections)
+            .set_item(Some(row))
+            .condition_expression("attribute_exists(sk)")
             .build()
             .map_err(backend)?;
         match self
-            .transact(vec![
-                TransactWriteItem::builder().condition_check(check).build(),
-                TransactWriteItem::builder().put(put).build(),
-            ])
+            .transact(vec![TransactWriteItem::builder().put(renew).build(), check])
             .await?
         {
             None => {
-                // Condition check and row, doubled; the bySession row.
                 self.stats.estimate(2.0 * 2.0 + 1.0);
                 Ok(SubscribeOutcome::Subscribed)
             }
+            // Unsubscribed or deleted meanwhile.
             Some(_) => Ok(SubscribeOutcome::NotFound),
         }
     }
 
     async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.tables.connections)
-            .key("connectionId", s(connection_id))
-            .key("sk", s(format!("sub#{session_id}")))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:DeleteItem", out.consumed_capacity());
-        self.stats.estimate(2.0);
-        Ok(())
+        self.drop_subscription(connection_id, session_id).await
     }
 
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError> {
@@ -164,6 +239,9 @@ impl ConnectionStore for DynamoStore {
                 Ok(Subscriber {
                     connection_id: get_s(r, "connectionId")?.to_string(),
                     token: get_s(r, "token")?.to_string(),
+                    // Rows from before owners were recorded match nothing.
+                    owner: get_s(r, "sessionOwner").unwrap_or_default().to_string(),
+                    incarnation: get_s(r, "incarnation").unwrap_or_default().to_string(),
                 })
             })
             .collect()

@@ -13,17 +13,18 @@ pub(super) fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> Sto
 #[error("a write lost {MAX_ATTEMPTS} races in a row")]
 pub(super) struct Contention;
 
-/// What a transaction's cancellation says about each of its items.
-pub(super) fn cancelled_on_condition<R>(
+/// What a transaction's cancellation says about each of its items: the
+/// reason codes (`ConditionalCheckFailed`, `TransactionConflict`, `None`).
+pub(super) fn cancellation_reasons<R>(
     e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> Option<Vec<bool>> {
+) -> Option<Vec<String>> {
     let svc = e.as_service_error()?;
     match svc {
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
             Some(
                 c.cancellation_reasons()
                     .iter()
-                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|r| r.code().unwrap_or("None").to_string())
                     .collect(),
             )
         }

@@ -7,9 +7,11 @@
 //!   (`byOwner`), `running` (`byRunning`, present only while a turn runs).
 //! - messages: `sessionId` + `sk`. `m#<seq, 20 digits>` holds a message,
 //!   `id#<message id>` its seq: the guard that makes a message id unique.
+//!   Content too large for an item is in parts beside it (`parts`).
 //! - connections: `connectionId` + `sk`. `conn` holds the owner (`byOwner`),
-//!   `sub#<session id>` a subscription with its token (`bySession`). Every
-//!   row carries `expiresAt` for DynamoDB's TTL.
+//!   `sub#<session id>` a subscription with its token, session owner and
+//!   incarnation (`subscribers`); `conn` counts its `sub#` rows (`subs`).
+//!   Every row carries `expiresAt` for DynamoDB's TTL.
 //!
 //! A seq is given inside a transaction conditioned on the session's `rev`,
 //! together with the message and its id guard, so under concurrent sends it
@@ -32,6 +34,7 @@ mod codec;
 mod connections;
 mod errors;
 mod ops;
+mod parts;
 mod schema;
 mod sessions;
 mod turns;
@@ -57,7 +60,10 @@ const MAX_ATTEMPTS: usize = 8;
 
 const BY_OWNER: &str = "byOwner";
 const BY_RUNNING: &str = "byRunning";
-const BY_SESSION: &str = "bySession";
+/// Subscribers of a session, with the owner and incarnation each row names.
+/// (Was `bySession`, which projected only the token; an index's projection
+/// cannot change in place, so it has a new name.)
+const BY_SESSION: &str = "subscribers";
 const RUNNING: &str = "turn";
 const CONN_SK: &str = "conn";
 
@@ -74,6 +80,8 @@ pub struct DynamoStore {
     client: Client,
     tables: Arc<Tables>,
     stats: Arc<AwsStats>,
+    /// Per running turn: the hashes of the live parts this process wrote.
+    live_written: Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>>,
 }
 
 impl std::fmt::Debug for DynamoStore {
@@ -90,6 +98,7 @@ impl DynamoStore {
             client,
             tables: Arc::new(tables),
             stats,
+            live_written: Arc::default(),
         }
     }
 

@@ -2,10 +2,10 @@
 //! the append transaction, batched deletes.
 
 use super::codec::{
-    GuardRow, Loaded, MessageRow, activity_key, from_av, guard_sk, item, message_sk, n,
-    parse_session, s, to_av,
+    GuardRow, Loaded, MessageRow, activity_key, guard_sk, item, message_sk, n, parse_session, s,
+    to_av,
 };
-use super::errors::{Contention, backend, cancelled_on_condition};
+use super::errors::{Contention, backend, cancellation_reasons};
 use super::{DynamoStore, Item, UNPROCESSED_BACKOFF};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::{
@@ -46,6 +46,19 @@ impl DynamoStore {
             .transpose()
     }
 
+    /// A session as its readers see it: with a long in-flight reply's
+    /// content read back from its parts.
+    pub(super) async fn load_full(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
+        let Some(mut l) = self.load(id).await? else {
+            return Ok(None);
+        };
+        if let Some(t) = l.record.turn.as_mut() {
+            self.resolve_live(id, &mut t.live, l.live_parts.as_ref())
+                .await?;
+        }
+        Ok(Some(l))
+    }
+
     /// The summary's attributes as an update sets them.
     pub(super) fn summary_values(
         summary: &SessionSummary,
@@ -60,13 +73,20 @@ impl DynamoStore {
         ])
     }
 
-    pub(super) fn message_puts(&self, m: &Message) -> Result<[TransactWriteItem; 2], StoreError> {
+    /// A message's row (with `parts` when its content is in parts) and its
+    /// id guard, as transaction items.
+    pub(super) fn message_items(
+        &self,
+        m: &Message,
+        parts: Option<usize>,
+    ) -> Result<[TransactWriteItem; 2], StoreError> {
         let row = Put::builder()
             .table_name(&self.tables.messages)
             .set_item(Some(item(&MessageRow {
                 session_id: &m.session_id,
                 sk: message_sk(m.seq),
                 message: m,
+                parts,
             })?))
             .condition_expression("attribute_not_exists(sk)")
             .build()
@@ -115,7 +135,7 @@ impl DynamoStore {
         for (k, v) in Self::summary_values(summary)?.into_iter().chain(values) {
             update = update.expression_attribute_values(k, v);
         }
-        let [row, guard] = self.message_puts(message)?;
+        let [row, guard] = self.message_puts(message).await?;
         self.transact(vec![
             TransactWriteItem::builder()
                 .update(update.build().map_err(backend)?)
@@ -126,29 +146,46 @@ impl DynamoStore {
         .await
     }
 
-    /// Runs a transaction. `Ok(None)` when a condition failed, with which
-    /// items failed.
+    /// Runs a transaction. `Ok(None)` when it was written, `Ok(Some(failed))`
+    /// when a condition failed, with which items failed. A transaction that
+    /// collided with another on the same item (`TransactionConflict`) is
+    /// sent again after a short, growing wait.
     pub(super) async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
     ) -> Result<Option<Vec<bool>>, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                self.capacities("dynamodb:TransactWriteItems", out.consumed_capacity());
-                Ok(None)
-            }
-            Err(e) => {
-                self.stats.request("dynamodb:TransactWriteItems");
-                match cancelled_on_condition(&e) {
-                    Some(failed) if failed.iter().any(|f| *f) => Ok(Some(failed)),
-                    _ => Err(backend(e)),
+        let mut retry = 0;
+        loop {
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    self.capacities("dynamodb:TransactWriteItems", out.consumed_capacity());
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.stats.request("dynamodb:TransactWriteItems");
+                    let reasons = cancellation_reasons(&e).unwrap_or_default();
+                    let failed: Vec<bool> = reasons
+                        .iter()
+                        .map(|r| r == "ConditionalCheckFailed")
+                        .collect();
+                    if failed.iter().any(|f| *f) {
+                        return Ok(Some(failed));
+                    }
+                    if reasons.iter().any(|r| r == "TransactionConflict") {
+                        retry += 1;
+                        if let Some(wait) = UNPROCESSED_BACKOFF.delay(retry, rand::random()) {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                    return Err(backend(e));
                 }
             }
         }
@@ -250,23 +287,6 @@ impl DynamoStore {
             }
         }
         Ok(())
-    }
-
-    pub(super) async fn message_by_sk(
-        &self,
-        session_id: &str,
-        sk: &str,
-    ) -> Result<Option<Message>, StoreError> {
-        self.get(
-            &self.tables.messages,
-            &[("sessionId", session_id), ("sk", sk)],
-            None,
-        )
-        .await?
-        .as_ref()
-        .and_then(|i| i.get("message"))
-        .map(from_av)
-        .transpose()
     }
 
     pub(super) async fn subscription_rows(

@@ -97,7 +97,7 @@ impl DynamoStore {
                         BY_SESSION,
                         vec![key("sessionId", Hash)?, key("connectionId", Range)?],
                         ProjectionType::Include,
-                        &["token"],
+                        &["token", "sessionOwner", "incarnation"],
                     )?,
                 ],
                 true,

@@ -24,6 +24,7 @@ impl SessionStore for DynamoStore {
             let row = SessionRow {
                 id: sm.id.clone(),
                 owner: new.owner.clone(),
+                incarnation: new.incarnation.clone(),
                 project_id: sm.project_id.clone(),
                 activity_key: activity_key(sm.last_message_at.millis(), &sm.id),
                 title_lc: sm.title.to_lowercase(),
@@ -32,6 +33,7 @@ impl SessionStore for DynamoStore {
                 turn: Some(new.turn.clone()),
                 running: Some(RUNNING.into()),
                 rev: 0,
+                live_parts: None,
             };
             let session = Put::builder()
                 .table_name(&self.tables.sessions)
@@ -39,7 +41,7 @@ impl SessionStore for DynamoStore {
                 .condition_expression("attribute_not_exists(id)")
                 .build()
                 .map_err(backend)?;
-            let [row, guard] = self.message_puts(&first)?;
+            let [row, guard] = self.message_puts(&first).await?;
             match self
                 .transact(vec![
                     TransactWriteItem::builder().put(session).build(),
@@ -69,7 +71,7 @@ impl SessionStore for DynamoStore {
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.load(id).await?.map(|l| l.record))
+        Ok(self.load_full(id).await?.map(|l| l.record))
     }
 
     async fn list_sessions(
@@ -179,8 +181,9 @@ impl SessionStore for DynamoStore {
         patch: &SessionPatch,
     ) -> Result<Option<SessionSummary>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded { mut record, rev }) =
-                self.load(id).await?.filter(|l| l.record.owner == owner)
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self.load(id).await?.filter(|l| l.record.owner == owner)
             else {
                 return Ok(None);
             };
@@ -220,7 +223,7 @@ impl SessionStore for DynamoStore {
 
     async fn delete_session(&self, owner: &str, id: &str) -> Result<Option<u64>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded { record, rev }) =
+            let Some(Loaded { record, rev, .. }) =
                 self.load(id).await?.filter(|l| l.record.owner == owner)
             else {
                 return Ok(None);
@@ -247,16 +250,13 @@ impl SessionStore for DynamoStore {
                     None,
                 )
                 .await?;
-            let sub_keys = subs
-                .iter()
-                .map(|r| {
-                    Ok(HashMap::from([
-                        ("connectionId".to_string(), s(get_s(r, "connectionId")?)),
-                        ("sk".to_string(), s(format!("sub#{id}"))),
-                    ]))
-                })
-                .collect::<Result<Vec<Item>, StoreError>>()?;
-            self.delete_keys(&self.tables.connections, sub_keys).await?;
+            // Each off its connection's count too. A row the index has not
+            // shown yet stays behind; it names this incarnation, which no
+            // later session under this id has, so fan-out skips it.
+            for r in &subs {
+                self.drop_subscription(get_s(r, "connectionId")?, id)
+                    .await?;
+            }
             match self
                 .client
                 .delete_item()

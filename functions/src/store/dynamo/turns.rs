@@ -1,10 +1,9 @@
 //! `TurnStore`: messages and the turn on the session row.
 
-use super::billing::{item_size, session_size, units, value_size};
-use super::codec::{
-    Loaded, corrupt, from_av, get_n, get_s, guard_sk, message_sk, n, parse_session, s, to_av,
-};
+use super::billing::{item_size, session_size, units};
+use super::codec::{Loaded, from_av, get_n, get_s, guard_sk, n, parse_session, s, to_av};
 use super::errors::{Contention, backend, is_condition_failed};
+use super::parts::INLINE_MAX;
 use super::{BY_RUNNING, DynamoStore, MAX_ATTEMPTS, RUNNING};
 use crate::domain::records::{
     ActiveTurn, MessageRange, NewTurn, SessionRecord, StartOutcome, TurnEnd,
@@ -22,53 +21,26 @@ impl TurnStore for DynamoStore {
         session_id: &str,
         range: MessageRange,
     ) -> Result<(Vec<Message>, bool), StoreError> {
-        let (lo, hi, limit, forward) = match range {
-            MessageRange::Latest { limit } => (message_sk(0), message_sk(u64::MAX), limit, false),
+        match range {
+            MessageRange::Latest { limit } => {
+                self.read_messages(session_id, 0, u64::MAX, limit, false)
+                    .await
+            }
             MessageRange::Before { seq, limit } => {
                 if seq <= 1 {
                     return Ok((Vec::new(), false));
                 }
-                (message_sk(0), message_sk(seq - 1), limit, false)
+                self.read_messages(session_id, 0, seq - 1, limit, false)
+                    .await
             }
             MessageRange::After { seq, limit } => {
                 if seq == u64::MAX {
                     return Ok((Vec::new(), false));
                 }
-                (message_sk(seq + 1), message_sk(u64::MAX), limit, true)
+                self.read_messages(session_id, seq + 1, u64::MAX, limit, true)
+                    .await
             }
-        };
-        let page = self
-            .client
-            .query()
-            .table_name(&self.tables.messages)
-            .key_condition_expression("sessionId = :s AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":s", s(session_id))
-            .expression_attribute_values(":lo", s(lo))
-            .expression_attribute_values(":hi", s(hi))
-            .scan_index_forward(forward)
-            .limit((limit + 1).min(i32::MAX as usize) as i32)
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(backend)?;
-        self.count("dynamodb:Query", page.consumed_capacity());
-        let mut out = page
-            .items()
-            .iter()
-            .map(|i| {
-                from_av::<Message>(
-                    i.get("message")
-                        .ok_or_else(|| corrupt("message row without message".into()))?,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = out.len() > limit;
-        out.truncate(limit);
-        if !forward {
-            out.reverse();
         }
-        Ok((out, more))
     }
 
     async fn find_message(
@@ -88,8 +60,7 @@ impl TurnStore for DynamoStore {
             return Ok(None);
         };
         let seq = get_n(&item, "seq")?;
-        self.message_by_sk(session_id, &message_sk(seq as u64))
-            .await
+        self.message_at(session_id, seq as u64).await
     }
 
     async fn start_turn(
@@ -99,7 +70,9 @@ impl TurnStore for DynamoStore {
         turn: &NewTurn,
     ) -> Result<StartOutcome, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded { mut record, rev }) = self
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self
                 .load(session_id)
                 .await?
                 .filter(|l| l.record.owner == owner)
@@ -149,11 +122,10 @@ impl TurnStore for DynamoStore {
         Err(backend(Contention))
     }
 
-    async fn checkpoint(
+    async fn claim_turn(
         &self,
         session_id: &str,
         turn_id: &str,
-        live: &LiveReply,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         match self
@@ -161,9 +133,12 @@ impl TurnStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.sessions)
             .key("id", s(session_id))
-            .update_expression("SET turn.live = :live, turn.heartbeatMs = :now")
-            .condition_expression("turn.turnId = :t")
-            .expression_attribute_values(":live", to_av(live)?)
+            .update_expression("SET turn.claimed = :yes, turn.heartbeatMs = :now")
+            .condition_expression(
+                "turn.turnId = :t AND (attribute_not_exists(turn.claimed) OR turn.claimed = :no)",
+            )
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":t", s(turn_id))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -172,9 +147,60 @@ impl TurnStore for DynamoStore {
         {
             Ok(out) => {
                 self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats.estimate(units(1024) * 2.0);
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn checkpoint(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        live: &LiveReply,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let content = serde_json::to_vec(&live.content).map_err(StoreError::corrupt)?;
+        // A long reply's content goes to parts; the row keeps the rest.
+        let (live_av, parts) = if content.len() <= INLINE_MAX {
+            (to_av(live)?, None)
+        } else {
+            let mut head = live.clone();
+            head.content = Vec::new();
+            let parts = self.put_live_parts(session_id, turn_id, &content).await?;
+            (to_av(&head)?, Some(to_av(&parts)?))
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .condition_expression("turn.turnId = :t")
+            .expression_attribute_values(":live", live_av)
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":t", s(turn_id))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        req = match parts {
+            Some(p) => req
+                .update_expression(
+                    "SET turn.live = :live, turn.heartbeatMs = :now, liveParts = :parts",
+                )
+                .expression_attribute_values(":parts", p),
+            None => req.update_expression(
+                "SET turn.live = :live, turn.heartbeatMs = :now REMOVE liveParts",
+            ),
+        };
+        match req.send().await {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
                 // The row's other attributes (summary, keys) are about 1 KiB.
-                let live = to_av(live).map(|v| value_size(&v)).unwrap_or(0);
-                self.stats.estimate(units(live + 1024));
+                self.stats
+                    .estimate(units(content.len().min(INLINE_MAX) + 1024));
                 Ok(true)
             }
             Err(e) if is_condition_failed(&e) => {
@@ -248,7 +274,12 @@ impl TurnStore for DynamoStore {
         end: &TurnEnd,
     ) -> Result<Option<(Message, SessionSummary)>, StoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded { mut record, rev }) = self.load(session_id).await? else {
+            let Some(Loaded {
+                mut record,
+                rev,
+                live_parts: loaded_parts,
+            }) = self.load(session_id).await?
+            else {
                 return Ok(None);
             };
             if record.turn.as_ref().is_none_or(|t| t.turn_id != turn_id) {
@@ -262,7 +293,7 @@ impl TurnStore for DynamoStore {
                     session_id,
                     sm,
                     rev,
-                    " REMOVE turn, running",
+                    " REMOVE turn, running, liveParts",
                     "turn.turnId = :t",
                     vec![(":t", s(turn_id))],
                     &reply,
@@ -270,6 +301,9 @@ impl TurnStore for DynamoStore {
                 .await?
                 .is_none()
             {
+                if let Some(p) = &loaded_parts {
+                    self.drop_live_parts(session_id, &p.turn_id).await;
+                }
                 // Billed at the larger of before (with the live reply) and after.
                 let before = session_size(&record.summary, record.turn.as_ref());
                 let after = session_size(&record.summary, None);
@@ -298,7 +332,7 @@ impl TurnStore for DynamoStore {
         for r in rows {
             let id = get_s(&r, "id")?;
             // The index lags; the row itself says whether the turn runs.
-            if let Some(l) = self.load(id).await?
+            if let Some(l) = self.load_full(id).await?
                 && let Some(t) = l.record.turn
             {
                 out.push((l.record.owner, l.record.summary.id, t));

@@ -4,7 +4,7 @@
 
 use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
@@ -128,23 +128,25 @@ impl SqliteStore {
 fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, StoreError> {
     let row = c
         .query_row(
-            "SELECT owner, summary, turn FROM sessions WHERE id = ?1",
+            "SELECT owner, summary, turn, incarnation FROM sessions WHERE id = ?1",
             [id],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
                 ))
             },
         )
         .optional()
         .map_err(db)?;
-    let Some((owner, summary, turn)) = row else {
+    let Some((owner, summary, turn, incarnation)) = row else {
         return Ok(None);
     };
     Ok(Some(SessionRecord {
         owner,
+        incarnation,
         summary: parse(&summary)?,
         turn: turn.as_deref().map(parse).transpose()?,
     }))
@@ -214,8 +216,8 @@ impl SessionStore for SqliteStore {
             }
             let s = &new.summary;
             tx.execute(
-                "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO sessions (id, owner, project_id, activity_ms, title_lc, first_lc, summary, turn, incarnation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     s.id.as_str(),
                     new.owner,
@@ -224,7 +226,8 @@ impl SessionStore for SqliteStore {
                     s.title.to_lowercase(),
                     new.first.plain_text().to_lowercase(),
                     json(s)?,
-                    json(&new.turn)?
+                    json(&new.turn)?,
+                    new.incarnation
                 ],
             )
             .map_err(db)?;
@@ -431,6 +434,32 @@ impl TurnStore for SqliteStore {
         .await
     }
 
+    async fn claim_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (session_id, turn_id) = (session_id.to_string(), turn_id.to_string());
+        self.write(move |tx| {
+            let Some(rec) = load_session(tx, &session_id)? else {
+                return Ok(false);
+            };
+            let Some(mut t) = rec.turn.filter(|t| t.turn_id == turn_id && !t.claimed) else {
+                return Ok(false);
+            };
+            t.claimed = true;
+            t.heartbeat_ms = now_ms;
+            tx.execute(
+                "UPDATE sessions SET turn = ?2 WHERE id = ?1",
+                params![session_id, json(&t)?],
+            )
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn checkpoint(
         &self,
         session_id: &str,
@@ -606,15 +635,16 @@ impl ConnectionStore for SqliteStore {
     async fn subscribe(
         &self,
         connection_id: &str,
-        session_id: &str,
+        session: &SessionRef,
         token: &str,
         max: usize,
     ) -> Result<SubscribeOutcome, StoreError> {
         let (c, s, t) = (
             connection_id.to_string(),
-            session_id.to_string(),
+            session.id.to_string(),
             token.to_string(),
         );
+        let (o, inc) = (session.owner.clone(), session.incarnation.clone());
         self.write(move |tx| {
             let held: i64 = tx
                 .query_row(
@@ -627,11 +657,12 @@ impl ConnectionStore for SqliteStore {
                 return Ok(SubscribeOutcome::TooMany);
             }
             // Checked in the same write: a session deleted meanwhile (or
-            // another owner's) gets no subscription row.
+            // another owner's, or another incarnation) gets no subscription.
             let owned: bool = tx
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sessions s JOIN connections c ON c.owner = s.owner WHERE c.id = ?1 AND s.id = ?2)",
-                    [&c, &s],
+                    "SELECT EXISTS (SELECT 1 FROM sessions s JOIN connections c ON c.owner = s.owner
+                     WHERE c.id = ?1 AND s.id = ?2 AND s.owner = ?3 AND s.incarnation = ?4)",
+                    [&c, &s, &o, &inc],
                     |r| r.get(0),
                 )
                 .map_err(db)?;
@@ -639,8 +670,9 @@ impl ConnectionStore for SqliteStore {
                 return Ok(SubscribeOutcome::NotFound);
             }
             tx.execute(
-                "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token) VALUES (?1, ?2, ?3)",
-                params![c, s, t],
+                "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token, owner, incarnation)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c, s, t, o, inc],
             )
             .map_err(db)?;
             Ok(SubscribeOutcome::Subscribed)
@@ -666,7 +698,7 @@ impl ConnectionStore for SqliteStore {
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT connection_id, token FROM subscriptions WHERE session_id = ?1",
+                    "SELECT connection_id, token, owner, incarnation FROM subscriptions WHERE session_id = ?1",
                 )
                 .map_err(db)?;
             let rows = st
@@ -674,6 +706,8 @@ impl ConnectionStore for SqliteStore {
                     Ok(Subscriber {
                         connection_id: r.get(0)?,
                         token: r.get(1)?,
+                        owner: r.get(2)?,
+                        incarnation: r.get(3)?,
                     })
                 })
                 .map_err(db)?;

@@ -15,7 +15,9 @@ use rusqlite::{Connection, TransactionBehavior};
 ///
 /// 1. The first schema. Databases from before versioning (version 0) have
 ///    exactly these tables already, hence `IF NOT EXISTS`.
-const MIGRATIONS: &[&str] = &[r#"
+/// 2. Session incarnations, and owner and incarnation on subscriptions.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS sessions (
     id           TEXT PRIMARY KEY,
     owner        TEXT NOT NULL,
@@ -49,7 +51,16 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     PRIMARY KEY (connection_id, session_id)
 );
 CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions(session_id);
-"#];
+"#,
+    // 2. Incarnations: a session deleted and created again under its id is a
+    //    new incarnation, and a subscription names the owner and incarnation it
+    //    was made for, so fan-out can skip rows of another one.
+    r#"
+ALTER TABLE sessions ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
