@@ -104,7 +104,16 @@ struct Worker {
     runner: Arc<LocalDispatch>,
     store: Arc<dyn Store>,
     push: Arc<dyn Push>,
+    /// Invocations still to refuse: `CONFAB_EMULATED_INVOKE_FAILURES`, so
+    /// that a refused dispatch can be exercised end to end.
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Fault injection for the emulated `Invoke`: this many of the first
+/// invocations are refused, as Lambda refuses one while the function is
+/// being updated (409 `ResourceConflictException`, which the SDK does not
+/// retry).
+pub const INVOKE_FAILURES_VAR: &str = "CONFAB_EMULATED_INVOKE_FAILURES";
 
 /// Lambda's `Invoke` for the worker: `POST
 /// /2015-03-31/functions/{name}/invocations`, loopback only.
@@ -122,6 +131,12 @@ pub fn invoke_routes(
             runner,
             store,
             push,
+            refuse: Arc::new(std::sync::atomic::AtomicUsize::new(
+                std::env::var(INVOKE_FAILURES_VAR)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
         })
 }
 
@@ -155,6 +170,21 @@ async fn invoke(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
             "the worker is invoked with InvocationType Event",
+        );
+    }
+    let refused = w
+        .refuse
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if refused {
+        return lambda_error(
+            StatusCode::CONFLICT,
+            "ResourceConflictException",
+            "The operation cannot be performed at this time. The function is currently in the following state: Pending",
         );
     }
     let event: WorkerEvent = match serde_json::from_slice(&body) {

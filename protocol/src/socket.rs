@@ -111,6 +111,17 @@ server_event! {
         index: usize,
         block: Block,
     },
+    /// One piece of an event too large for a frame (a long stored reply in
+    /// `message.created` or `subscribed`). The pieces of one event share
+    /// `id`, come in order (`part` 0 to `parts - 1`), and their `data`
+    /// joined is the event's JSON. [`Reassembly`] joins them.
+    #[serde(rename = "frame.part", rename_all = "camelCase")]
+    FramePart {
+        id: String,
+        part: u32,
+        parts: u32,
+        data: String,
+    },
 }
 
 impl ServerEvent {
@@ -128,7 +139,7 @@ impl ServerEvent {
                 Some(&session.id)
             }
             ServerEvent::Error { session_id, .. } => session_id.as_deref(),
-            ServerEvent::Ready { .. } | ServerEvent::Pong => None,
+            ServerEvent::Ready { .. } | ServerEvent::Pong | ServerEvent::FramePart { .. } => None,
         }
     }
 
@@ -224,6 +235,12 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 index: take(m, "index")?,
                 block: take(m, "block")?,
             },
+            "frame.part" => ServerEvent::FramePart {
+                id: take(m, "id")?,
+                part: take(m, "part")?,
+                parts: take(m, "parts")?,
+                data: take(m, "data")?,
+            },
             other => return Err(D::Error::unknown_variant(other, SERVER_EVENT_TYPES)),
         })
     }
@@ -242,7 +259,97 @@ const SERVER_EVENT_TYPES: &[&str] = &[
     "message.snapshot",
     "message.delta",
     "message.block",
+    "frame.part",
 ];
+
+/// The most bytes one event sent in parts may have, joined: a reply of a
+/// million tokens is about 4 MiB of JSON.
+pub const MAX_JOINED_BYTES: usize = 16 * 1024 * 1024;
+/// Events being joined at once; the oldest unfinished one is dropped past it.
+pub const MAX_JOINING: usize = 8;
+
+/// Why parts could not be joined. The event is lost; a client subscribes
+/// again to get what it holds up to date.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReassemblyError {
+    /// A part came out of order, or a part of an event not begun.
+    OutOfOrder { id: String },
+    /// More than [`MAX_JOINED_BYTES`].
+    TooLarge { id: String },
+    /// The joined parts are not an event.
+    Malformed { id: String },
+}
+
+impl std::fmt::Display for ReassemblyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReassemblyError::OutOfOrder { id } => write!(f, "parts of event {id} out of order"),
+            ReassemblyError::TooLarge { id } => {
+                write!(f, "event {id} is over {MAX_JOINED_BYTES} bytes")
+            }
+            ReassemblyError::Malformed { id } => write!(f, "event {id} joined is not an event"),
+        }
+    }
+}
+
+impl std::error::Error for ReassemblyError {}
+
+/// Joins `frame.part` events back into the events they carry, within
+/// [`MAX_JOINED_BYTES`] each and [`MAX_JOINING`] at once. Parts of
+/// different events may interleave; the parts of one come in order.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    /// Id, parts expected, parts had, joined so far; oldest first.
+    joining: Vec<(String, u32, u32, String)>,
+}
+
+impl Reassembly {
+    /// Any event but a part comes back as it is; a part comes back as the
+    /// whole event once its last part is in, else `Ok(None)`.
+    pub fn accept(&mut self, event: ServerEvent) -> Result<Option<ServerEvent>, ReassemblyError> {
+        let ServerEvent::FramePart {
+            id,
+            part,
+            parts,
+            data,
+        } = event
+        else {
+            return Ok(Some(event));
+        };
+        let at = self.joining.iter().position(|j| j.0 == id);
+        let i = match (at, part) {
+            (None, 0) => {
+                if self.joining.len() >= MAX_JOINING {
+                    self.joining.remove(0);
+                }
+                self.joining.push((id.clone(), parts, 0, String::new()));
+                self.joining.len() - 1
+            }
+            (Some(i), p) if self.joining[i].2 == p && self.joining[i].1 == parts => i,
+            (at, _) => {
+                if let Some(i) = at {
+                    self.joining.remove(i);
+                }
+                return Err(ReassemblyError::OutOfOrder { id });
+            }
+        };
+        let j = &mut self.joining[i];
+        if j.3.len() + data.len() > MAX_JOINED_BYTES {
+            self.joining.remove(i);
+            return Err(ReassemblyError::TooLarge { id });
+        }
+        j.3.push_str(&data);
+        j.2 += 1;
+        if j.2 < j.1 {
+            return Ok(None);
+        }
+        let (id, _, _, joined) = self.joining.remove(i);
+        match serde_json::from_str::<ServerEvent>(&joined) {
+            Ok(ServerEvent::FramePart { .. }) | Err(_) => Err(ReassemblyError::Malformed { id }),
+            Ok(e) => Ok(Some(e)),
+        }
+    }
+}
 
 /// Parses a client frame, saying what is wrong in words a developer can act on.
 pub fn parse_client_frame(raw: &str) -> Result<ClientFrame, FrameError> {
@@ -325,6 +432,7 @@ mod tests {
             ServerEvent::MessageSnapshot { .. } => "message.snapshot",
             ServerEvent::MessageDelta { .. } => "message.delta",
             ServerEvent::MessageBlock { .. } => "message.block",
+            ServerEvent::FramePart { .. } => "frame.part",
         }
     }
 
@@ -384,6 +492,12 @@ mod tests {
                 message_id: live.message_id,
                 index: 1,
                 block: Block::text(""),
+            },
+            ServerEvent::FramePart {
+                id: "e1".into(),
+                part: 0,
+                parts: 2,
+                data: "{\"type\":".into(),
             },
         ]
     }
@@ -455,5 +569,60 @@ mod tests {
         let unknown = json!({"type": "session.exploded"});
         assert_eq!(hand(&unknown), None);
         assert_eq!(derived(&unknown), None);
+    }
+
+    fn part(id: &str, part: u32, parts: u32, data: &str) -> ServerEvent {
+        ServerEvent::FramePart {
+            id: id.into(),
+            part,
+            parts,
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn parts_join_into_their_event_interleaved_in_order_and_bounded() {
+        let event = ServerEvent::MessageCreated {
+            session_id: summary().id,
+            message: message(),
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        let (a, b) = json.split_at(json.len() / 2);
+        let mut r = Reassembly::default();
+        assert_eq!(r.accept(ServerEvent::Pong), Ok(Some(ServerEvent::Pong)));
+        assert_eq!(r.accept(part("x", 0, 2, a)), Ok(None));
+        // Another event's parts in between.
+        assert_eq!(r.accept(part("y", 0, 2, a)), Ok(None));
+        assert_eq!(r.accept(part("x", 1, 2, b)), Ok(Some(event.clone())));
+        assert_eq!(r.accept(part("y", 1, 2, b)), Ok(Some(event)));
+        // A missing part loses the event, and says so.
+        assert_eq!(r.accept(part("z", 0, 3, a)), Ok(None));
+        assert!(matches!(
+            r.accept(part("z", 2, 3, b)),
+            Err(ReassemblyError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            r.accept(part("w", 1, 2, b)),
+            Err(ReassemblyError::OutOfOrder { .. })
+        ));
+        // Parts that do not make an event.
+        assert_eq!(r.accept(part("v", 0, 2, "{\"type\":")), Ok(None));
+        assert!(matches!(
+            r.accept(part("v", 1, 2, "\"nope\"}")),
+            Err(ReassemblyError::Malformed { .. })
+        ));
+        // At most MAX_JOINING at once; the oldest goes first.
+        for i in 0..=MAX_JOINING {
+            assert_eq!(r.accept(part(&format!("k{i}"), 0, 2, a)), Ok(None));
+        }
+        assert!(r.accept(part("k0", 1, 2, b)).is_err());
+        assert!(r.accept(part("k1", 1, 2, b)).unwrap().is_some());
+        // And at most MAX_JOINED_BYTES each.
+        let big = "x".repeat(MAX_JOINED_BYTES / 2 + 1);
+        assert_eq!(r.accept(part("b", 0, 3, &big)), Ok(None));
+        assert!(matches!(
+            r.accept(part("b", 1, 3, &big)),
+            Err(ReassemblyError::TooLarge { .. })
+        ));
     }
 }

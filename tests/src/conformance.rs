@@ -1076,6 +1076,71 @@ pub async fn long_reply_round_trips(store: Arc<dyn Store>) {
     );
 }
 
+/// The sweep closes turns whose runner is gone and says which case it
+/// closed: a turn no runner ever claimed "never started" (failed), a claimed
+/// one whose runner stopped answering was "interrupted" with its reply so far.
+pub async fn the_sweep_says_which_case_it_closed(store: Arc<dyn Store>) {
+    use confab_functions::domain::sessions::{NEVER_STARTED, STOPPED_ANSWERING, sweep_stale};
+    let long_ago = now_ms() - 60_000;
+    let mut never = new_session("alice", "default", "t", "one", long_ago);
+    never.turn.started_ms = long_ago;
+    never.turn.heartbeat_ms = long_ago;
+    store.create_session(&never).await.unwrap();
+    let died = new_session("alice", "default", "t", "two", long_ago);
+    store.create_session(&died).await.unwrap();
+    let (sid, t) = (&died.summary.id, &died.turn);
+    assert!(store.claim_turn(sid, &t.turn_id, long_ago).await.unwrap());
+    let live = LiveReply {
+        message_id: t.reply_id.clone(),
+        turn_id: t.turn_id.clone(),
+        content: vec![Block::text("half a")],
+    };
+    assert!(
+        store
+            .checkpoint(sid, &t.turn_id, &live, long_ago)
+            .await
+            .unwrap()
+    );
+    // A turn running now is left alone.
+    let busy = new_session("alice", "default", "t", "three", now_ms());
+    store.create_session(&busy).await.unwrap();
+    assert!(
+        store
+            .claim_turn(&busy.summary.id, &busy.turn.turn_id, now_ms())
+            .await
+            .unwrap()
+    );
+
+    assert!(sweep_stale(&*store, &Nowhere).await.unwrap() >= 2);
+    let reply = |id: SessionId| {
+        let store = store.clone();
+        async move {
+            let (m, _) = store
+                .messages(&id, MessageRange::Latest { limit: 5 })
+                .await
+                .unwrap();
+            let rec = store.get_session(&id).await.unwrap().unwrap();
+            (m, rec)
+        }
+    };
+    let (m, rec) = reply(never.summary.id.clone()).await;
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1].status, MessageStatus::Failed);
+    assert_eq!(m[1].error.as_deref(), Some(NEVER_STARTED));
+    assert_eq!(rec.summary.last_turn.unwrap().outcome, TurnOutcome::Failed);
+    let (m, rec) = reply(sid.clone()).await;
+    assert_eq!(m[1].status, MessageStatus::Interrupted);
+    assert_eq!(m[1].error.as_deref(), Some(STOPPED_ANSWERING));
+    assert_eq!(m[1].plain_text(), "half a");
+    assert_eq!(
+        rec.summary.last_turn.unwrap().outcome,
+        TurnOutcome::Interrupted
+    );
+    let (m, rec) = reply(busy.summary.id.clone()).await;
+    assert_eq!(m.len(), 1);
+    assert!(rec.turn.is_some());
+}
+
 /// Generates one test per case for a store made by `$make` (an async fn
 /// returning `Arc<dyn Store>`).
 #[macro_export]
@@ -1097,7 +1162,8 @@ macro_rules! store_conformance {
             subscription_cap_holds_under_a_burst,
             subscriptions_name_their_incarnation,
             long_history_is_whole,
-            long_reply_round_trips
+            long_reply_round_trips,
+            the_sweep_says_which_case_it_closed
         );
     };
     (@cases $make:path; $($case:ident),*) => {

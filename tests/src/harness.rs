@@ -480,6 +480,7 @@ impl Socket {
         let frames = Arc::new(AtomicUsize::new(0));
         let (o, f) = (oversize.clone(), frames.clone());
         tokio::spawn(async move {
+            let mut joining = confab_protocol::socket::Reassembly::default();
             while let Some(Ok(msg)) = stream.next().await {
                 let WsMessage::Text(t) = msg else { continue };
                 f.fetch_add(1, Ordering::Relaxed);
@@ -487,11 +488,15 @@ impl Socket {
                     o.fetch_add(1, Ordering::Relaxed);
                 }
                 match serde_json::from_str::<ServerEvent>(t.as_str()) {
-                    Ok(e) => {
-                        if tx.send(e).is_err() {
-                            break;
+                    Ok(e) => match joining.accept(e) {
+                        Ok(None) => {}
+                        Ok(Some(e)) => {
+                            if tx.send(e).is_err() {
+                                break;
+                            }
                         }
-                    }
+                        Err(e) => panic!("the server sent parts that do not join: {e}"),
+                    },
                     Err(e) => panic!("server sent a frame outside the contract: {e}: {t}"),
                 }
             }
@@ -662,7 +667,17 @@ impl Viewer {
 
     /// Applies events until `cond` holds.
     pub async fn until(&mut self, what: &str, cond: impl Fn(&Viewer) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.until_within(what, WAIT, cond).await
+    }
+
+    /// `until` with a wait of its own.
+    pub async fn until_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        cond: impl Fn(&Viewer) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
         while !cond(self) {
             if std::mem::take(&mut self.pending_resubscribe) {
                 self.subscribe().await;

@@ -14,6 +14,7 @@ use confab_functions::ports::{ConnectionStore, Push, PushError, SessionStore, St
 use confab_protocol::ServerEvent;
 use confab_protocol::client::{CurrentSession, Phase};
 use confab_protocol::rest::ErrorCode;
+use confab_tests::fake_provider::{FakeProvider, Reply};
 use confab_tests::harness::{Gateway, SECRET, Viewer, id, token};
 use confab_tests::moto;
 use serde_json::Value;
@@ -199,16 +200,69 @@ async fn a_long_reply_arrives_split_into_small_frames_through_the_management_api
     let stored = api.all_messages(&sid).await;
     let text = stored[1].plain_text();
     assert!(text.len() > 64 * 1024, "the reply is long: {}", text.len());
-    // Every frame is at most 32 KiB but the one `message.created` that
-    // carries the whole stored reply (docs/protocol.md, Differences), which
-    // API Gateway's 128 KiB limit allows.
-    assert_eq!(v.socket.oversize_frames.load(Ordering::Relaxed), 1);
+    // Every frame is at most 32 KiB, the `message.created` that carries the
+    // whole stored reply too: it comes in parts.
+    assert_eq!(v.socket.oversize_frames.load(Ordering::Relaxed), 0);
     assert!(v.socket.frames.load(Ordering::Relaxed) > 4);
     assert_eq!(
         v.current.stored().cloned().collect::<Vec<_>>(),
         stored,
         "the client holds exactly the server's messages"
     );
+}
+
+/// A reply of any length ends cleanly on DynamoDB: `/words 200000`, a word
+/// a millisecond (so the in-flight reply is checkpointed many times as it
+/// grows past an item's 400 KB), is stored whole, reads back whole, and
+/// reaches a subscriber byte for byte in frames none over 32 KiB, through
+/// the management API (whose limit is 128 KiB a message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_of_200000_words_is_stored_read_back_and_delivered_whole() {
+    let gw = Gateway::start_aws(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    let mut v = Viewer::connect(&gw, None, CurrentSession::new_loading(sid.parse().unwrap())).await;
+    assert_eq!(api.create(&sid, &id(), "/words 200000").await.status, 201);
+    v.subscribe().await;
+    // Meanwhile the in-flight reply, as a reload reads it, is past an
+    // item's size.
+    let mut checked_live = false;
+    while !checked_live {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let detail = api.session(&sid).await.body;
+        let live = serde_json::to_string(&detail["live"]).unwrap();
+        checked_live = live.len() > 500_000;
+        assert_eq!(detail["session"]["status"], "running", "still running");
+    }
+    v.until_within("the reply is stored", Duration::from_secs(600), |v| {
+        v.current.phase() == Phase::Idle && v.assistant_count() == 1
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored.len(), 2);
+    let reply = &stored[1];
+    assert_eq!(
+        reply.status,
+        confab_protocol::model::MessageStatus::Complete
+    );
+    let text = reply.plain_text();
+    assert_eq!(text.split_whitespace().count(), 200_000);
+    assert!(text.len() > 1_000_000, "{}", text.len());
+    assert!(text.ends_with('.'));
+    assert_eq!(
+        v.current.stored().cloned().collect::<Vec<_>>(),
+        stored,
+        "the subscriber holds exactly the stored reply"
+    );
+    assert_eq!(v.socket.oversize_frames.load(Ordering::Relaxed), 0);
+    // Read back by id and by page, the same.
+    let page = api
+        .get(&format!("/api/sessions/{sid}/messages?afterSeq=1&limit=1"))
+        .await
+        .body;
+    let back: confab_protocol::Message =
+        serde_json::from_value(page["messages"][0].clone()).unwrap();
+    assert_eq!(&back, reply);
 }
 
 fn fixture(name: &str) -> Value {
@@ -374,6 +428,13 @@ async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
     for s in [&dead, &alive] {
         store.create_session(s).await.unwrap();
     }
+    // The dead worker had claimed its turn.
+    assert!(
+        store
+            .claim_turn(&dead.summary.id, &dead.turn.turn_id, now - 61_000)
+            .await
+            .unwrap()
+    );
     let live = LiveReply {
         message_id: dead.turn.reply_id.clone(),
         turn_id: dead.turn.turn_id.clone(),
@@ -416,4 +477,129 @@ async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
     assert_eq!(msgs[1].plain_text(), "half a reply");
     let rec = store.get_session(&alive.summary.id).await.unwrap().unwrap();
     assert!(rec.turn.is_some(), "a live turn is left running");
+}
+
+/// An OpenAI-format reply stream of `n` words, `delay` apart.
+fn openai_words(n: usize, delay: Duration) -> Reply {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            serde_json::json!({
+                "id": "chatcmpl-once", "object": "chat.completion.chunk", "created": 1763715600,
+                "model": "gpt-test",
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                "usage": null
+            })
+        )
+    };
+    let mut events = vec![chunk(
+        serde_json::json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for i in 0..n {
+        events.push(chunk(
+            serde_json::json!({ "content": format!(" w{i}") }),
+            Value::Null,
+        ));
+    }
+    events.push(chunk(serde_json::json!({}), "stop".into()));
+    events.push("data: [DONE]\n\n".into());
+    Reply::Stream {
+        events,
+        delay,
+        hold: false,
+    }
+}
+
+/// Lambda delivers an asynchronous event at least once, and the SDK may
+/// send an `Invoke` twice: the worker invoked again for a running turn
+/// (here twice more, through the emulated `Invoke`) walks away before it
+/// calls the agent. The provider is called once, and the checkpointed
+/// reply a reload reads only ever grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_invoked_again_runs_once_and_its_reply_never_goes_back() {
+    let fake = FakeProvider::start().await;
+    fake.then(openai_words(60, Duration::from_millis(50)))
+        .then(openai_words(60, Duration::from_millis(50)))
+        .then(openai_words(60, Duration::from_millis(50)));
+    let base = format!("{}/v1", fake.base);
+    let gw = Gateway::start_aws(&[
+        ("CONFAB_AGENT", "openai"),
+        ("CONFAB_AGENT_BASE_URL", &base),
+        ("OPENAI_API_KEY", "sk-once-0123456789"),
+        ("CONFAB_AGENT_MODEL", "gpt-test"),
+    ])
+    .await;
+    let api = gw.api(None);
+    let sid = id();
+    let created = api.create(&sid, &id(), "count").await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let turn_id = created.body["messages"][0]["turnId"].as_str().unwrap();
+    let job = serde_json::json!({ "owner": "local", "sessionId": sid, "turnId": turn_id });
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http
+            .post(format!(
+                "{}/2015-03-31/functions/confab-turn-worker/invocations",
+                gw.base
+            ))
+            .header("x-amz-invocation-type", "Event")
+            .body(job.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let mut last = String::new();
+    let mut seen_live = 0;
+    let detail = loop {
+        let d = api.session(&sid).await.body;
+        if d["session"]["status"] == "idle" {
+            break d;
+        }
+        let text: String = d["live"]["content"]
+            .as_array()
+            .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with(&last),
+            "the checkpointed reply went back: {last:?} then {text:?}"
+        );
+        if !text.is_empty() {
+            seen_live += 1;
+        }
+        last = text;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(seen_live > 0, "the reply was seen while it was written");
+    assert_eq!(fake.seen().len(), 1, "the provider was called once");
+    assert_eq!(detail["session"]["lastTurn"]["outcome"], "completed");
+    let stored = api.all_messages(&sid).await;
+    let want: String = (0..60).map(|i| format!(" w{i}")).collect();
+    assert_eq!(stored[1].plain_text(), want);
+}
+
+/// A create whose dispatch is refused answers 503 `unavailable` with the
+/// session and its message stored; the client's retry of the same request
+/// dispatches the turn, which runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_dispatch_failed_runs_its_turn_when_the_client_retries() {
+    let gw = Gateway::start_aws(&[(confab_local::emulated::INVOKE_FAILURES_VAR, "1")]).await;
+    let api = gw.api(None);
+    let (sid, mid) = (id(), id());
+    let first = api.create(&sid, &mid, "hello there").await;
+    assert_eq!(first.status, 503, "{}", first.text);
+    assert_eq!(first.body["error"]["code"], "unavailable");
+    let d = api.session(&sid).await.body;
+    assert_eq!(d["session"]["messageCount"], 1, "the message is kept");
+    assert_eq!(d["session"]["status"], "running");
+    let again = api.create(&sid, &mid, "hello there").await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(done["session"]["lastTurn"]["outcome"], "completed");
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored[1].plain_text().contains("You wrote: hello there"));
 }

@@ -166,6 +166,29 @@ async fn a_reload_during_a_reply_brings_back_the_history_and_the_rest_of_the_rep
     w.close().await;
 }
 
+/// A stored reply far over a frame's 32 KiB reaches the page whole: its
+/// `message.created` comes in `frame.part`s, which the app joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_larger_than_a_frame_is_shown_whole() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let sid = session_path_id(&w.path().await);
+    w.send_message("/words 12000").await;
+    w.until(
+        "the stored reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    let stored = gw.api(None).all_messages(&sid).await;
+    assert!(stored[1].plain_text().len() > 64 * 1024);
+    let shown = w.js(LAST_REPLY).await;
+    assert_eq!(shown.as_str().unwrap().trim(), stored[1].plain_text());
+    w.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_shows_reconnecting_then_recovers() {
     let mut gw = Gateway::start_with_web(&[]).await;

@@ -705,3 +705,65 @@ async fn other_sites_cannot_drive_the_gateway_from_a_browser() {
     );
     assert_eq!(api.create(&id(), &id(), "from curl").await.status, 201);
 }
+
+/// A subscribe that races a delete of the same session must not leave a
+/// subscription that a later session under the same id feeds. Thirty rounds
+/// of subscribe frames sent while the session is deleted; then another owner
+/// creates every one of those ids and streams a reply: the first socket
+/// receives nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_racing_a_delete_never_delivers_the_next_owner_of_the_id() {
+    let gw =
+        Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "1"), ("CONFAB_CREATE_RATE", "100")]).await;
+    let (ta, tb) = (token("alice"), token("bob"));
+    let (alice, bob) = (gw.api(Some(&ta)), gw.api(Some(&tb)));
+    let mut watcher = gw.socket(Some(&ta)).await;
+    watcher.hello().await;
+    let idle = |s: &Value| s["session"]["status"] == "idle";
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let sid = id();
+        assert_eq!(alice.create(&sid, &id(), "hello").await.status, 201);
+        alice.wait_session(&sid, idle).await;
+        let spam = async {
+            for _ in 0..20 {
+                watcher.subscribe(&sid, 0).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let path = format!("/api/sessions/{sid}");
+        let (_, deleted) = tokio::join!(spam, alice.call("DELETE", &path, None));
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        ids.push(sid);
+    }
+    // Whatever the spam got (subscribed, not_found) is in before bob starts.
+    watcher.drain(Duration::from_millis(500)).await;
+    for sid in &ids {
+        let r = bob.create(sid, &id(), &format!("bob-secret {sid}")).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    for sid in &ids {
+        let done = bob.wait_session(sid, idle).await;
+        assert_eq!(done["session"]["messageCount"], 2);
+    }
+    let got = watcher.drain(Duration::from_secs(1)).await;
+    for e in &got {
+        let text = serde_json::to_string(e).unwrap();
+        assert!(
+            !text.contains("bob-secret"),
+            "alice's socket got bob's text: {text}"
+        );
+        assert!(
+            !matches!(
+                e,
+                ServerEvent::MessageCreated { .. }
+                    | ServerEvent::MessageSnapshot { .. }
+                    | ServerEvent::MessageDelta { .. }
+                    | ServerEvent::MessageBlock { .. }
+                    | ServerEvent::SessionCreated { .. }
+                    | ServerEvent::SessionUpdated { .. }
+            ),
+            "alice's socket got an event of bob's sessions: {text}"
+        );
+    }
+}

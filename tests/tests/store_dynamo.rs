@@ -3,6 +3,7 @@
 use confab_functions::ports::{SessionStore, Store, TurnStore};
 use confab_protocol::model::Block;
 use confab_tests::moto;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -226,4 +227,101 @@ async fn the_tables_the_store_creates_are_the_tables_the_template_deploys() {
         assert_ne!(want["keys"], json!([]), "{logical} is in the template");
         assert_eq!(created_shape(&store, name).await, want, "{logical}");
     }
+}
+
+/// Turn events the worker fails on after Lambda's retries are not lost
+/// silently: they go to a queue, and an alarm watches it.
+#[test]
+fn failed_turn_events_go_to_an_alarmed_queue() {
+    let t = template();
+    let r = &t["Resources"];
+    let invoke = &r["TurnWorkerFunction"]["Properties"]["EventInvokeConfig"];
+    assert!(invoke["MaximumRetryAttempts"].as_u64().unwrap() >= 1);
+    let dest = &invoke["DestinationConfig"]["OnFailure"];
+    assert_eq!(dest["Type"], "SQS");
+    assert_eq!(
+        dest["Destination"]["Fn::GetAtt"],
+        serde_json::json!(["TurnFailuresQueue", "Arn"])
+    );
+    assert_eq!(r["TurnFailuresQueue"]["Type"], "AWS::SQS::Queue");
+    let alarm = r
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|v| v["Type"] == "AWS::CloudWatch::Alarm")
+        .expect("an alarm");
+    let p = &alarm["Properties"];
+    assert_eq!(p["Namespace"], "AWS/SQS");
+    assert_eq!(p["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        p["Dimensions"][0]["Value"]["Fn::GetAtt"],
+        serde_json::json!(["TurnFailuresQueue", "QueueName"])
+    );
+}
+
+/// A search reads a bounded number of the owner's sessions per request:
+/// with the only match older than `FILTER_SCAN_MAX` others, the first page
+/// is empty but has a cursor, and following cursors finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_list_reads_a_bounded_number_of_sessions_per_request() {
+    use confab_functions::domain::records::{CreateOutcome, SessionQuery};
+    use confab_functions::store::dynamo::FILTER_SCAN_MAX;
+    let (store, _) = confab_tests::moto::dynamo_store().await;
+    let owner = "searcher";
+    let needle =
+        confab_tests::conformance::new_session(owner, "default", "needle", "find me", 1_000);
+    assert_eq!(
+        store.create_session(&needle).await.unwrap(),
+        CreateOutcome::Created
+    );
+    let others = FILTER_SCAN_MAX + 50;
+    let creates = (0..others).map(|i| {
+        let store = &store;
+        async move {
+            let n = confab_tests::conformance::new_session(
+                owner,
+                "default",
+                "hay",
+                "hay",
+                2_000 + i as i64,
+            );
+            store.create_session(&n).await.unwrap();
+        }
+    });
+    futures::stream::iter(creates)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let mut query = SessionQuery {
+        project_id: None,
+        text: Some("find".into()),
+        limit: 20,
+        after: None,
+    };
+    let (first, next) = store.list_sessions(owner, &query).await.unwrap();
+    assert!(first.is_empty(), "the match is past the first read");
+    let mut requests = 1;
+    query.after = Some(next.expect("a cursor to read on"));
+    let found = loop {
+        let (page, next) = store.list_sessions(owner, &query).await.unwrap();
+        requests += 1;
+        if let Some(s) = page.first() {
+            break s.clone();
+        }
+        query.after = Some(next.expect("a cursor until the match"));
+    };
+    assert_eq!(found.id, needle.summary.id);
+    assert!(requests >= 2);
+    // Unfiltered lists are not cut short.
+    let (all, _) = store
+        .list_sessions(
+            owner,
+            &SessionQuery {
+                limit: 100,
+                ..SessionQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 100);
 }

@@ -2,14 +2,16 @@
 //! browser's fetch, with the base URL of `/config.json` and the token of this
 //! browser. One error type, `ApiError`.
 
+use confab_protocol::backoff::Backoff;
 use confab_protocol::client::rest::{HttpRequest, HttpResponse, Method, RestClient, Transport};
 use confab_protocol::model::{PermissionMode, SessionSummary};
 use confab_protocol::rest::{
-    ConfigResponse, CreateSessionRequest, MessagePage, NewMessage, SendMessageResponse,
+    ConfigResponse, CreateSessionRequest, ErrorCode, MessagePage, NewMessage, SendMessageResponse,
     SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
 };
 use confab_protocol::{ProjectId, SessionId};
 use gloo_net::http::{Request, RequestBuilder};
+use gloo_timers::future::TimeoutFuture;
 use std::cell::RefCell;
 
 pub use confab_protocol::client::rest::RestError as ApiError;
@@ -134,6 +136,41 @@ pub async fn older(id: &SessionId, before_seq: u64) -> Result<MessagePage, ApiEr
     client().messages(id, None, Some(before_seq), 50).await
 }
 
+/// How a create or send is sent again while the server answers 503
+/// `unavailable`: its message is stored and only the start of the reply
+/// failed, which the same request (same ids) finishes.
+const UNAVAILABLE_RETRY: Backoff = Backoff {
+    first: std::time::Duration::from_millis(500),
+    max: std::time::Duration::from_secs(4),
+    retries: 4,
+    jitter: 0.2,
+};
+
+/// Calls `call` again while it answers `unavailable`, within
+/// [`UNAVAILABLE_RETRY`].
+async fn again_while_unavailable<T, F, Fut>(mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut retry = 0;
+    loop {
+        let result = call().await;
+        if let Err(ApiError::Refused {
+            code: Some(ErrorCode::Unavailable),
+            ..
+        }) = &result
+        {
+            retry += 1;
+            if let Some(wait) = UNAVAILABLE_RETRY.delay(retry, js_sys::Math::random()) {
+                TimeoutFuture::new(wait.as_millis() as u32).await;
+                continue;
+            }
+        }
+        return result;
+    }
+}
+
 pub async fn create(
     id: &SessionId,
     project_id: &ProjectId,
@@ -147,11 +184,17 @@ pub async fn create(
         permission_mode: Some(permission_mode),
         message,
     };
-    Ok(client().create_session(&request).await?.value)
+    again_while_unavailable(|| async { Ok(client().create_session(&request).await?.value) }).await
 }
 
 pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
-    Ok(client().send_message(id, message, None).await?.value)
+    again_while_unavailable(|| async {
+        Ok(client()
+            .send_message(id, message.clone(), None)
+            .await?
+            .value)
+    })
+    .await
 }
 
 pub async fn stop(id: &SessionId) -> Result<SessionSummary, ApiError> {

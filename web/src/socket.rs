@@ -4,6 +4,7 @@
 
 use confab_protocol::backoff::Backoff;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
+use confab_protocol::socket::Reassembly;
 use confab_protocol::{ClientFrame, ServerEvent};
 use std::collections::VecDeque;
 
@@ -237,13 +238,27 @@ async fn serve(
     }
     let mut last_ping = now_ms();
     let mut pong_due: Option<f64> = None;
+    let mut joining = Reassembly::default();
     loop {
         let mut to_send: Vec<ClientFrame> = Vec::new();
         futures::select! {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else { continue };
+                    // An event too large for a frame comes in parts.
+                    let event = match joining.accept(event) {
+                        Ok(e) => e,
+                        Err(_) => {
+                            // An event was lost: bring the open session up to date.
+                            if let Some(f) = app.current.with_mut(|c| c.as_mut().map(subscribe_frame)) {
+                                to_send.extend(outbox.push(f));
+                            }
+                            None
+                        }
+                    };
                     match event {
+                        None => {}
+                        Some(event) => match event {
                         ServerEvent::Ready { .. } => {
                             app.conn.with_mut(|c| c.ready = true);
                             if let Some(f) = app.current.with_mut(|c| c.as_mut().filter(|c| c.summary().is_some()).map(subscribe_frame)) {
@@ -263,6 +278,7 @@ async fn serve(
                                 to_send.extend(outbox.push(f));
                             }
                         }
+                    },
                     }
                 }
                 Some(Ok(Message::Bytes(_))) => {}

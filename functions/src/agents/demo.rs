@@ -152,15 +152,17 @@ impl Agent for DemoAgent {
             output_tokens: out_words as u64,
         })));
         let delay = self.delay;
+        // Paced against the start, a word every `delay` on average: sleeping
+        // `delay` per word would add the timer's rounding to every word.
+        let started = tokio::time::Instant::now();
         let s = stream::unfold((queue, 0usize), move |(mut q, n)| async move {
             let step = q.pop_front()?;
             if matches!(step, Step::Emit(AgentEvent::Text(_)) | Step::Fail(_)) {
-                if delay.is_zero() {
-                    if n % 64 == 63 {
-                        tokio::task::yield_now().await;
-                    }
-                } else {
-                    tokio::time::sleep(delay).await;
+                if n % 64 == 63 {
+                    tokio::task::yield_now().await;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep_until(started + delay * (n as u32 + 1)).await;
                 }
             }
             match step {

@@ -57,7 +57,9 @@ fn op(
         answer(
             "An error: invalid_request 400, unauthorized 401 or 403, not_found 404, \
              conflict or turn_running 409, payload_too_large 413, rate_limited 429 \
-             (with Retry-After), internal 500",
+             (with Retry-After), internal 500, unavailable 503 (a create or send \
+             whose message is stored but whose reply could not be started: the \
+             same request again starts it)",
             error.clone(),
         ),
     );

@@ -2,7 +2,7 @@
 //! axum::serve locally.
 
 use super::auth::{Auth, AuthError};
-use crate::domain::export;
+use crate::domain::sessions::ExportFormat;
 use crate::domain::sessions::{self, Created, Sent, Stopped};
 use crate::error::ServiceError;
 use crate::ports::Ports;
@@ -17,6 +17,7 @@ use confab_protocol::rest::{
     Limits, SendMessageRequest, SessionEnvelope, UpdateSessionRequest,
 };
 use confab_protocol::{SessionId, routes, validate};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -372,24 +373,26 @@ async fn export_session(
     p: Params,
 ) -> ApiResult<Response> {
     let format = p.text("format").unwrap_or_else(|| "md".into());
-    if format != "md" && format != "json" {
-        return Err(ApiError(ServiceError::Invalid(
-            "format must be md or json".into(),
-        )));
-    }
-    let (session, messages) = sessions::export(&*st.ports.store, &owner, &id).await?;
-    let (body, content_type) = if format == "md" {
-        (
-            export::markdown(&session, &messages),
-            "text/markdown; charset=utf-8",
-        )
-    } else {
-        let doc = serde_json::json!({ "session": session, "messages": messages });
-        (
-            serde_json::to_string_pretty(&doc).map_err(ServiceError::internal)?,
-            "application/json",
-        )
+    let (kind, content_type) = match format.as_str() {
+        "md" => (ExportFormat::Markdown, "text/markdown; charset=utf-8"),
+        "json" => (ExportFormat::Json, "application/json"),
+        _ => {
+            return Err(ApiError(ServiceError::Invalid(
+                "format must be md or json".into(),
+            )));
+        }
     };
+    let (session, body) =
+        sessions::export_stream(st.ports.store.clone(), &owner, &id, kind).await?;
+    let body = body.map(|chunk| {
+        chunk.map_err(|e| {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "export failed part way"
+            );
+            std::io::Error::other("the export could not be read to its end")
+        })
+    });
     let disposition = format!("attachment; filename=\"confab-{}.{format}\"", session.id);
     Ok((
         [
@@ -399,7 +402,7 @@ async fn export_session(
                 HeaderValue::from_str(&disposition).map_err(ServiceError::internal)?,
             ),
         ],
-        Body::from(body),
+        Body::from_stream(body),
     )
         .into_response())
 }

@@ -56,7 +56,10 @@ impl LambdaDispatch {
 impl Dispatch for LambdaDispatch {
     /// Returns once Lambda has queued the invocation (202); the turn runs in
     /// the worker. A refused invocation fails the request that started the
-    /// turn, which then closes the turn as failed.
+    /// turn with 503; the turn stays unclaimed, and the client's retry of
+    /// the same request invokes again. Lambda delivers an event at least
+    /// once, and the SDK may send one twice: the worker's claim on the turn
+    /// makes every delivery after the first a no-op.
     async fn dispatch(&self, job: TurnJob) -> Result<(), DispatchError> {
         let payload =
             serde_json::to_vec(&WorkerEvent::Turn(job)).map_err(|e| DispatchError(Box::new(e)))?;

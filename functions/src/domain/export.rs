@@ -22,12 +22,26 @@ fn fenced(lang: &str, body: &str) -> String {
     format!("{f}{lang}\n{body}\n{f}\n")
 }
 
+/// The whole session as one Markdown document.
 pub fn markdown(s: &SessionSummary, messages: &[Message]) -> String {
+    let mut out = markdown_head(s);
+    out.push_str(&markdown_messages(messages));
+    out
+}
+
+/// The document's title and facts.
+pub fn markdown_head(s: &SessionSummary) -> String {
     let mut out = format!("# {}\n\n", s.title.replace('\n', " "));
     out.push_str(&format!(
         "- Session: `{}`\n- Project: `{}`\n- Created: {}\n- Messages: {}\n- Tokens: {} in, {} out\n\n---\n\n",
         s.id, s.project_id, s.created_at, s.message_count, s.usage.input_tokens, s.usage.output_tokens
     ));
+    out
+}
+
+/// Messages as the document's sections.
+pub fn markdown_messages(messages: &[Message]) -> String {
+    let mut out = String::new();
     for m in messages {
         let who = match m.role {
             Role::User => "You",

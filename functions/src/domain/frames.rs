@@ -45,6 +45,44 @@ fn split_escaped(text: &str, budget: usize) -> Vec<&str> {
     out
 }
 
+/// A frame as it goes on the wire: whole within the frame limit, else as
+/// `frame.part` events that a client joins (`confab_protocol::socket::
+/// Reassembly`). A stored reply has no size limit, so `message.created` and
+/// `subscribed` can be any size; nothing is refused for its size.
+pub fn wire(frame: &Bytes) -> Vec<Bytes> {
+    if frame.len() <= MAX_SERVER_FRAME_BYTES {
+        return vec![frame.clone()];
+    }
+    let Ok(text) = std::str::from_utf8(frame) else {
+        return vec![frame.clone()];
+    };
+    let id = crate::clock::new_token();
+    let envelope = encode(&ServerEvent::FramePart {
+        id: id.clone(),
+        part: u32::MAX,
+        parts: u32::MAX,
+        data: String::new(),
+    })
+    .len();
+    let pieces = split_escaped(
+        text,
+        MAX_SERVER_FRAME_BYTES.saturating_sub(envelope).max(64),
+    );
+    let parts = pieces.len() as u32;
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            encode(&ServerEvent::FramePart {
+                id: id.clone(),
+                part: i as u32,
+                parts,
+                data: piece.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Deltas appending `text` to block `block` from byte `offset`.
 pub fn delta_frames(
     session_id: &SessionId,
@@ -252,5 +290,45 @@ mod tests {
         };
         assert!(!text.is_empty() && text.len() < 1000);
         assert!(serde_json::to_vec(&t).unwrap().len() <= 1000);
+    }
+
+    #[test]
+    fn an_event_over_the_limit_goes_in_parts_that_join_back() {
+        use confab_protocol::socket::Reassembly;
+        let mut text = String::new();
+        for i in 0..40_000 {
+            text.push_str(["a \"quote\" ", "ünï ", "\\ back ", "tab\t ", "x "][i % 5]);
+        }
+        let event = ServerEvent::MessageCreated {
+            session_id: "0192f0c1-7e3a-7cc0-8a8e-000000000001".parse().unwrap(),
+            message: confab_protocol::Message {
+                id: "0192f0c1-7e3a-7cc0-8a8e-000000000002".parse().unwrap(),
+                session_id: "0192f0c1-7e3a-7cc0-8a8e-000000000001".parse().unwrap(),
+                seq: 2,
+                role: confab_protocol::model::Role::Assistant,
+                turn_id: "0192f0c1-7e3a-7cc0-8a8e-000000000003".parse().unwrap(),
+                created_at: confab_protocol::Timestamp::from_millis(0),
+                content: vec![Block::text(text)],
+                status: confab_protocol::model::MessageStatus::Complete,
+                error: None,
+                usage: None,
+            },
+        };
+        let whole = encode(&event);
+        assert!(whole.len() > 128 * 1024);
+        let frames = wire(&whole);
+        assert!(frames.len() > 4);
+        let mut r = Reassembly::default();
+        let mut out = Vec::new();
+        for f in &frames {
+            assert!(f.len() <= MAX_SERVER_FRAME_BYTES, "{}", f.len());
+            let e: ServerEvent = serde_json::from_slice(f).unwrap();
+            assert!(matches!(e, ServerEvent::FramePart { .. }));
+            out.extend(r.accept(e).unwrap());
+        }
+        assert_eq!(out, vec![event]);
+        // A frame within the limit goes as it is.
+        let small = encode(&ServerEvent::Pong);
+        assert_eq!(wire(&small), vec![small]);
     }
 }

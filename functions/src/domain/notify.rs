@@ -2,7 +2,7 @@
 //! of a session. A connection that is gone is forgotten; a failed push never
 //! fails the request that caused it.
 
-use super::frames::encode;
+use super::frames::{encode, wire};
 use super::records::{SessionRef, Subscriber};
 use crate::ports::{ConnectionStore, Push, PushError, StoreError};
 use bytes::Bytes;
@@ -104,15 +104,16 @@ pub async fn to_connections(
     join_all(conns.iter().map(|c| send_all(store, push, c, frames))).await;
 }
 
-/// Sends frames to one connection in order; stops at the first failure.
+/// Sends frames to one connection in order, each over the frame limit in
+/// parts; stops at the first failure.
 pub async fn send_all(
     store: &dyn ConnectionStore,
     push: &dyn Push,
     conn: &str,
     frames: &[Bytes],
 ) -> bool {
-    for f in frames {
-        match push.post(conn, f.clone()).await {
+    for f in frames.iter().flat_map(wire) {
+        match push.post(conn, f).await {
             Ok(()) => {}
             Err(PushError::Gone) => {
                 tracing::debug!(connection = conn, "connection gone; forgetting it");

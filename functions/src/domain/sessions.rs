@@ -12,6 +12,7 @@ use crate::error::ServiceError;
 use crate::ports::{Ports, Push, SessionStore, Store, TurnJob, TurnStore};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use confab_protocol::model::{
     Block, LastTurn, Message, MessageStatus, Role, SessionStatus, SessionSummary, TurnOutcome,
     Usage,
@@ -23,6 +24,8 @@ use confab_protocol::rest::{
 use confab_protocol::{
     MessageId, MessageText, ProjectId, ServerEvent, SessionId, Timestamp, TurnId, validate,
 };
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use std::time::Duration;
 
 /// How long stop and delete wait for a running turn to close.
@@ -715,6 +718,92 @@ pub async fn export(
     let rec = owned(store, owner, session_id).await?;
     let messages = all_messages(store, session_id).await?;
     Ok((rec.summary, messages))
+}
+
+/// An export's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Markdown,
+    Json,
+}
+
+/// The whole session as a document, streamed: a page of messages is read
+/// and written at a time, so a long session is never held whole. A store
+/// failure part way ends the stream with an error (the download breaks
+/// rather than ends short).
+pub async fn export_stream(
+    store: std::sync::Arc<dyn Store>,
+    owner: &str,
+    session_id: &SessionId,
+    format: ExportFormat,
+) -> Result<
+    (
+        SessionSummary,
+        BoxStream<'static, Result<Bytes, ServiceError>>,
+    ),
+    ServiceError,
+> {
+    let rec = owned(&*store, owner, session_id).await?;
+    let summary = rec.summary;
+    let head = match format {
+        ExportFormat::Markdown => super::export::markdown_head(&summary),
+        ExportFormat::Json => format!(
+            "{{\"session\":{},\"messages\":[",
+            serde_json::to_string(&summary).map_err(ServiceError::internal)?
+        ),
+    };
+    struct Pages {
+        store: std::sync::Arc<dyn Store>,
+        id: SessionId,
+        after: u64,
+        first: bool,
+        done: bool,
+    }
+    let pages = Pages {
+        store,
+        id: session_id.clone(),
+        after: 0,
+        first: true,
+        done: false,
+    };
+    let body = futures::stream::try_unfold(pages, move |mut p| async move {
+        if p.done {
+            return Ok(None);
+        }
+        let (page, more) = p
+            .store
+            .messages(
+                &p.id,
+                MessageRange::After {
+                    seq: p.after,
+                    limit: validate::MAX_PAGE,
+                },
+            )
+            .await?;
+        p.after = page.last().map_or(p.after, |m| m.seq);
+        p.done = !more;
+        let mut chunk = match format {
+            ExportFormat::Markdown => super::export::markdown_messages(&page),
+            ExportFormat::Json => {
+                let mut out = String::new();
+                for m in &page {
+                    if !p.first {
+                        out.push(',');
+                    }
+                    p.first = false;
+                    out.push('\n');
+                    out.push_str(&serde_json::to_string(m).map_err(ServiceError::internal)?);
+                }
+                out
+            }
+        };
+        if p.done && format == ExportFormat::Json {
+            chunk.push_str("\n]}\n");
+        }
+        Ok(Some((Bytes::from(chunk), p)))
+    });
+    let stream = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(body);
+    Ok((summary, stream.boxed()))
 }
 
 /// On start of a process that owns every runner (the local gateway): closes

@@ -75,7 +75,7 @@ pub async fn subscribe(
 /// A `subscribed` frame within the frame limit: fewer messages (the client
 /// subscribes again from where it got to) and a shorter in-flight reply (the
 /// runner sends the whole one next) when needed. A single message larger than
-/// a frame still goes whole.
+/// a frame goes whole, in `frame.part`s (`frames::wire`).
 fn fit_subscribed(
     session_id: &SessionId,
     session: SessionSummary,

@@ -361,9 +361,10 @@ impl CurrentSession {
                 self.resubscribing = false;
                 Effect::None
             }
-            ServerEvent::Unsubscribed { .. } | ServerEvent::Ready { .. } | ServerEvent::Pong => {
-                Effect::None
-            }
+            ServerEvent::Unsubscribed { .. }
+            | ServerEvent::Ready { .. }
+            | ServerEvent::Pong
+            | ServerEvent::FramePart { .. } => Effect::None,
         }
     }
 

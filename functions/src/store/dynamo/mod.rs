@@ -40,6 +40,7 @@ mod sessions;
 mod turns;
 
 pub use billing::{item_size, value_size};
+pub use sessions::FILTER_SCAN_MAX;
 
 type Item = HashMap<String, AttributeValue>;
 

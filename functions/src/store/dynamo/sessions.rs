@@ -14,6 +14,24 @@ use confab_protocol::Timestamp;
 use confab_protocol::model::{ProjectSummary, SessionSummary};
 use std::collections::HashMap;
 
+/// A filtered list (`q`, `projectId`) reads at most about this many of the
+/// owner's sessions per request (whole pages of 100), then answers with what
+/// matched so far, maybe nothing, and a cursor to read on from: a search
+/// costs a bounded read, however many sessions its owner has.
+pub const FILTER_SCAN_MAX: usize = 500;
+
+/// The list cursor that resumes after the index key `k`.
+fn cursor_at(k: &Item) -> Result<ListCursor, StoreError> {
+    let ak = get_s(k, "activityKey")?;
+    let (ms, id) = ak
+        .split_once('#')
+        .ok_or_else(|| corrupt("bad activityKey".into()))?;
+    Ok(ListCursor {
+        activity_ms: ms.parse().map_err(|_| corrupt("bad activityKey".into()))?,
+        id: id.parse().map_err(StoreError::corrupt)?,
+    })
+}
+
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn create_session(&self, new: &NewSession) -> Result<CreateOutcome, StoreError> {
@@ -98,6 +116,7 @@ impl SessionStore for DynamoStore {
         let want = q.limit + 1;
         let mut out: Vec<SessionSummary> = Vec::new();
         let mut start: Option<Item> = None;
+        let mut scanned = 0;
         loop {
             let mut req = self
                 .client
@@ -120,6 +139,7 @@ impl SessionStore for DynamoStore {
             }
             let page = req.send().await.map_err(backend)?;
             self.count("dynamodb:Query", page.consumed_capacity());
+            scanned += page.scanned_count().max(0) as usize;
             for item in page.items() {
                 if out.len() < want {
                     out.push(from_av(
@@ -129,7 +149,14 @@ impl SessionStore for DynamoStore {
                 }
             }
             match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() && out.len() < want => start = Some(k.clone()),
+                Some(k) if !k.is_empty() && out.len() < want => {
+                    if !filters.is_empty() && scanned >= FILTER_SCAN_MAX {
+                        // Bounded: a short page, and where the next one
+                        // starts reading.
+                        return Ok((out, Some(cursor_at(k)?)));
+                    }
+                    start = Some(k.clone())
+                }
                 _ => break,
             }
         }
