@@ -1141,6 +1141,59 @@ pub async fn the_sweep_says_which_case_it_closed(store: Arc<dyn Store>) {
     assert!(rec.turn.is_some());
 }
 
+/// If the end of a turn cannot be stored, whatever the reason, the turn ends
+/// at once as `failed` with its last checkpoint and an error saying so; it
+/// is never left running.
+pub async fn a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint(
+    store: Arc<dyn Store>,
+) {
+    use confab_functions::domain::runner::{RunnerConfig, run_turn};
+    use confab_functions::domain::sessions::SAVE_FAILED;
+    use std::time::Duration;
+    let faulty: Arc<dyn Store> = Arc::new(crate::faulty::Faulty::failing_finish(store.clone(), 1));
+    let n = new_session("alice", "default", "t", "/words 300", now_ms());
+    store.create_session(&n).await.unwrap();
+    let (sid, t) = (&n.summary.id, &n.turn);
+    // Checkpoints as often as the runner looks, so there is one to keep.
+    let cfg = RunnerConfig {
+        checkpoint_interval: Duration::from_millis(1),
+        heartbeat_interval: Duration::from_millis(1),
+        ..RunnerConfig::default()
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    run_turn(
+        &*faulty,
+        &Nowhere,
+        &confab_functions::agents::demo::DemoAgent::new(Duration::from_millis(1)),
+        &cfg,
+        &confab_functions::ports::TurnJob {
+            owner: "alice".into(),
+            session_id: sid.clone(),
+            turn_id: t.turn_id.clone(),
+        },
+        rx,
+    )
+    .await
+    .unwrap();
+    let rec = store.get_session(sid).await.unwrap().unwrap();
+    assert!(rec.turn.is_none(), "the turn is not left running");
+    let last = rec.summary.last_turn.unwrap();
+    assert_eq!(last.outcome, TurnOutcome::Failed);
+    assert_eq!(last.error.as_deref(), Some(SAVE_FAILED));
+    let (m, _) = store
+        .messages(sid, MessageRange::Latest { limit: 5 })
+        .await
+        .unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1].status, MessageStatus::Failed);
+    assert_eq!(m[1].error.as_deref(), Some(SAVE_FAILED));
+    let kept = m[1].plain_text();
+    assert!(!kept.is_empty(), "the last checkpoint is kept");
+    // The demo agent's words, as far as the last checkpoint had them.
+    assert!(kept.starts_with("lorem ipsum"), "{kept}");
+    assert!(kept.split_whitespace().count() <= 300);
+}
+
 /// Generates one test per case for a store made by `$make` (an async fn
 /// returning `Arc<dyn Store>`).
 #[macro_export]
@@ -1163,7 +1216,8 @@ macro_rules! store_conformance {
             subscriptions_name_their_incarnation,
             long_history_is_whole,
             long_reply_round_trips,
-            the_sweep_says_which_case_it_closed
+            the_sweep_says_which_case_it_closed,
+            a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint
         );
     };
     (@cases $make:path; $($case:ident),*) => {

@@ -5,5 +5,6 @@
 pub mod browser;
 pub mod conformance;
 pub mod fake_provider;
+pub mod faulty;
 pub mod harness;
 pub mod moto;

@@ -319,8 +319,11 @@ async fn finish_failed(
     turn_id: &str,
     end: &TurnEnd,
 ) -> Option<(Message, SessionSummary)> {
-    let live = match store.active_turn(session_id, turn_id).await {
-        Ok(Some(t)) => t.live,
+    let live = match store.get_session(session_id).await {
+        Ok(Some(r)) => match r.turn.filter(|t| t.turn_id == turn_id) {
+            Some(t) => t.live,
+            None => return None,
+        },
         Ok(None) => return None,
         Err(e) => {
             tracing::error!(error = &e as &dyn std::error::Error, session = %session_id, "reading the last checkpoint failed");
