@@ -156,3 +156,76 @@ async fn a_database_from_a_newer_confab_is_refused_and_left_as_it_is() {
     assert!(chain.contains("newer than this Confab"), "{chain}");
     assert_eq!(user_version(dir.path()), newer);
 }
+
+/// An agent is given the newest history within a budget, not the whole
+/// session: past `HISTORY_BUDGET_BYTES`, the oldest messages stay out, the
+/// newest is always in, and what it gets starts with a user message.
+#[tokio::test]
+async fn the_agent_history_is_read_within_its_budget() {
+    use confab_functions::domain::sessions::{HISTORY_BUDGET_BYTES, history};
+    use confab_protocol::model::{Role, TurnOutcome};
+    let store = sqlite().await;
+    let text = "x".repeat(32_000);
+    let n = new_session("alice", "default", "t", &text, 1);
+    store.create_session(&n).await.unwrap();
+    let sid = n.summary.id.clone();
+    let mut t = n.turn.clone();
+    for i in 0..40 {
+        let end = confab_tests::conformance::end(&sid, &t, &text, TurnOutcome::Completed);
+        store
+            .finish_turn(&sid, &t.turn_id, &end)
+            .await
+            .unwrap()
+            .unwrap();
+        if i == 39 {
+            break;
+        }
+        t = turn();
+        let started = store
+            .start_turn(
+                "alice",
+                &sid,
+                &NewTurn {
+                    message: user(&sid, &t.turn_id, &text),
+                    turn: t.clone(),
+                    permission_mode: None,
+                    now_ms: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(started, StartOutcome::Started { .. }));
+    }
+    // And the newest, the message being answered.
+    let t = turn();
+    store
+        .start_turn(
+            "alice",
+            &sid,
+            &NewTurn {
+                message: user(&sid, &t.turn_id, "the newest"),
+                turn: t.clone(),
+                permission_mode: None,
+                now_ms: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let h = history(&*store, &sid).await.unwrap();
+    let bytes: usize = h
+        .iter()
+        .map(|m| serde_json::to_vec(&m.content).unwrap().len())
+        .sum();
+    assert!(bytes <= HISTORY_BUDGET_BYTES, "{bytes}");
+    assert!(h.len() < 81 && h.len() > 40, "{}", h.len());
+    assert_eq!(h.last().unwrap().plain_text(), "the newest");
+    assert_eq!(h[0].role, Role::User);
+    let seqs: Vec<u64> = h.iter().map(|m| m.seq).collect();
+    let want: Vec<u64> = (81 - h.len() as u64 + 1..=81).collect();
+    assert_eq!(seqs, want, "the newest, in order, without gaps");
+    let (_, more) = store
+        .messages(&sid, MessageRange::Latest { limit: 100 })
+        .await
+        .unwrap();
+    assert!(!more);
+}
