@@ -1,6 +1,7 @@
 //! The reads and writes the capabilities are made of: single-key queries,
 //! the append transaction, batched deletes.
 
+use super::billing::{item_size, units};
 use super::codec::{
     GuardRow, Loaded, MessageRow, activity_key, guard_sk, item, message_sk, n, parse_session, s,
     to_av,
@@ -9,8 +10,8 @@ use super::errors::{Contention, backend, cancellation_reasons};
 use super::{DynamoStore, Item, UNPROCESSED_BACKOFF};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
+    Update, WriteRequest,
 };
 use confab_protocol::model::{Message, SessionSummary};
 
@@ -242,17 +243,48 @@ impl DynamoStore {
     /// Deletes keys in batches of 25, retrying what DynamoDB leaves
     /// unprocessed.
     pub(super) async fn delete_keys(&self, table: &str, keys: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in keys.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(backend)
-                })
-                .collect::<Result<_, _>>()?;
+        let requests = keys
+            .into_iter()
+            .map(|k| {
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(backend)
+            })
+            .collect::<Result<_, _>>()?;
+        // One unit per deleted row and one per index row it leaves.
+        self.batch_write(table, requests, 2.0).await
+    }
+
+    /// Puts items in batches of 25, retrying what DynamoDB leaves
+    /// unprocessed.
+    pub(super) async fn put_items(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+        let each = items.iter().map(item_size).max().map_or(1.0, units);
+        let requests = items
+            .into_iter()
+            .map(|i| {
+                PutRequest::builder()
+                    .set_item(Some(i))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(backend)
+            })
+            .collect::<Result<_, _>>()?;
+        self.batch_write(table, requests, each).await
+    }
+
+    /// `BatchWriteItem` in batches of 25, sending again what DynamoDB leaves
+    /// unprocessed (with the shared backoff); `units_each` is what a request
+    /// is billed, for the estimate.
+    async fn batch_write(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+        units_each: f64,
+    ) -> Result<(), StoreError> {
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
             let mut retry = 0;
             while !pending.is_empty() {
                 let pending_len = pending.len();
@@ -265,17 +297,13 @@ impl DynamoStore {
                     .await
                     .map_err(backend)?;
                 self.capacities("dynamodb:BatchWriteItem", out.consumed_capacity());
-                // One unit per deleted row and one per index row it leaves.
-                let left = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(table))
-                    .map_or(0, Vec::len);
-                self.stats.estimate(2.0 * (pending_len - left) as f64);
                 pending = out
                     .unprocessed_items()
                     .and_then(|u| u.get(table))
                     .cloned()
                     .unwrap_or_default();
+                self.stats
+                    .estimate(units_each * (pending_len - pending.len()) as f64);
                 if pending.is_empty() {
                     break;
                 }

@@ -17,13 +17,11 @@
 //!   changed (a reply grows at its end); the parts go when the turn ends.
 
 use super::codec::{corrupt, from_av, get_n, get_s, message_sk, s};
-use super::errors::{Contention, backend};
-use super::{DynamoStore, Item, UNPROCESSED_BACKOFF};
+use super::errors::backend;
+use super::{DynamoStore, Item};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, ReturnConsumedCapacity, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, TransactWriteItem};
 use confab_protocol::model::{Block, LiveReply, Message};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -48,6 +46,22 @@ fn part_sk(base: &str, k: usize) -> String {
 
 fn live_base(turn_id: &str) -> String {
     format!("live#{turn_id}")
+}
+
+/// The key of a row of the messages table.
+fn key(session_id: &str, sk: String) -> Item {
+    HashMap::from([
+        ("sessionId".to_string(), s(session_id)),
+        ("sk".to_string(), s(sk)),
+    ])
+}
+
+/// A part's row: its key, what it is a part of, and its bytes.
+fn part_row(session_id: &str, sk: String, of: &str, piece: &[u8]) -> Item {
+    let mut row = key(session_id, sk);
+    row.insert("of".to_string(), s(of));
+    row.insert("data".to_string(), AttributeValue::B(Blob::new(piece)));
+    row
 }
 
 fn blob(item: &Item, k: &str) -> Result<Vec<u8>, StoreError> {
@@ -88,14 +102,7 @@ impl DynamoStore {
         let rows: Vec<Item> = content
             .chunks(PART_BYTES)
             .enumerate()
-            .map(|(k, piece)| {
-                HashMap::from([
-                    ("sessionId".to_string(), s(m.session_id.as_str())),
-                    ("sk".to_string(), s(part_sk(&base, k))),
-                    ("of".to_string(), s(m.id.as_str())),
-                    ("data".to_string(), AttributeValue::B(Blob::new(piece))),
-                ])
-            })
+            .map(|(k, piece)| part_row(&m.session_id, part_sk(&base, k), &m.id, piece))
             .collect();
         let n = rows.len();
         self.put_items(&self.tables.messages, rows).await?;
@@ -249,6 +256,18 @@ impl DynamoStore {
         }
     }
 
+    /// Every part of `base` (a message's `m#<seq>` or a turn's `live#`).
+    async fn all_parts(&self, session_id: &str, base: &str) -> Result<Rows, StoreError> {
+        self.read_range(
+            session_id,
+            &part_sk(base, 0),
+            &part_sk(base, 999_999),
+            true,
+            usize::MAX,
+        )
+        .await
+    }
+
     /// Saves a long in-flight reply's content in parts, rewriting only those
     /// that differ from what this process last wrote for the turn. Returns
     /// the pointer the session row keeps.
@@ -269,14 +288,7 @@ impl DynamoStore {
             .chunks(PART_BYTES)
             .enumerate()
             .filter(|(k, _)| had.get(*k) != Some(&hashes[*k]))
-            .map(|(k, piece)| {
-                HashMap::from([
-                    ("sessionId".to_string(), s(session_id)),
-                    ("sk".to_string(), s(part_sk(&base, k))),
-                    ("of".to_string(), s(turn_id)),
-                    ("data".to_string(), AttributeValue::B(Blob::new(piece))),
-                ])
-            })
+            .map(|(k, piece)| part_row(session_id, part_sk(&base, k), turn_id, piece))
             .collect();
         self.put_items(&self.tables.messages, rows).await?;
         if let Ok(mut m) = self.live_written.lock() {
@@ -300,15 +312,7 @@ impl DynamoStore {
         parts: &LiveParts,
     ) -> Result<Vec<Block>, StoreError> {
         let base = live_base(&parts.turn_id);
-        let rows = self
-            .read_range(
-                session_id,
-                &part_sk(&base, 0),
-                &part_sk(&base, 999_999),
-                true,
-                usize::MAX,
-            )
-            .await?;
+        let rows = self.all_parts(session_id, &base).await?;
         let bytes = pieces_of(
             rows.parts.get(&base).map(Vec::as_slice).unwrap_or(&[]),
             &parts.turn_id,
@@ -344,35 +348,16 @@ impl DynamoStore {
         let base = live_base(turn_id);
         let keys = match had {
             Some(h) => (0..h.len())
-                .map(|k| {
-                    HashMap::from([
-                        ("sessionId".to_string(), s(session_id)),
-                        ("sk".to_string(), s(part_sk(&base, k))),
-                    ])
-                })
+                .map(|k| key(session_id, part_sk(&base, k)))
                 .collect(),
-            None => match self
-                .read_range(
-                    session_id,
-                    &part_sk(&base, 0),
-                    &part_sk(&base, 999_999),
-                    true,
-                    usize::MAX,
-                )
-                .await
-            {
+            None => match self.all_parts(session_id, &base).await {
                 Ok(rows) => rows
                     .parts
                     .get(&base)
                     .map(Vec::as_slice)
                     .unwrap_or(&[])
                     .iter()
-                    .map(|(k, _, _)| {
-                        HashMap::from([
-                            ("sessionId".to_string(), s(session_id)),
-                            ("sk".to_string(), s(part_sk(&base, *k))),
-                        ])
-                    })
+                    .map(|(k, _, _)| key(session_id, part_sk(&base, *k)))
                     .collect(),
                 Err(e) => {
                     tracing::warn!(
@@ -389,49 +374,6 @@ impl DynamoStore {
                 "removing live parts failed"
             );
         }
-    }
-
-    /// Puts items in batches of 25, retrying what DynamoDB leaves
-    /// unprocessed.
-    pub(super) async fn put_items(&self, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|i| {
-                    PutRequest::builder()
-                        .set_item(Some(i.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(backend)
-                })
-                .collect::<Result<_, _>>()?;
-            let mut retry = 0;
-            while !pending.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(table, pending)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                self.capacities("dynamodb:BatchWriteItem", out.consumed_capacity());
-                pending = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(table))
-                    .cloned()
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                retry += 1;
-                let Some(wait) = UNPROCESSED_BACKOFF.delay(retry, rand::random()) else {
-                    return Err(backend(Contention));
-                };
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -125,6 +125,37 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Changes the turn of `session_id` with `change` in one write, if
+    /// `turn_id` is its active turn and `change` says to (returns true).
+    async fn update_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        change: impl FnOnce(&mut ActiveTurn) -> bool + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        let (session_id, turn_id) = (session_id.to_string(), turn_id.to_string());
+        self.write(move |tx| {
+            let Some(mut t) = load_session(tx, &session_id)?
+                .and_then(|r| r.turn)
+                .filter(|t| t.turn_id == turn_id)
+            else {
+                return Ok(false);
+            };
+            if !change(&mut t) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE sessions SET turn = ?2 WHERE id = ?1",
+                params![session_id, json(&t)?],
+            )
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
 fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, StoreError> {
     let row = c
         .query_row(
@@ -440,22 +471,13 @@ impl TurnStore for SqliteStore {
         turn_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (session_id, turn_id) = (session_id.to_string(), turn_id.to_string());
-        self.write(move |tx| {
-            let Some(rec) = load_session(tx, &session_id)? else {
-                return Ok(false);
-            };
-            let Some(mut t) = rec.turn.filter(|t| t.turn_id == turn_id && !t.claimed) else {
-                return Ok(false);
-            };
+        self.update_turn(session_id, turn_id, move |t| {
+            if t.claimed {
+                return false;
+            }
             t.claimed = true;
             t.heartbeat_ms = now_ms;
-            tx.execute(
-                "UPDATE sessions SET turn = ?2 WHERE id = ?1",
-                params![session_id, json(&t)?],
-            )
-            .map_err(db)?;
-            Ok(true)
+            true
         })
         .await
     }
@@ -467,23 +489,11 @@ impl TurnStore for SqliteStore {
         live: &LiveReply,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (session_id, turn_id, live) =
-            (session_id.to_string(), turn_id.to_string(), live.clone());
-        self.write(move |tx| {
-            let Some(rec) = load_session(tx, &session_id)? else {
-                return Ok(false);
-            };
-            let Some(mut t) = rec.turn.filter(|t| t.turn_id == turn_id) else {
-                return Ok(false);
-            };
+        let live = live.clone();
+        self.update_turn(session_id, turn_id, move |t| {
             t.live = Some(live);
             t.heartbeat_ms = now_ms;
-            tx.execute(
-                "UPDATE sessions SET turn = ?2 WHERE id = ?1",
-                params![session_id, json(&t)?],
-            )
-            .map_err(db)?;
-            Ok(true)
+            true
         })
         .await
     }
