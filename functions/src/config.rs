@@ -21,10 +21,18 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The shortest HS256 secret accepted: as long as the hash.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthConfig {
     None,
-    JwtHs256 { secret: Secret },
+    /// HS256 tokens; `iss` and `aud` must be these when set.
+    JwtHs256 {
+        secret: Secret,
+        issuer: Option<String>,
+        audience: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,15 +126,19 @@ impl Config {
                     name: "CONFAB_JWT_SECRET",
                     because: "CONFAB_AUTH=jwt",
                 })?;
-                if secret.len() < 16 {
+                // HS256 with a key shorter than its 256-bit hash can be
+                // guessed offline from any one token.
+                if secret.len() < MIN_JWT_SECRET_BYTES {
                     return Err(ConfigError::Invalid {
                         name: "CONFAB_JWT_SECRET",
                         value: "<redacted>".into(),
-                        expected: "at least 16 bytes",
+                        expected: "at least 32 bytes",
                     });
                 }
                 AuthConfig::JwtHs256 {
                     secret: Secret(secret),
+                    issuer: get("CONFAB_JWT_ISSUER"),
+                    audience: get("CONFAB_JWT_AUDIENCE"),
                 }
             }
             Some(other) => {
@@ -262,10 +274,34 @@ mod tests {
         );
         let c = cfg(&[
             ("CONFAB_AUTH", "jwt"),
-            ("CONFAB_JWT_SECRET", "a-long-enough-secret"),
+            ("CONFAB_JWT_SECRET", "a-long-enough-secret-of-32-bytes!"),
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+        // 31 bytes are refused: an HS256 key as short as that can be
+        // guessed from one token.
+        assert!(matches!(
+            cfg(&[
+                ("CONFAB_AUTH", "jwt"),
+                ("CONFAB_JWT_SECRET", "0123456789012345678901234567890"),
+            ]),
+            Err(ConfigError::Invalid {
+                name: "CONFAB_JWT_SECRET",
+                ..
+            })
+        ));
+        let c = cfg(&[
+            ("CONFAB_AUTH", "jwt"),
+            ("CONFAB_JWT_SECRET", "a-long-enough-secret-of-32-bytes!"),
+            ("CONFAB_JWT_ISSUER", "https://id.example.com"),
+            ("CONFAB_JWT_AUDIENCE", "confab"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.auth,
+            AuthConfig::JwtHs256 { issuer: Some(ref i), audience: Some(ref a), .. }
+                if i == "https://id.example.com" && a == "confab"
+        ));
     }
 
     #[test]
@@ -282,7 +318,7 @@ mod tests {
             ("CONFAB_AGENT", "claude-code"),
             ("CONFAB_PROJECTS_ROOT", "/tmp"),
             ("CONFAB_AUTH", "jwt"),
-            ("CONFAB_JWT_SECRET", "a-long-enough-secret"),
+            ("CONFAB_JWT_SECRET", "a-long-enough-secret-of-32-bytes!"),
         ]);
         assert!(jwt_claude.unwrap_err().to_string().contains("claude-code"));
         let c = cfg(&[

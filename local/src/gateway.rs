@@ -5,7 +5,9 @@
 use crate::registry::{Outgoing, Registry};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
+};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -198,6 +200,14 @@ async fn upgrade(
         .on_upgrade(move |socket| serve_socket(gw, id, socket, rx))
 }
 
+/// Whether a read failed because the client's message is over the limit.
+fn too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
 async fn serve_socket(
     gw: Arc<Gateway>,
     id: ConnectionId,
@@ -205,8 +215,24 @@ async fn serve_socket(
     mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
 ) {
     let (mut sink, mut stream) = socket.split();
+    // The reader's reason to close (a frame too big), sent ahead of anything
+    // still queued.
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
     let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
+        loop {
+            let out = tokio::select! {
+                biased;
+                why = &mut close_rx => {
+                    if let Ok(frame) = why {
+                        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                    }
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(out) => out,
+                    None => break,
+                },
+            };
             let msg = match out {
                 Outgoing::Frame(b) => match String::from_utf8(b.to_vec()) {
                     Ok(s) => WsMessage::Text(s.into()),
@@ -223,7 +249,23 @@ async fn serve_socket(
         }
         let _ = sink.close().await;
     });
-    while let Some(Ok(msg)) = stream.next().await {
+    while let Some(read) = stream.next().await {
+        let msg = match read {
+            Ok(msg) => msg,
+            Err(e) => {
+                if too_big(e) {
+                    let _ = close_tx.send(CloseFrame {
+                        code: close_code::SIZE,
+                        reason: format!(
+                            "message too big: frames are at most {} KiB",
+                            MAX_INCOMING_FRAME / 1024
+                        )
+                        .into(),
+                    });
+                }
+                break;
+            }
+        };
         let text = match msg {
             WsMessage::Text(t) => t.as_str().to_string(),
             WsMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),

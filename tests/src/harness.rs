@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A fresh UUIDv7 as the browser makes it.
@@ -453,6 +453,8 @@ pub struct Socket {
         WsMessage,
     >,
     rx: mpsc::UnboundedReceiver<ServerEvent>,
+    /// The status and reason of the server's close frame, once it came.
+    pub closed_with: Arc<std::sync::Mutex<Option<(u16, String)>>>,
     pub oversize_frames: Arc<AtomicUsize>,
     pub frames: Arc<AtomicUsize>,
     pub connection_id: Option<ConnectionId>,
@@ -479,9 +481,20 @@ impl Socket {
         let oversize = Arc::new(AtomicUsize::new(0));
         let frames = Arc::new(AtomicUsize::new(0));
         let (o, f) = (oversize.clone(), frames.clone());
+        let closed_with = Arc::new(std::sync::Mutex::new(None));
+        let closed = closed_with.clone();
         tokio::spawn(async move {
             let mut joining = confab_protocol::socket::Reassembly::default();
             while let Some(Ok(msg)) = stream.next().await {
+                if let WsMessage::Close(frame) = &msg {
+                    *closed.lock().unwrap() = Some(
+                        frame
+                            .as_ref()
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((1005, String::new())),
+                    );
+                    continue;
+                }
                 let WsMessage::Text(t) = msg else { continue };
                 f.fetch_add(1, Ordering::Relaxed);
                 if t.len() > MAX_SERVER_FRAME_BYTES {
@@ -504,6 +517,7 @@ impl Socket {
         Ok(Socket {
             sink,
             rx,
+            closed_with,
             oversize_frames: oversize,
             frames,
             connection_id: None,
@@ -554,6 +568,21 @@ impl Socket {
                 Some(e) => before.push(e),
                 None => panic!("no {what} arrived; got {before:#?}"),
             }
+        }
+    }
+
+    /// Waits for the server to close the socket; its status and reason.
+    pub async fn wait_closed(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(c) = self.closed_with.lock().unwrap().clone() {
+                return c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not close the socket"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

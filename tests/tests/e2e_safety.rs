@@ -767,3 +767,20 @@ async fn a_subscription_racing_a_delete_never_delivers_the_next_owner_of_the_id(
         );
     }
 }
+
+/// A frame over the 128 KiB a socket takes (API Gateway's own limit) closes
+/// the socket with 1009 "message too big", so the client knows why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_128_kib_closes_the_socket_with_1009() {
+    let gw = Gateway::start(&[]).await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    s.send_text(&format!(
+        r#"{{"action":"ping","pad":"{}"}}"#,
+        "x".repeat(200 * 1024)
+    ))
+    .await;
+    let (code, reason) = s.wait_closed().await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("128 KiB"), "{reason}");
+}

@@ -52,6 +52,25 @@ pub fn client(s: &HttpSettings) -> Result<reqwest::Client, AgentError> {
 
 /// A message for a refused request, by status only: provider bodies can
 /// echo keys or internals, so they are logged, never shown.
+/// The machine-readable code of a provider's error body, if it has one:
+/// `error.code` or `error.type` (OpenAI, Anthropic), only when it is a short
+/// identifier, never the message.
+fn error_code(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let e = v.get("error")?;
+    [e.get("code"), e.get("type")]
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .find(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.')
+        })
+        .map(str::to_string)
+}
+
 fn refused(provider: &str, status: StatusCode, key_var: &str) -> AgentError {
     let message = match status.as_u16() {
         400 => format!("{provider} refused the request as invalid."),
@@ -105,7 +124,10 @@ pub async fn send(
                 let status = r.status();
                 let asked = retry_after(&r);
                 let body = r.text().await.unwrap_or_default();
-                tracing::warn!(provider, %status, body = %body.chars().take(500).collect::<String>(), "provider refused a request");
+                // Status and error code only: a provider's message can quote
+                // the key or the user's text back.
+                let code = error_code(&body);
+                tracing::warn!(provider, %status, code = code.as_deref().unwrap_or("-"), "provider refused a request");
                 let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                 if !retryable {
                     return Err(refused(provider, status, key_var));
@@ -239,4 +261,27 @@ pub fn sse_stream<P: SseParser>(
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use super::error_code;
+
+    #[test]
+    fn only_the_code_of_a_provider_error_is_kept() {
+        let openai = r#"{"error":{"message":"Incorrect API key provided: sk-abc123secret","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+        assert_eq!(error_code(openai).as_deref(), Some("invalid_api_key"));
+        let anthropic = r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key sk-ant-secret"}}"#;
+        assert_eq!(
+            error_code(anthropic).as_deref(),
+            Some("authentication_error")
+        );
+        // No code, or one that is not an identifier: nothing.
+        assert_eq!(error_code("<html>Bad Gateway sk-leak</html>"), None);
+        assert_eq!(
+            error_code(r#"{"error":{"code":"your key sk-x is wrong"}}"#),
+            None
+        );
+        assert_eq!(error_code(r#"{"error":"sk-x"}"#), None);
+    }
 }

@@ -45,16 +45,46 @@ impl Auth {
     pub fn from_config(config: &crate::config::AuthConfig) -> Auth {
         match config {
             crate::config::AuthConfig::None => Auth::None,
-            crate::config::AuthConfig::JwtHs256 { secret } => {
-                Auth::hs256(secret.expose().as_bytes())
-            }
+            crate::config::AuthConfig::JwtHs256 {
+                secret,
+                issuer,
+                audience,
+            } => Auth::hs256_for(
+                secret.expose().as_bytes(),
+                issuer.as_deref(),
+                audience.as_deref(),
+            ),
         }
     }
 
+    /// HS256 tokens signed with `secret`, from any issuer, for any audience.
     pub fn hs256(secret: &[u8]) -> Auth {
+        Auth::hs256_for(secret, None, None)
+    }
+
+    /// HS256 tokens signed with `secret`: `exp` and `sub` required, `nbf`
+    /// checked when present, `iss` and `aud` required to be these when
+    /// given (each with 30 s of leeway for clocks).
+    pub fn hs256_for(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        validation.validate_nbf = true;
         validation.leeway = 30;
+        match issuer {
+            Some(i) => {
+                validation.set_issuer(&[i]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(a) => {
+                validation.set_audience(&[a]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         Auth::Jwt(Box::new(JwtKey {
             key: DecodingKey::from_secret(secret),
             validation,
@@ -80,7 +110,9 @@ impl Auth {
                     AuthError::Invalid
                 })?;
                 let sub = data.claims.sub;
-                if sub.is_empty() || sub.len() > 256 {
+                // `local` is the owner of everything when auth is off: a
+                // token must not reach those sessions.
+                if sub.is_empty() || sub.len() > 256 || sub == LOCAL_OWNER {
                     return Err(AuthError::Invalid);
                 }
                 Ok(sub)
@@ -144,6 +176,77 @@ mod tests {
             a.owner_from_header(Some("Basic abc")),
             Err(AuthError::Missing)
         );
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn signed(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY),
+        )
+        .unwrap()
+    }
+
+    fn jwt(issuer: Option<&str>, audience: Option<&str>) -> Auth {
+        Auth::from_config(&crate::config::AuthConfig::JwtHs256 {
+            secret: crate::config::Secret::new(std::str::from_utf8(KEY).unwrap()),
+            issuer: issuer.map(str::to_string),
+            audience: audience.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let now = crate::clock::now_ms() / 1000;
+        let a = jwt(None, None);
+        let later =
+            signed(serde_json::json!({"sub": "alice", "exp": now + 3600, "nbf": now + 600}));
+        assert_eq!(a.owner(Some(&later)), Err(AuthError::Invalid));
+        let now_valid =
+            signed(serde_json::json!({"sub": "alice", "exp": now + 3600, "nbf": now - 5}));
+        assert_eq!(a.owner(Some(&now_valid)).unwrap(), "alice");
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let now = crate::clock::now_ms() / 1000;
+        let claims = |iss: &str, aud: &str| {
+            signed(serde_json::json!({"sub": "alice", "exp": now + 600, "iss": iss, "aud": aud}))
+        };
+        let a = jwt(Some("https://id.example.com"), Some("confab"));
+        assert_eq!(
+            a.owner(Some(&claims("https://id.example.com", "confab")))
+                .unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            a.owner(Some(&claims("https://evil.example.com", "confab"))),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            a.owner(Some(&claims("https://id.example.com", "another-app"))),
+            Err(AuthError::Invalid)
+        );
+        let bare = signed(serde_json::json!({"sub": "alice", "exp": now + 600}));
+        assert_eq!(a.owner(Some(&bare)), Err(AuthError::Invalid));
+        // Unconfigured, a token that names an audience is taken, as a
+        // standard identity provider's tokens all do.
+        let open = jwt(None, None);
+        assert_eq!(
+            open.owner(Some(&claims("https://id.example.com", "confab")))
+                .unwrap(),
+            "alice"
+        );
+    }
+
+    #[test]
+    fn the_local_owner_cannot_be_claimed_with_a_token() {
+        let now = crate::clock::now_ms() / 1000;
+        let a = jwt(None, None);
+        let t = signed(serde_json::json!({"sub": LOCAL_OWNER, "exp": now + 600}));
+        assert_eq!(a.owner(Some(&t)), Err(AuthError::Invalid));
     }
 
     #[test]

@@ -17,6 +17,42 @@ fn fence(s: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
+/// The fence that closes the code block `text` leaves open, if it does
+/// (CommonMark: a line of at least three backticks or tildes, indented at
+/// most three spaces, opens a block that only a run of the same character at
+/// least as long closes).
+fn open_fence(text: &str) -> Option<String> {
+    let mut open: Option<(char, usize)> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent > 3 {
+            continue;
+        }
+        let rest = &line[indent..];
+        let Some(c) = rest.chars().next().filter(|c| *c == '`' || *c == '~') else {
+            continue;
+        };
+        let run = rest.chars().take_while(|x| *x == c).count();
+        if run < 3 {
+            continue;
+        }
+        match open {
+            None => {
+                // A backtick fence's info string may not hold a backtick.
+                if c == '`' && rest[run..].contains('`') {
+                    continue;
+                }
+                open = Some((c, run));
+            }
+            Some((oc, on)) if oc == c && run >= on && rest[run..].trim().is_empty() => {
+                open = None;
+            }
+            Some(_) => {}
+        }
+    }
+    open.map(|(c, n)| c.to_string().repeat(n))
+}
+
 fn fenced(lang: &str, body: &str) -> String {
     let f = fence(body);
     format!("{f}{lang}\n{body}\n{f}\n")
@@ -59,7 +95,14 @@ pub fn markdown_messages(messages: &[Message]) -> String {
                 Block::Text { text } if text.is_empty() => {}
                 Block::Text { text } => {
                     out.push_str(text);
-                    out.push_str("\n\n");
+                    out.push('\n');
+                    // A code block the message left open would swallow the
+                    // rest of the document: close it here.
+                    if let Some(fence) = open_fence(text) {
+                        out.push_str(&fence);
+                        out.push('\n');
+                    }
+                    out.push('\n');
                 }
                 Block::ToolUse { name, input, .. } => {
                     out.push_str(&format!("**Tool call:** `{name}`\n\n"));
@@ -90,6 +133,40 @@ pub fn markdown_messages(messages: &[Message]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text_message(text: &str) -> Message {
+        Message {
+            id: "0192f0c1-7e3a-7cc0-8a8e-000000000002".parse().unwrap(),
+            session_id: "0192f0c1-7e3a-7cc0-8a8e-000000000001".parse().unwrap(),
+            seq: 1,
+            role: Role::Assistant,
+            turn_id: "0192f0c1-7e3a-7cc0-8a8e-000000000003".parse().unwrap(),
+            created_at: confab_protocol::Timestamp::from_millis(0),
+            content: vec![Block::text(text)],
+            status: MessageStatus::Complete,
+            error: None,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn a_code_block_left_open_does_not_swallow_what_follows() {
+        let open = text_message("Here is the start:\n\n```rust\nfn main() {");
+        let next = text_message("## Next step\n\nDone.");
+        let md = markdown_messages(&[open, next]);
+        // The block is closed right after the message that opened it, so the
+        // next message's heading is a heading again.
+        let closed_at = md.find("fn main() {\n```\n").expect("closed");
+        let heading = md.find("\n## Next step").expect("heading");
+        assert!(closed_at < heading);
+        // Balanced fences, other fence characters and longer runs.
+        assert_eq!(open_fence("```\ncode\n```"), None);
+        assert_eq!(open_fence("~~~~\ncode\n~~~"), Some("~~~~".into()));
+        assert_eq!(open_fence("````md\n```\n"), Some("````".into()));
+        assert_eq!(open_fence("    ```\nindented is code, not a fence"), None);
+        assert_eq!(open_fence("``` a`b\nnot a fence"), None);
+        assert_eq!(open_fence("no code at all"), None);
+    }
 
     #[test]
     fn fences_outgrow_backticks_in_content() {
