@@ -33,7 +33,19 @@ pub struct Gateway {
     pub push: Arc<dyn Push>,
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
+    /// Auth is off: answer only this machine, directly (no proxy).
+    pub local_only: bool,
 }
+
+/// Headers a proxy adds: a request that carries one came from somewhere
+/// else than the peer the gateway sees.
+const PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
 
 /// Refuses what a browser sends on behalf of another site: a request whose
 /// `Origin` is not this gateway's own (cross-site requests and socket
@@ -41,10 +53,21 @@ pub struct Gateway {
 /// `localhost` (a DNS-rebinding page). Non-browser clients send no `Origin`.
 async fn same_site_only(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = req.headers();
+    if gw.local_only {
+        // Without auth, only this machine, and not through a proxy that
+        // could carry other machines' requests.
+        if !peer.ip().is_loopback() {
+            return refused("without auth, Confab answers only this machine");
+        }
+        if PROXY_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+            return refused("without auth, Confab does not answer through a proxy");
+        }
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

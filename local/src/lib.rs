@@ -31,7 +31,18 @@ pub struct Options {
     /// Run the AWS adapters against an emulator (`CONFAB_AWS_ENDPOINT`)
     /// instead of SQLite and in-process push and dispatch.
     pub aws_emulated: bool,
+    /// With auth off, listen where other machines can reach, and answer
+    /// them: `--allow-remote-without-auth`.
+    pub allow_remote_without_auth: bool,
 }
+
+/// Why the gateway will not listen where it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "auth is off (CONFAB_AUTH=none) and {0} can be reached from other machines: anyone who reaches it could run the agent as you. \
+     Listen on 127.0.0.1, turn auth on (CONFAB_AUTH=jwt), or pass --allow-remote-without-auth if you mean it"
+)]
+pub struct RemoteWithoutAuth(pub SocketAddr);
 
 /// What a started gateway tells whoever embeds it.
 #[derive(Debug, Clone)]
@@ -66,6 +77,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> anyhow::Result<()> {
+    let auth_off = matches!(config.auth, confab_functions::config::AuthConfig::None);
+    if auth_off && !opts.addr.ip().is_loopback() && !opts.allow_remote_without_auth {
+        return Err(RemoteWithoutAuth(opts.addr).into());
+    }
+    if auth_off && opts.allow_remote_without_auth {
+        tracing::warn!(addr = %opts.addr, "auth is off and other machines may connect (--allow-remote-without-auth)");
+    }
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .with_context(|| format!("listening on {}", opts.addr))?;
@@ -180,6 +198,7 @@ pub async fn run(
         push: push.clone(),
         registry: registry.clone(),
         auth,
+        local_only: auth_off && !opts.allow_remote_without_auth,
     });
     let app = gateway::router(gw, api, opts.web_dir.clone());
 

@@ -23,6 +23,11 @@ struct Args {
     /// Lambda's Invoke answered by this gateway.
     #[arg(long)]
     aws_emulated: bool,
+    /// With auth off (CONFAB_AUTH=none), listen on an address other
+    /// machines can reach and answer them. Anyone who reaches the gateway
+    /// can then run the agent as you: only for a network that is yours alone.
+    #[arg(long)]
+    allow_remote_without_auth: bool,
 }
 
 #[tokio::main]
@@ -42,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir: args.data_dir,
             web_dir: Some(args.web_dir),
             aws_emulated: args.aws_emulated,
+            allow_remote_without_auth: args.allow_remote_without_auth,
         },
         config,
         confab_local::signal(),

@@ -468,7 +468,26 @@ pub enum ConnectError {
 
 impl Socket {
     pub async fn connect(url: &str) -> Result<Socket, ConnectError> {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        Socket::connect_with_headers(url, &[]).await
+    }
+
+    /// `connect`, with these headers on the handshake.
+    pub async fn connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Socket, ConnectError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ConnectError::Other(e.to_string()))?;
+        for (k, v) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                    .expect("header name"),
+                v.parse().expect("header value"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| match e {
                 tokio_tungstenite::tungstenite::Error::Http(r) => {

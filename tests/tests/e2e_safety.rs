@@ -784,3 +784,98 @@ async fn a_frame_over_128_kib_closes_the_socket_with_1009() {
     assert_eq!(code, 1009, "{reason}");
     assert!(reason.contains("128 KiB"), "{reason}");
 }
+
+/// Starts `confab` with auth off and `args`; its exit status and output
+/// when it exits at once, or the process and the URL it listens on.
+async fn confab_with(
+    args: &[&str],
+) -> Result<(tokio::process::Child, String), (std::process::ExitStatus, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(confab_tests::harness::confab_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("CONFAB_AUTH")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    match tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(line) => Ok((
+            child,
+            line.strip_prefix("confab listening on ")
+                .unwrap()
+                .trim()
+                .to_string(),
+        )),
+        None => {
+            let out = child.wait_with_output().await.unwrap();
+            Err((
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    }
+}
+
+/// With auth off, Confab serves this machine only: it will not listen where
+/// other machines reach it unless told so with a loud flag, and it refuses
+/// requests that came through a proxy (which could carry anyone's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_the_gateway_answers_only_this_machine_directly() {
+    let (status, stderr) = confab_with(&["--addr", "0.0.0.0:0"])
+        .await
+        .expect_err("it refuses to listen on every interface");
+    assert!(!status.success());
+    assert!(stderr.contains("--allow-remote-without-auth"), "{stderr}");
+
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    assert_eq!(api.get("/api/sessions").await.status, 200);
+    for (h, v) in [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("Forwarded", "for=203.0.113.9;proto=https"),
+        ("X-Forwarded-Host", "confab.example.com"),
+        ("X-Real-IP", "203.0.113.9"),
+    ] {
+        let r = api
+            .with_headers("GET", "/api/sessions", None, &[(h, v)])
+            .await;
+        assert_eq!(r.status, 403, "{h}");
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+    }
+    let (code, _) = match confab_tests::harness::Socket::connect_with_headers(
+        &gw.ws_url(None),
+        &[("X-Forwarded-For", "203.0.113.9")],
+    )
+    .await
+    {
+        Err(confab_tests::harness::ConnectError::Http(c)) => (c, ()),
+        other => panic!("the socket was not refused: {:?}", other.is_ok()),
+    };
+    assert_eq!(code, 403);
+
+    // Told so, it listens on every interface and answers other addresses.
+    let (_child, url) = confab_with(&["--addr", "0.0.0.0:0", "--allow-remote-without-auth"])
+        .await
+        .expect("it starts with the flag");
+    let port = url.rsplit(':').next().unwrap();
+    let lan = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect("192.0.2.1:9").map(|_| u))
+        .and_then(|u| u.local_addr())
+        .map(|a| a.ip());
+    if let Some(ip) = lan.ok().filter(|ip| !ip.is_loopback()) {
+        let r = reqwest::get(format!("http://{ip}:{port}/api/health"))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+}

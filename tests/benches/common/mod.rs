@@ -21,6 +21,7 @@ pub async fn in_process(
         data_dir: dir.path().to_path_buf(),
         web_dir,
         aws_emulated,
+        allow_remote_without_auth: false,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
