@@ -792,10 +792,12 @@ async fn confab_with(
 ) -> Result<(tokio::process::Child, String), (std::process::ExitStatus, String)> {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(confab_tests::harness::confab_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir.path())
+    let mut cmd = tokio::process::Command::new(confab_tests::harness::confab_bin());
+    cmd.args(args);
+    if !args.contains(&"--data-dir") {
+        cmd.arg("--data-dir").arg(dir.path());
+    }
+    let mut child = cmd
         .env_remove("CONFAB_AUTH")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -878,4 +880,39 @@ async fn without_auth_the_gateway_answers_only_this_machine_directly() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
+}
+
+/// A second gateway on the same data directory refuses to start, and the
+/// first one's sockets go on as they were (it does not wipe them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_data_directory_refuses_to_start() {
+    if confab_tests::harness::aws_mode() {
+        // Emulated AWS keeps nothing in the data directory.
+        return;
+    }
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    assert_eq!(api.create(&sid, &id(), "hello").await.status, 201);
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    s.subscribe(&sid, 0).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+    let data = gw.data.display().to_string();
+    let (status, stderr) = confab_with(&["--addr", "127.0.0.1:0", "--data-dir", &data])
+        .await
+        .expect_err("the second one refuses");
+    assert!(!status.success());
+    assert!(stderr.contains("another Confab is running"), "{stderr}");
+    // The first still knows the socket: a new message reaches it.
+    api.wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    assert_eq!(api.send(&sid, &id(), "again").await.status, 202);
+    s.expect("the new message", |e| {
+        matches!(e, ServerEvent::MessageCreated { message, .. } if message.plain_text() == "again")
+    })
+    .await;
 }

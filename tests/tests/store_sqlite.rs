@@ -229,3 +229,44 @@ async fn the_agent_history_is_read_within_its_budget() {
         .unwrap();
     assert!(!more);
 }
+
+/// The data directory holds the user's conversations: it is private (0700,
+/// its files 0600), and one store at a time holds it (`confab.lock`), so a
+/// second gateway cannot start on it and wipe the first one's sockets.
+#[tokio::test]
+async fn the_data_directory_is_private_and_held_by_one_store() {
+    use confab_functions::store::sqlite::DataDirInUse;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A database left readable by an older Confab is made private too.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("confab.db"), b"").unwrap();
+    std::fs::set_permissions(
+        data.join("confab.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let store = SqliteStore::open(&data).unwrap();
+    confab_tests::conformance::idle_session(&store, "alice", 1).await;
+    let mode = |f: &str| {
+        std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in ["confab.db", "confab.db-wal", "confab.db-shm", "confab.lock"] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    let second = SqliteStore::open(&data).expect_err("the directory is held");
+    let source = std::error::Error::source(&second).expect("a cause");
+    assert!(source.downcast_ref::<DataDirInUse>().is_some(), "{source}");
+    assert!(source.to_string().contains("another Confab is running"));
+    drop(store);
+    SqliteStore::open(&data).expect("free again once the first is closed");
+}

@@ -27,6 +27,33 @@ pub struct Counters {
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     counters: Arc<Counters>,
+    /// `confab.lock`, locked for as long as the store is open: one gateway
+    /// per data directory.
+    _lock: Arc<std::fs::File>,
+}
+
+/// Another process has the data directory open.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another Confab is running on the data directory {0} (it holds confab.lock); stop it, or give this one another --data-dir"
+)]
+pub struct DataDirInUse(pub String);
+
+/// The data directory and everything in it are the user's alone: the
+/// sessions are their conversations.
+#[cfg(unix)]
+fn private(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn private(_path: &Path, _mode: u32) -> Result<(), StoreError> {
+    Ok(())
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -57,9 +84,40 @@ fn parse_id<T: std::str::FromStr<Err = confab_protocol::validate::Invalid>>(
 impl SqliteStore {
     /// Opens (or creates) `confab.db` in `dir`, bringing its schema up to
     /// [`SCHEMA_VERSION`] first.
+    ///
+    /// The directory is made private (0700) and its files 0600, and
+    /// `confab.lock` in it is locked: a second store on the same directory,
+    /// in this process or another, is refused with [`DataDirInUse`].
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
-        let mut conn = Connection::open(dir.join("confab.db")).map_err(db)?;
+        private(dir, 0o700)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("confab.lock"))
+            .map_err(StoreError::backend)?;
+        private(&dir.join("confab.lock"), 0o600)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::backend(DataDirInUse(dir.display().to_string())));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::backend(e)),
+        }
+        // SQLite gives the journal files the database file's mode, so the
+        // database is made first, private.
+        let file = dir.join("confab.db");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&file)
+            .map_err(StoreError::backend)?;
+        for f in ["confab.db", "confab.db-wal", "confab.db-shm"] {
+            private(&dir.join(f), 0o600)?;
+        }
+        let mut conn = Connection::open(&file).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -71,6 +129,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             counters: Arc::default(),
+            _lock: Arc::new(lock),
         })
     }
 
