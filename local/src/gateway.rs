@@ -9,7 +9,7 @@ use axum::extract::ws::{
     CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
 };
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
@@ -142,14 +142,95 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
     let app = api
         .merge(sockets)
         .route("/config.json", get(move || web_config(config_file.clone())));
-    let app = match web_dir.filter(|d| d.join("index.html").is_file()) {
+    let web_dir = web_dir.filter(|d| d.join("index.html").is_file());
+    let csp = content_security_policy(
+        web_dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("index.html")).ok())
+            .as_deref()
+            .unwrap_or(""),
+    );
+    let app = match web_dir {
         Some(dir) => {
             let index = dir.join("index.html");
             app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
         }
         None => app.fallback(no_web_app),
     };
+    let csp = HeaderValue::from_str(&csp).expect("the policy is ASCII");
     app.layer(guard)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            security_headers(csp.clone(), req, next)
+        }))
+}
+
+/// The browser's rules for the web app: its scripts only from this origin
+/// (and the one inline loader Trunk writes, by its hash), WebAssembly
+/// compiled, no framing by other sites, no sniffing, no referrer to others.
+/// `'unsafe-eval'` is there because Dioxus's web renderer runs its document
+/// updates (such as the title) through `new Function`; it evaluates only
+/// what the app's own code hands it, and no script from elsewhere, inline
+/// or injected, may run.
+fn content_security_policy(index_html: &str) -> String {
+    let hashes: String = inline_script_hashes(index_html)
+        .iter()
+        .map(|h| format!(" {h}"))
+        .collect();
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'{hashes}; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The CSP sources (`'sha256-…'`) of the inline scripts of a page: the
+/// loader Trunk writes into `index.html`. `cargo xtask deploy` gives the
+/// same to CloudFront's policy (`confab --print-script-hashes`).
+pub fn inline_script_hashes(index_html: &str) -> Vec<String> {
+    use base64::engine::general_purpose::STANDARD;
+    use sha2::Digest;
+    let mut hashes = Vec::new();
+    let mut rest = index_html;
+    while let Some(at) = rest.find("<script") {
+        let tag_end = match rest[at..].find('>') {
+            Some(e) => at + e,
+            None => break,
+        };
+        let tag = &rest[at..tag_end];
+        let body_end = match rest[tag_end..].find("</script>") {
+            Some(e) => tag_end + e,
+            None => break,
+        };
+        if !tag.contains("src=") {
+            let body = &rest[tag_end + 1..body_end];
+            hashes.push(format!(
+                "'sha256-{}'",
+                STANDARD.encode(sha2::Sha256::digest(body.as_bytes()))
+            ));
+        }
+        rest = &rest[body_end..];
+    }
+    hashes
+}
+
+async fn security_headers(
+    csp: HeaderValue,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
 }
 
 /// Where the web app finds the API and the socket: the web directory's own

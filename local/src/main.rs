@@ -28,6 +28,11 @@ struct Args {
     /// can then run the agent as you: only for a network that is yours alone.
     #[arg(long)]
     allow_remote_without_auth: bool,
+    /// Print the Content-Security-Policy sources of the web app's inline
+    /// scripts (from `--web-dir`'s index.html) and exit: what
+    /// `cargo xtask deploy` gives CloudFront.
+    #[arg(long)]
+    print_script_hashes: bool,
 }
 
 #[tokio::main]
@@ -40,6 +45,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.print_script_hashes {
+        let html = std::fs::read_to_string(args.web_dir.join("index.html"))?;
+        println!(
+            "{}",
+            confab_local::gateway::inline_script_hashes(&html).join(" ")
+        );
+        return Ok(());
+    }
     let config = Config::from_env()?;
     confab_local::run(
         confab_local::Options {

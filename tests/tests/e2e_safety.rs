@@ -916,3 +916,38 @@ async fn a_second_gateway_on_the_same_data_directory_refuses_to_start() {
     })
     .await;
 }
+
+/// The web app is served with the browser's protections: a
+/// Content-Security-Policy that allows scripts only from this origin (and
+/// the inline loader by its hash) and no framing, `nosniff`, and no
+/// referrer. (The browser suite runs the app under this policy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_is_served_with_a_content_security_policy() {
+    let gw = Gateway::start_with_web(&[]).await;
+    let r = reqwest::get(format!("{}/", gw.base)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let h = r.headers().clone();
+    let html = r.text().await.unwrap();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let scripts = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .expect("a script-src");
+    assert!(scripts.starts_with("script-src 'self' "), "{scripts}");
+    assert!(
+        scripts.contains("'sha256-"),
+        "the loader by its hash: {scripts}"
+    );
+    assert!(!scripts.contains("unsafe-inline"), "{scripts}");
+    assert!(!scripts.contains("http"), "no other origin: {scripts}");
+    assert!(html.contains("<script type=\"module\">"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    // The API's answers carry them too.
+    let r = reqwest::get(format!("{}/api/health", gw.base))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}

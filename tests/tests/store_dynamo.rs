@@ -325,3 +325,34 @@ async fn a_filtered_list_reads_a_bounded_number_of_sessions_per_request() {
         .unwrap();
     assert_eq!(all.len(), 100);
 }
+
+/// On AWS, CloudFront sends the web app with the same browser protections
+/// as the local gateway: a Content-Security-Policy without inline scripts
+/// and with no framing, nosniff, no referrer, on every behaviour.
+#[test]
+fn the_web_app_is_served_with_security_headers_on_aws() {
+    let t = template();
+    let r = &t["Resources"];
+    let cfg = &r["WebDistribution"]["Properties"]["DistributionConfig"];
+    let policy = serde_json::json!({ "Ref": "WebSecurityHeaders" });
+    assert_eq!(
+        cfg["DefaultCacheBehavior"]["ResponseHeadersPolicyId"],
+        policy
+    );
+    for b in cfg["CacheBehaviors"].as_array().unwrap() {
+        assert_eq!(b["ResponseHeadersPolicyId"], policy);
+    }
+    let sec = &r["WebSecurityHeaders"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"];
+    let csp = sec["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"));
+    let scripts = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap();
+    assert!(!scripts.contains("unsafe-inline") && scripts.contains("${WebScriptHashes}"));
+    assert_eq!(sec["ContentTypeOptions"]["Override"], true);
+    assert_eq!(sec["ReferrerPolicy"]["ReferrerPolicy"], "no-referrer");
+}

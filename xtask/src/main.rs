@@ -473,6 +473,27 @@ fn deploy(extra: &[String]) -> Result<()> {
         ])
         .env("PATH", &path)
         .env("SAM_CLI_BETA_RUST_CARGO_LAMBDA", "1"))?;
+    // The web app's inline loader, by hash, for CloudFront's
+    // Content-Security-Policy (the local gateway computes the same).
+    let hashes = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "confab-local",
+            "--bin",
+            "confab",
+            "--",
+            "--web-dir",
+            "web/dist",
+            "--print-script-hashes",
+        ])
+        .output()
+        .context("computing the web app's script hashes")?;
+    if !hashes.status.success() {
+        bail!("confab --print-script-hashes failed");
+    }
+    let hashes = String::from_utf8(hashes.stdout)?.trim().to_string();
     let mut sam = Command::new(bin.join("sam"));
     sam.args([
         "deploy",
@@ -486,7 +507,8 @@ fn deploy(extra: &[String]) -> Result<()> {
         "--no-fail-on-empty-changeset",
         "--parameter-overrides",
     ])
-    .arg(format!("JwtSecret={secret}"));
+    .arg(format!("JwtSecret={secret}"))
+    .arg(format!("WebScriptHashes={hashes}"));
     // Further `Key=Value` overrides (AgentProvider=openai ...) and flags.
     sam.args(extra).env("PATH", &path);
     // Not `run`: the command line carries the secret, which is not printed.
