@@ -86,6 +86,9 @@ impl AgentConfig {
 pub struct Config {
     pub auth: AuthConfig,
     pub agent: AgentConfig,
+    /// The most a session's permission mode may allow
+    /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
+    pub max_permission_mode: confab_protocol::model::PermissionMode,
     /// Session creations per owner per minute.
     pub create_rate: u32,
 }
@@ -204,8 +207,20 @@ impl Config {
             1,
             1_000_000,
         )? as u32;
+        let max_permission_mode = match get("CONFAB_MAX_PERMISSION_MODE") {
+            None => confab_protocol::model::PermissionMode::Default,
+            Some(v) => confab_protocol::model::PermissionMode::ALL
+                .into_iter()
+                .find(|m| m.as_str() == v)
+                .ok_or(ConfigError::Invalid {
+                    name: "CONFAB_MAX_PERMISSION_MODE",
+                    value: v.clone(),
+                    expected: "plan, default, acceptEdits or bypassPermissions",
+                })?,
+        };
         Ok(Config {
             auth,
+            max_permission_mode,
             agent: AgentConfig {
                 kind,
                 model: get("CONFAB_AGENT_MODEL"),

@@ -267,4 +267,24 @@ pub struct Ports {
     pub agent: Arc<dyn Agent>,
     /// Session creations per owner.
     pub limiter: Arc<RateLimiter>,
+    /// The most a session's permission mode may allow here.
+    pub max_permission_mode: PermissionMode,
+}
+
+impl Ports {
+    /// `mode` if this server allows it, else why not, in words for the user.
+    pub fn permit(
+        &self,
+        mode: PermissionMode,
+    ) -> Result<PermissionMode, crate::error::ServiceError> {
+        if self.max_permission_mode.allows(mode) {
+            Ok(mode)
+        } else {
+            Err(crate::error::ServiceError::Invalid(format!(
+                "permissionMode {} is above what this server allows ({}; CONFAB_MAX_PERMISSION_MODE)",
+                mode.as_str(),
+                self.max_permission_mode.as_str()
+            )))
+        }
+    }
 }

@@ -186,6 +186,7 @@ pub async fn run(
             dispatch: dispatch.unwrap_or_else(|| runner.clone()),
             agent: agent.clone(),
             limiter: Arc::new(RateLimiter::per_minute(config.create_rate)),
+            max_permission_mode: config.max_permission_mode,
         },
         auth: auth.clone(),
     }));

@@ -31,6 +31,22 @@ impl PermissionMode {
         PermissionMode::Plan,
     ];
 
+    /// How much the mode lets an agent do without asking: `plan` (read
+    /// only) < `default` < `acceptEdits` < `bypassPermissions`.
+    pub fn rank(self) -> u8 {
+        match self {
+            PermissionMode::Plan => 0,
+            PermissionMode::Default => 1,
+            PermissionMode::AcceptEdits => 2,
+            PermissionMode::BypassPermissions => 3,
+        }
+    }
+
+    /// Whether a server whose ceiling is `self` allows `mode`.
+    pub fn allows(self, mode: PermissionMode) -> bool {
+        mode.rank() <= self.rank()
+    }
+
     /// The wire spelling, e.g. `acceptEdits`.
     pub fn as_str(self) -> &'static str {
         match self {

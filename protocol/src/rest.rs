@@ -144,6 +144,9 @@ pub struct AuthInfo {
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_title_chars: usize,
+    /// The most a session's `permissionMode` may allow on this server
+    /// (`CONFAB_MAX_PERMISSION_MODE`); a request above it is refused.
+    pub max_permission_mode: crate::model::PermissionMode,
 }
 
 /// `GET /api/config`

@@ -144,9 +144,11 @@ fn rest_bodies_round_trip() {
         limits: Limits {
             max_message_bytes: 32768,
             max_title_chars: 200,
+            max_permission_mode: confab_protocol::model::PermissionMode::AcceptEdits,
         },
     });
     assert_eq!(c["limits"]["maxMessageBytes"], 32768);
+    assert_eq!(c["limits"]["maxPermissionMode"], "acceptEdits");
     rt(&Health { ok: true });
     let e = rt(&ErrorBody {
         error: ErrorDetail {

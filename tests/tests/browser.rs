@@ -281,6 +281,18 @@ async fn an_unknown_session_url_opens_ready_for_a_first_message() {
         false
     );
     let _ = w.screenshot("7-unknown-url").await;
+    // The app offers only the permission modes this server allows (its
+    // default ceiling: `default`).
+    w.until(
+        "the server's modes",
+        "const o = [...document.querySelectorAll('#default-mode option')].map(o => o.value); return o.length === 2 && o.includes('default') && o.includes('plan')",
+    )
+    .await;
+    assert_eq!(
+        w.js("return [...document.querySelectorAll('#session-mode option')].map(o => o.value).sort().join(',')")
+            .await,
+        "default,plan"
+    );
     w.send_message("first words").await;
     w.until(
         "the reply",

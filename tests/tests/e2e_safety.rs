@@ -951,3 +951,76 @@ async fn the_web_app_is_served_with_a_content_security_policy() {
         .unwrap();
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+/// The server, not the client, decides how far an agent may go without
+/// asking: a permission mode above `CONFAB_MAX_PERMISSION_MODE` (default
+/// `default`) is refused with a clear error on create, send and rename, and
+/// `/api/config` says what is allowed, so the app offers only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permission_mode_above_the_servers_ceiling_is_refused() {
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    assert_eq!(
+        api.get("/api/config").await.body["limits"]["maxPermissionMode"],
+        "default"
+    );
+    let create = |mode: &str| json!({ "id": id(), "permissionMode": mode, "message": { "id": id(), "text": "hi" } });
+    for mode in ["acceptEdits", "bypassPermissions"] {
+        let r = api.call("POST", "/api/sessions", Some(create(mode))).await;
+        assert_eq!(r.status, 400, "{mode}: {}", r.text);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(mode) && message.contains("CONFAB_MAX_PERMISSION_MODE"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        api.get("/api/sessions").await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing was stored"
+    );
+    for mode in ["plan", "default"] {
+        let r = api.call("POST", "/api/sessions", Some(create(mode))).await;
+        assert_eq!(r.status, 201, "{mode}: {}", r.text);
+    }
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    api.wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/api/sessions/{sid}"),
+            Some(json!({ "permissionMode": "bypassPermissions" })),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .call(
+            "POST",
+            &format!("/api/sessions/{sid}/messages"),
+            Some(json!({ "id": id(), "text": "go", "permissionMode": "acceptEdits" })),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(api.session(&sid).await.body["session"]["messageCount"], 2);
+
+    // A server that allows more says so, and takes it.
+    let gw = Gateway::start(&[("CONFAB_MAX_PERMISSION_MODE", "acceptEdits")]).await;
+    let api = gw.api(None);
+    assert_eq!(
+        api.get("/api/config").await.body["limits"]["maxPermissionMode"],
+        "acceptEdits"
+    );
+    let r = api
+        .call("POST", "/api/sessions", Some(create("acceptEdits")))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = api
+        .call("POST", "/api/sessions", Some(create("bypassPermissions")))
+        .await;
+    assert_eq!(r.status, 400);
+}

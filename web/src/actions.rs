@@ -124,7 +124,7 @@ impl AppState {
         };
         if creating {
             self.with_current(&mine.session_id, |c| c.begin_create(mine.clone()));
-            let mode = *self.default_mode.peek();
+            let mode = self.start_mode();
             let sid = mine.session_id.clone();
             spawn(async move {
                 match api::create(&sid, &project, mode, message).await {

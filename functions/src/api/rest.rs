@@ -261,6 +261,7 @@ async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
         limits: Limits {
             max_message_bytes: validate::MAX_MESSAGE_BYTES,
             max_title_chars: validate::MAX_TITLE_CHARS,
+            max_permission_mode: st.ports.max_permission_mode,
         },
     })
 }

@@ -91,6 +91,7 @@ impl Shared {
                 dispatch: Arc::new(LambdaDispatch::new(&self.sdk, worker, self.stats.clone())),
                 agent: self.agent()?,
                 limiter: Arc::new(RateLimiter::per_minute(self.config.create_rate)),
+                max_permission_mode: self.config.max_permission_mode,
             },
             auth: self.auth.clone(),
         })))

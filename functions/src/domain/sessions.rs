@@ -109,6 +109,7 @@ pub async fn create_session(
         .map_err(ServiceError::Invalid)?;
     let title = req.title.as_deref().map(validate::title).transpose()?;
     let text = &req.message.text;
+    let permission_mode = ports.permit(req.permission_mode.unwrap_or_default())?;
 
     if let Some(rec) = store.get_session(&id).await? {
         return existing(ports, owner, rec, &req.message.id).await;
@@ -128,7 +129,7 @@ pub async fn create_session(
         project_id,
         title: title.map_or_else(|| validate::default_title(text), str::to_string),
         status: SessionStatus::Running,
-        permission_mode: req.permission_mode.unwrap_or_default(),
+        permission_mode,
         created_at: at,
         updated_at: at,
         last_message_at: at,
@@ -413,6 +414,8 @@ pub async fn send_message(
         }));
     }
     let rec = reap_if_stale(store, push, rec).await?;
+    // The mode the turn runs in, given or kept, is within this server's.
+    ports.permit(req.permission_mode.unwrap_or(rec.summary.permission_mode))?;
     let now = now_ms();
     let turn = ActiveTurn::new(now);
     let new = NewTurn {
@@ -521,6 +524,9 @@ pub async fn update(
     req: UpdateSessionRequest,
 ) -> Result<SessionSummary, ServiceError> {
     let title = req.title.as_deref().map(validate::title).transpose()?;
+    if let Some(m) = req.permission_mode {
+        ports.permit(m)?;
+    }
     if title.is_none() && req.permission_mode.is_none() {
         return Err(ServiceError::Invalid(
             "give a title or a permissionMode to change".into(),

@@ -15,6 +15,7 @@ pub async fn in_process(
         auth: AuthConfig::None,
         agent: AgentConfig::demo(delay_ms),
         create_rate: 1_000_000,
+        max_permission_mode: confab_protocol::model::PermissionMode::Default,
     };
     let opts = confab_local::Options {
         addr: "127.0.0.1:0".parse().expect("addr"),

@@ -88,6 +88,7 @@ pub fn Sidebar() -> Element {
         .as_ref()
         .map(|c| (c.agent.provider.clone(), c.agent.model.clone()));
     let mode = (app.default_mode)();
+    let modes = app.allowed_modes();
     rsx! {
         aside { class: "sidebar", aria_label: "Sessions",
             div { class: "brand", "Confab" }
@@ -121,7 +122,7 @@ pub fn Sidebar() -> Element {
                             save_default_mode(m);
                         }
                     },
-                    for m in PermissionMode::ALL { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
+                    for m in modes { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
                 }
                 if let Some((provider, model)) = agent {
                     p { class: "agent", id: "agent-info",

@@ -114,6 +114,12 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
         .as_ref()
         .map(|s| s.permission_mode)
         .unwrap_or(*app.default_mode.read());
+    // What this server allows, and the session's own mode if it is above
+    // (set before the ceiling was lowered), so the select shows the truth.
+    let mut modes = app.allowed_modes();
+    if !modes.contains(&mode) {
+        modes.push(mode);
+    }
     let placeholder = if summary.is_none() {
         "Start a session: type your first message"
     } else {
@@ -145,7 +151,7 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                 div { class: "session-tools",
                     label { r#for: "session-mode", "Permissions" }
                     select { id: "session-mode", value: "{mode.as_str()}", disabled: summary.is_none(), onchange: set_mode,
-                        for m in PermissionMode::ALL { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
+                        for m in modes { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
                     }
                     if summary.is_some() {
                         button { class: "link", onclick: move |_| app.export(id(), "md"), "Export .md" }

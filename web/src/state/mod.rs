@@ -59,6 +59,30 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The modes this server allows (`/api/config`); until it has said,
+    /// those of its default ceiling.
+    pub fn allowed_modes(&self) -> Vec<PermissionMode> {
+        let ceiling = self
+            .config
+            .read()
+            .as_ref()
+            .map_or(PermissionMode::Default, |c| c.limits.max_permission_mode);
+        PermissionMode::ALL
+            .into_iter()
+            .filter(|m| ceiling.allows(*m))
+            .collect()
+    }
+
+    /// The mode a new session starts in: the chosen default, if allowed.
+    pub fn start_mode(&self) -> PermissionMode {
+        let m = *self.default_mode.peek();
+        if self.allowed_modes().contains(&m) {
+            m
+        } else {
+            PermissionMode::Default
+        }
+    }
+
     pub fn new() -> AppState {
         AppState {
             sessions: Signal::new(SessionList::new()),
