@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub projects_root: Option<std::path::PathBuf>,
     /// The Claude Code executable.
     pub claude_bin: std::path::PathBuf,
+    /// Variables the Claude Code child may see beyond its own
+    /// (`CONFAB_CLAUDE_ENV`, names separated by commas).
+    pub claude_env: Vec<String>,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             max_tokens: 4096,
             projects_root: None,
             claude_bin: "claude".into(),
+            claude_env: Vec::new(),
         }
     }
 }
@@ -232,6 +236,15 @@ impl Config {
                 max_tokens,
                 projects_root,
                 claude_bin: get("CONFAB_CLAUDE_BIN").map_or_else(|| "claude".into(), Into::into),
+                claude_env: get("CONFAB_CLAUDE_ENV")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             },
             create_rate,
         })

@@ -198,6 +198,16 @@ async fn claude_gateway() -> Claude {
         ("CONFAB_PROJECTS_ROOT", root.to_str().unwrap()),
         ("CONFAB_CLAUDE_BIN", &fake_claude()),
         ("FAKE_CLAUDE_LOG", log.to_str().unwrap()),
+        ("CONFAB_CLAUDE_ENV", "FAKE_CLAUDE_LOG"),
+        // Secrets of the gateway's that the child must not see.
+        ("OPENAI_API_KEY", "sk-gateway-openai-secret"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-gateway-secret"),
+        (
+            "CONFAB_JWT_SECRET",
+            "a-jwt-secret-the-child-must-not-see-0123",
+        ),
+        // And what Claude Code itself reads.
+        ("ANTHROPIC_API_KEY", "sk-ant-for-claude"),
     ])
     .await;
     Claude {
@@ -368,4 +378,67 @@ async fn a_project_that_leads_outside_the_root_is_refused_and_nothing_is_stored(
         0
     );
     assert!(!c.log.join("args").exists(), "claude was never started");
+}
+
+/// The Claude Code child gets an explicit environment: what it needs
+/// (`PATH`, `HOME`, the Claude and Anthropic variables, names listed in
+/// `CONFAB_CLAUDE_ENV`) and none of the gateway's other secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_gets_only_the_environment_it_needs() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "hello").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let env = read(&c.log.join("env"));
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    for wanted in ["PATH", "HOME", "ANTHROPIC_API_KEY", "FAKE_CLAUDE_LOG"] {
+        assert!(names.contains(&wanted), "{wanted} missing: {names:?}");
+    }
+    for secret in [
+        "sk-gateway-openai-secret",
+        "aws-gateway-secret",
+        "a-jwt-secret-the-child",
+    ] {
+        assert!(!env.contains(secret), "the child saw {secret}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("CONFAB_")), "{names:?}");
+}
+
+/// The child dies with the gateway, however the gateway ends (here killed
+/// with SIGKILL, which runs no cleanup of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_code_child_dies_with_the_gateway() {
+    let mut c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "be slow").await;
+    api.wait_session(&sid, |_| c.log.join("pid").exists()).await;
+    let pid = read(&c.log.join("pid")).trim().to_string();
+    assert!(!dead(&pid));
+    c.gw.kill().await;
+    for _ in 0..100 {
+        if dead(&pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dead(&pid), "the claude process outlived the gateway");
+}
+
+/// A child that writes a line without end cannot make the gateway hold it:
+/// past 8 MiB the turn fails, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_too_long_from_claude_code_fails_the_turn() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "hugeline").await;
+    let done = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(done["session"]["lastTurn"]["outcome"], "failed");
+    let error = done["session"]["lastTurn"]["error"].as_str().unwrap();
+    assert!(error.contains("over 8 MiB"), "{error}");
 }

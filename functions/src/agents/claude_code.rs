@@ -13,10 +13,30 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 const PROVIDER: &str = "Claude Code";
+
+/// The longest line of output read from the child; a longer one fails the
+/// turn instead of growing without bound.
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The environment the child gets, and nothing else of the gateway's (whose
+/// environment holds its own secrets: the JWT secret, other providers'
+/// keys, cloud credentials). Names with these prefixes pass too.
+const ENV_NAMES: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
+];
+const ENV_PREFIXES: &[&str] = &["LC_", "CLAUDE_", "ANTHROPIC_"];
+
+/// Whether the child gets variable `name`: the list above, or one named in
+/// `extra` (`CONFAB_CLAUDE_ENV`).
+fn passes(name: &str, extra: &[String]) -> bool {
+    ENV_NAMES.contains(&name)
+        || ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        || extra.iter().any(|e| e == name)
+}
 
 /// Folders Claude Code must never be pointed at.
 const SYSTEM_PATHS: &[&str] = &[
@@ -37,6 +57,8 @@ pub struct ClaudeCode {
     bin: PathBuf,
     root: PathBuf,
     model: Option<String>,
+    /// More variable names the child may see (`CONFAB_CLAUDE_ENV`).
+    extra_env: Vec<String>,
 }
 
 impl ClaudeCode {
@@ -51,7 +73,19 @@ impl ClaudeCode {
         if SYSTEM_PATHS.iter().any(|p| root == Path::new(p)) {
             return Err(RootError::System(shown));
         }
-        Ok(ClaudeCode { bin, root, model })
+        Ok(ClaudeCode {
+            bin,
+            root,
+            model,
+            extra_env: Vec::new(),
+        })
+    }
+
+    /// Lets the child see these variables too (proxies, a cloud provider's
+    /// settings).
+    pub fn with_env(mut self, names: Vec<String>) -> ClaudeCode {
+        self.extra_env = names;
+        self
     }
 
     /// The folder of a project, refused when it would lead outside the root
@@ -98,9 +132,54 @@ impl Drop for Group {
 
 struct Run {
     group: Group,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: BufReader<ChildStdout>,
     queue: VecDeque<AgentEvent>,
     finished: bool,
+    /// Writes the prompt to the child; aborted with the run.
+    _feed: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why a line could not be read.
+enum LineError {
+    TooLong,
+    Io,
+}
+
+/// The next line of `r` without its newline, at most `max` bytes; None at
+/// the end.
+async fn next_line(
+    r: &mut BufReader<ChildStdout>,
+    max: usize,
+) -> Result<Option<String>, LineError> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf().await.map_err(|_| LineError::Io)?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned()));
+        }
+        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max + 1 {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            line.pop();
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
 }
 
 /// The prompt: the new message, with the earlier conversation when there is
@@ -246,11 +325,25 @@ impl Agent for ClaudeCode {
             cmd.args(["--model", m]);
         }
         cmd.current_dir(&dir)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| passes(k, &self.extra_env)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        // The child dies with the gateway, however the gateway ends.
+        #[cfg(target_os = "linux")]
+        // SAFETY: between fork and exec only prctl(2) runs, which is
+        // async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| AgentError {
             message: format!(
                 "{PROVIDER} could not be started: is `claude` installed (or CONFAB_CLAUDE_BIN set)?"
@@ -268,19 +361,22 @@ impl Agent for ClaudeCode {
         let group = Group { child };
         let text = prompt(&request);
         // The prompt goes on stdin: no length limit, and not visible in `ps`.
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| AgentError {
-                message: "Claude Code did not take the message.".into(),
-                source: Some(Box::new(e)),
-            })?;
-        drop(stdin);
+        // A task writes it, so a child that does not read cannot hold the
+        // turn up; stopping or shutting down drops the run and the task.
+        let feed = tokio::spawn(async move {
+            if let Err(e) = stdin.write_all(text.as_bytes()).await {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "Claude Code did not take the message"
+                );
+            }
+        });
         let run = Run {
             group,
-            lines: BufReader::new(stdout).lines(),
+            lines: BufReader::new(stdout),
             queue: VecDeque::new(),
             finished: false,
+            _feed: AbortOnDrop(feed),
         };
         Ok(stream::unfold(Some(run), |run| async move {
             let mut run = run?;
@@ -291,7 +387,16 @@ impl Agent for ClaudeCode {
                 if run.finished {
                     return None;
                 }
-                match run.lines.next_line().await {
+                match next_line(&mut run.lines, MAX_LINE_BYTES).await {
+                    Err(LineError::TooLong) => {
+                        return Some((
+                            Err(AgentError::new(format!(
+                                "{PROVIDER} sent a line over {} MiB; the reply was ended there.",
+                                MAX_LINE_BYTES / (1024 * 1024)
+                            ))),
+                            None,
+                        ));
+                    }
                     Ok(Some(line)) if line.trim().is_empty() => continue,
                     Ok(Some(line)) => match parse_line(&line) {
                         Ok((events, done)) => {

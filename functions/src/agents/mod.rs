@@ -69,11 +69,10 @@ pub fn from_config(cfg: &AgentConfig) -> Result<Arc<dyn Agent>, AgentSetupError>
                     "CONFAB_PROJECTS_ROOT",
                     "claude-code",
                 ))?;
-            Arc::new(claude_code::ClaudeCode::new(
-                cfg.claude_bin.clone(),
-                root,
-                cfg.model.clone(),
-            )?)
+            Arc::new(
+                claude_code::ClaudeCode::new(cfg.claude_bin.clone(), root, cfg.model.clone())?
+                    .with_env(cfg.claude_env.clone()),
+            )
         }
     })
 }
