@@ -90,6 +90,8 @@ impl AgentConfig {
 pub struct Config {
     pub auth: AuthConfig,
     pub agent: AgentConfig,
+    /// Sockets one owner may hold at once (`CONFAB_MAX_SOCKETS_PER_OWNER`).
+    pub max_sockets_per_owner: usize,
     /// The most a session's permission mode may allow
     /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
     pub max_permission_mode: confab_protocol::model::PermissionMode,
@@ -222,9 +224,17 @@ impl Config {
                     expected: "plan, default, acceptEdits or bypassPermissions",
                 })?,
         };
+        let max_sockets_per_owner = number(
+            get("CONFAB_MAX_SOCKETS_PER_OWNER"),
+            "CONFAB_MAX_SOCKETS_PER_OWNER",
+            crate::api::socket::MAX_SOCKETS_PER_OWNER as u64,
+            1,
+            100_000,
+        )? as usize;
         Ok(Config {
             auth,
             max_permission_mode,
+            max_sockets_per_owner,
             agent: AgentConfig {
                 kind,
                 model: get("CONFAB_AGENT_MODEL"),

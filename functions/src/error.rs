@@ -22,6 +22,9 @@ pub enum ServiceError {
     TurnRunning,
     #[error("too many new sessions: try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A limit on how much one owner holds at once (sockets).
+    #[error("{0}")]
+    TooMany(String),
     /// Stored, but not carried on; the same request again finishes it.
     #[error("{0}")]
     Unavailable(String),
@@ -38,7 +41,7 @@ impl ServiceError {
             ServiceError::NotFound => ErrorCode::NotFound,
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TurnRunning => ErrorCode::TurnRunning,
-            ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServiceError::RateLimited { .. } | ServiceError::TooMany(_) => ErrorCode::RateLimited,
             ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

@@ -2,7 +2,7 @@
 //! through the shared socket handlers, the `@connections` management
 //! endpoint, and the built web app.
 
-use crate::registry::{Outgoing, Registry};
+use crate::registry::{Outbox, Outgoing, Registry};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{
@@ -28,6 +28,10 @@ use tower_http::services::{ServeDir, ServeFile};
 /// Gateway's own limit); frames over the contract's 8 KiB get an error frame.
 const MAX_INCOMING_FRAME: usize = 128 * 1024;
 
+/// A write to a socket that takes longer than this closes it: its client is
+/// not reading.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Gateway {
     pub store: Arc<dyn Store>,
     pub push: Arc<dyn Push>,
@@ -35,6 +39,8 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
     /// Auth is off: answer only this machine, directly (no proxy).
     pub local_only: bool,
+    /// Sockets one owner may hold at once.
+    pub max_sockets_per_owner: usize,
 }
 
 /// Headers a proxy adds: a request that carries one came from somewhere
@@ -282,6 +288,7 @@ async fn upgrade(
         &gw.auth,
         &id,
         q.get("token").map(String::as_str),
+        gw.max_sockets_per_owner,
     )
     .await
     {
@@ -312,20 +319,30 @@ fn too_big(e: axum::Error) -> bool {
     )
 }
 
-async fn serve_socket(
-    gw: Arc<Gateway>,
-    id: ConnectionId,
-    socket: WebSocket,
-    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
-) {
+async fn serve_socket(gw: Arc<Gateway>, id: ConnectionId, socket: WebSocket, outbox: Outbox) {
+    let Outbox {
+        mut rx,
+        queued,
+        cut,
+    } = outbox;
     let (mut sink, mut stream) = socket.split();
     // The reader's reason to close (a frame too big), sent ahead of anything
     // still queued.
     let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         loop {
             let out = tokio::select! {
                 biased;
+                _ = cut.notified() => {
+                    // Too far behind: what waits is dropped now, with the
+                    // socket; a close frame is tried, briefly.
+                    let bye = CloseFrame {
+                        code: close_code::POLICY,
+                        reason: "too far behind: the client does not read what it is sent".into(),
+                    };
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(Some(bye)))).await;
+                    break;
+                }
                 why = &mut close_rx => {
                     if let Ok(frame) = why {
                         let _ = sink.send(WsMessage::Close(Some(frame))).await;
@@ -347,13 +364,40 @@ async fn serve_socket(
                     break;
                 }
             };
-            if sink.send(msg).await.is_err() {
-                break;
+            let len = match &msg {
+                WsMessage::Text(t) => t.len(),
+                WsMessage::Binary(b) => b.len(),
+                _ => 0,
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = cut.notified() => break,
+                r = tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)) => r,
+            };
+            match sent {
+                Ok(Ok(())) => {
+                    queued.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!("a socket write timed out; closing the connection");
+                    break;
+                }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
     });
-    while let Some(read) = stream.next().await {
+    let mut writer_done = false;
+    loop {
+        // The writer ending (cut off, timed out, closed) ends the reading too.
+        let read = tokio::select! {
+            r = stream.next() => r,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+        };
+        let Some(read) = read else { break };
         let msg = match read {
             Ok(msg) => msg,
             Err(e) => {
@@ -388,7 +432,9 @@ async fn serve_socket(
             "forgetting a connection failed"
         );
     }
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
 }
 
 /// API Gateway's answer for a connection that is no more: the SDKs read the

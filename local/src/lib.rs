@@ -200,6 +200,7 @@ pub async fn run(
         registry: registry.clone(),
         auth,
         local_only: auth_off && !opts.allow_remote_without_auth,
+        max_sockets_per_owner: config.max_sockets_per_owner,
     });
     let app = gateway::router(gw, api, opts.web_dir.clone());
 

@@ -6,12 +6,23 @@ use bytes::Bytes;
 use confab_functions::ports::{Push, PushError};
 use confab_protocol::Timestamp;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc};
 
-/// Frames waiting for a slow connection before it is cut off.
+/// What a connection's writer serves: its queue, the bytes in it, and the
+/// signal that cuts it off.
+pub struct Outbox {
+    pub rx: mpsc::Receiver<Outgoing>,
+    pub queued: Arc<AtomicUsize>,
+    pub cut: Arc<Notify>,
+}
+
+/// Frames waiting for a slow connection before it is cut off...
 const QUEUE: usize = 4096;
+/// ...or bytes: a client that does not read cannot make the server hold
+/// more than this for it.
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 pub enum Outgoing {
     Frame(Bytes),
@@ -20,6 +31,10 @@ pub enum Outgoing {
 
 struct Entry {
     tx: mpsc::Sender<Outgoing>,
+    /// Bytes queued and not yet written to the socket.
+    queued: Arc<AtomicUsize>,
+    /// Told when the connection is cut off: its writer drops what waits.
+    cut: Arc<Notify>,
     connected_at: Timestamp,
     last_active_ms: AtomicI64,
     source_ip: String,
@@ -53,20 +68,24 @@ impl Registry {
     }
 
     /// Adds a connection; frames for it queue until its socket is served.
-    pub fn add(&self, id: &str, source_ip: String, user_agent: String) -> mpsc::Receiver<Outgoing> {
+    pub fn add(&self, id: &str, source_ip: String, user_agent: String) -> Outbox {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(Notify::new());
         let now = confab_functions::clock::now_ms();
         self.lock().insert(
             id.to_string(),
             Entry {
                 tx,
+                queued: queued.clone(),
+                cut: cut.clone(),
                 connected_at: Timestamp::from_millis(now),
                 last_active_ms: AtomicI64::new(now),
                 source_ip,
                 user_agent,
             },
         );
-        rx
+        Outbox { rx, queued, cut }
     }
 
     pub fn remove(&self, id: &str) {
@@ -95,6 +114,17 @@ impl Registry {
         let Some(e) = conns.get(id) else {
             return Err(PushError::Gone);
         };
+        let len = frame.len();
+        if e.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            tracing::warn!(
+                connection = id,
+                "connection does not read what it is sent; cutting it off"
+            );
+            if let Some(e) = conns.remove(id) {
+                e.cut.notify_one();
+            }
+            return Err(PushError::Gone);
+        }
         match e.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -1024,3 +1024,139 @@ async fn a_permission_mode_above_the_servers_ceiling_is_refused() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+/// The resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Clients that never read cannot make the server hold their frames: eight
+/// sockets each send 5,000 subscribes to a session with a 32 KiB message
+/// (100 bytes in, 32 KiB out each) and read nothing. The server's memory
+/// grows by less than 100 MB, every one of them is closed within 30 s, and
+/// a normal client streams a reply meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_are_cut_off_and_cannot_exhaust_the_server() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    let text = "x".repeat(32 * 1000);
+    assert_eq!(api.create(&sid, &id(), &text).await.status, 201);
+    api.wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    let pid = gw.pid();
+    let before = rss(pid);
+    let started = tokio::time::Instant::now();
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let (ws, _) = tokio_tungstenite::connect_async(gw.ws_url(None))
+            .await
+            .unwrap();
+        let (mut sink, stream) = ws.split();
+        let sid = sid.clone();
+        attackers.push(tokio::spawn(async move {
+            // The reading half is kept and never read.
+            let _unread = stream;
+            let frame = format!(r#"{{"action":"subscribe","sessionId":"{sid}","afterSeq":0}}"#);
+            let _ = sink
+                .send(WsMessage::Text(r#"{"action":"hello"}"#.into()))
+                .await;
+            for _ in 0..5000 {
+                if sink
+                    .send(WsMessage::Text(frame.clone().into()))
+                    .await
+                    .is_err()
+                {
+                    return tokio::time::Instant::now();
+                }
+            }
+            // Then until the server hangs up.
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if sink
+                    .send(WsMessage::Text(r#"{"action":"ping"}"#.into()))
+                    .await
+                    .is_err()
+                {
+                    return tokio::time::Instant::now();
+                }
+            }
+        }));
+    }
+    // Meanwhile a normal client streams a reply.
+    let mut normal = gw.socket(None).await;
+    normal.hello().await;
+    normal.subscribe(&sid, 2).await;
+    assert_eq!(api.send(&sid, &id(), "/words 2000").await.status, 202);
+    let mut peak = before;
+    let watch = async {
+        loop {
+            peak = peak.max(rss(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let reply = normal.expect_within(
+        "the reply stored",
+        Duration::from_secs(30),
+        |e| matches!(e, ServerEvent::MessageCreated { message, .. } if message.seq == 4),
+    );
+    tokio::select! {
+        _ = watch => unreachable!(),
+        (e, _) = reply => {
+            let ServerEvent::MessageCreated { message, .. } = e else { unreachable!() };
+            assert_eq!(message.plain_text().split_whitespace().count(), 2000);
+        }
+    }
+    for a in attackers {
+        let closed = tokio::time::timeout(Duration::from_secs(30), a)
+            .await
+            .expect("an attacker's socket was not closed within 30 s")
+            .unwrap();
+        assert!(closed.duration_since(started) < Duration::from_secs(30));
+    }
+    peak = peak.max(rss(pid));
+    let grew = peak.saturating_sub(before);
+    assert!(
+        grew < 100 * 1024 * 1024,
+        "the server grew by {} MB",
+        grew / (1024 * 1024)
+    );
+}
+
+/// One owner holds a bounded number of sockets at once
+/// (`CONFAB_MAX_SOCKETS_PER_OWNER`): past it the handshake is refused with
+/// 429, and closing one frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_holds_a_bounded_number_of_sockets() {
+    let gw = Gateway::start(&[("CONFAB_MAX_SOCKETS_PER_OWNER", "3")]).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = gw.socket(None).await;
+        s.hello().await;
+        open.push(s);
+    }
+    match Socket::connect(&gw.ws_url(None)).await {
+        Err(ConnectError::Http(code)) => assert_eq!(code, 429),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a fourth socket was let in"),
+    }
+    open.pop().unwrap().close().await;
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(s) = Socket::connect(&gw.ws_url(None)).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    again.expect("a place is free again").hello().await;
+}

@@ -12,17 +12,29 @@ use confab_protocol::rest::ErrorCode;
 use confab_protocol::socket::parse_client_frame;
 use confab_protocol::{ClientFrame, ConnectionId, ServerEvent, SessionId};
 
-/// `$connect`: checks the token and stores the connection with its owner.
-/// Nothing may be sent to the connection yet.
+/// Sockets one owner may hold at once, unless configured
+/// (`CONFAB_MAX_SOCKETS_PER_OWNER`).
+pub const MAX_SOCKETS_PER_OWNER: usize = 32;
+
+/// `$connect`: checks the token and the owner's socket count, and stores
+/// the connection with its owner. Nothing may be sent to the connection yet.
+/// The count is read, then the row written: racing connects can pass it by
+/// a few, never without bound.
 pub async fn connect(
     store: &dyn ConnectionStore,
     auth: &Auth,
     connection_id: &ConnectionId,
     token: Option<&str>,
+    max_sockets: usize,
 ) -> Result<String, ServiceError> {
     let owner = auth
         .owner(token)
         .map_err(|_| ServiceError::Unauthorized("a valid token is required"))?;
+    if store.owner_connections(&owner).await?.len() >= max_sockets {
+        return Err(ServiceError::TooMany(format!(
+            "you have {max_sockets} sockets open, the most allowed; close a tab first"
+        )));
+    }
     store
         .put_connection(connection_id, &owner, now_ms())
         .await?;

@@ -98,13 +98,15 @@ impl Shared {
     }
 
     pub fn sockets(&self) -> SocketApp {
-        SocketApp::new(
+        let mut app = SocketApp::new(
             self.store.clone(),
             self.auth.clone(),
             self.sdk.clone(),
             self.stats.clone(),
             self.settings.push_endpoint.clone(),
-        )
+        );
+        app.max_sockets_per_owner = self.config.max_sockets_per_owner;
+        app
     }
 }
 
@@ -116,6 +118,8 @@ pub struct SocketApp {
     pub stats: Arc<AwsStats>,
     /// Overrides the event's own domain and stage.
     pub push_endpoint: Option<String>,
+    /// Sockets one owner may hold at once.
+    pub max_sockets_per_owner: usize,
     pushes: Mutex<HashMap<String, Arc<ApiGatewayPush>>>,
 }
 
@@ -148,6 +152,7 @@ impl SocketApp {
             sdk,
             stats,
             push_endpoint,
+            max_sockets_per_owner: crate::api::socket::MAX_SOCKETS_PER_OWNER,
             pushes: Mutex::default(),
         }
     }
@@ -181,9 +186,18 @@ impl SocketApp {
             return respond(400, "no connection id");
         };
         let token = ev.query_string_parameters.first("token");
-        match crate::api::socket::connect(&*self.store, &self.auth, &conn, token).await {
+        match crate::api::socket::connect(
+            &*self.store,
+            &self.auth,
+            &conn,
+            token,
+            self.max_sockets_per_owner,
+        )
+        .await
+        {
             Ok(_) => respond(200, ""),
             Err(crate::error::ServiceError::Unauthorized(m)) => respond(401, m),
+            Err(crate::error::ServiceError::TooMany(m)) => respond(429, &m),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "connect failed");
                 respond(500, "")
