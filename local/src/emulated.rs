@@ -74,13 +74,14 @@ fn aws_sdk_dynamodb_client(
 }
 
 impl Emulated {
-    /// Push through the management API of the gateway at `addr`.
-    pub fn push(&self, addr: SocketAddr) -> Arc<dyn Push> {
+    /// Push through the management API of the gateway at `addr`, under its
+    /// management key.
+    pub fn push(&self, addr: SocketAddr, key: &str) -> Arc<dyn Push> {
         let endpoint = self
             .settings
             .push_endpoint
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("http://{addr}/{key}"));
         Arc::new(ApiGatewayPush::new(
             &self.sdk,
             &endpoint,

@@ -41,6 +41,26 @@ pub struct Gateway {
     pub local_only: bool,
     /// Sockets one owner may hold at once.
     pub max_sockets_per_owner: usize,
+    /// The management endpoint's key: the first segment of its path, as a
+    /// stage is on API Gateway. Only this process and its own push client
+    /// know it (and the data directory's `management-key`, 0600).
+    pub management_key: String,
+}
+
+/// Whether `key` is this process's management key, compared in constant
+/// time.
+fn management_key_is(gw: &Gateway, key: &str) -> bool {
+    let (a, b) = (gw.management_key.as_bytes(), key.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// What a wrong management key gets: the same as any unknown path.
+fn not_here() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({ "message": "Not Found" })),
+    )
+        .into_response()
 }
 
 /// Headers a proxy adds: a request that carries one came from somewhere
@@ -134,11 +154,16 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
     let sockets = Router::new()
         .route("/ws", get(upgrade))
         .route(
-            "/@connections/{id}",
+            "/{key}/@connections/{id}",
             get(conn_info)
                 .post(conn_post)
                 .delete(conn_delete)
                 .layer(axum::middleware::from_fn(loopback_only)),
+        )
+        // The old, keyless path: not there.
+        .route(
+            "/@connections/{*rest}",
+            axum::routing::any(|| async { not_here() }),
         )
         .with_state(gw);
     let config_file = web_dir
@@ -448,7 +473,13 @@ fn gone() -> Response {
         .into_response()
 }
 
-async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn conn_info(
+    State(gw): State<Arc<Gateway>>,
+    Path((key, id)): Path<(String, String)>,
+) -> Response {
+    if !management_key_is(&gw, &key) {
+        return not_here();
+    }
     match gw.registry.info(&id) {
         Some(info) => axum::Json(info).into_response(),
         None => gone(),
@@ -457,9 +488,12 @@ async fn conn_info(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Re
 
 async fn conn_post(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    Path((key, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    if !management_key_is(&gw, &key) {
+        return not_here();
+    }
     if body.len() > MAX_INCOMING_FRAME {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -474,7 +508,13 @@ async fn conn_post(
     }
 }
 
-async fn conn_delete(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn conn_delete(
+    State(gw): State<Arc<Gateway>>,
+    Path((key, id)): Path<(String, String)>,
+) -> Response {
+    if !management_key_is(&gw, &key) {
+        return not_here();
+    }
     if gw.registry.close(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {

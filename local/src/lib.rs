@@ -44,6 +44,22 @@ pub struct Options {
 )]
 pub struct RemoteWithoutAuth(pub SocketAddr);
 
+/// Writes `text` to a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new();
+    f.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+    let mut file = f
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// What a started gateway tells whoever embeds it.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -84,6 +100,9 @@ pub async fn run(
     if auth_off && opts.allow_remote_without_auth {
         tracing::warn!(addr = %opts.addr, "auth is off and other machines may connect (--allow-remote-without-auth)");
     }
+    // The management endpoint's key; written below, once this gateway
+    // holds the data directory.
+    let management_key = format!("{:032x}", rand::random::<u128>());
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .with_context(|| format!("listening on {}", opts.addr))?;
@@ -98,7 +117,7 @@ pub async fn run(
         {
             let em = emulated::connect().await?;
             let store: Arc<dyn Store> = em.store.clone();
-            let push = em.push(local);
+            let push = em.push(local, &management_key);
             runner_parts = (store.clone(), push.clone());
             Backend {
                 store,
@@ -134,6 +153,11 @@ pub async fn run(
             extra: None,
         }
     };
+    // Where this machine's own tools (and tests) find the management key:
+    // the data directory, private to the user.
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    write_private(&opts.data_dir.join("management-key"), &management_key)?;
     let runner = Arc::new(dispatch::LocalDispatch::new(
         runner_parts.0,
         runner_parts.1,
@@ -201,6 +225,7 @@ pub async fn run(
         auth,
         local_only: auth_off && !opts.allow_remote_without_auth,
         max_sockets_per_owner: config.max_sockets_per_owner,
+        management_key,
     });
     let app = gateway::router(gw, api, opts.web_dir.clone());
 

@@ -247,6 +247,14 @@ impl Gateway {
         self.spawn().await;
     }
 
+    /// The management API's endpoint (as API Gateway's `https://{domain}/{stage}`):
+    /// this gateway's URL and the key it wrote into its data directory.
+    pub fn management_endpoint(&self) -> String {
+        let key = std::fs::read_to_string(self.data.join("management-key"))
+            .expect("the gateway's management key");
+        format!("{}/{}", self.base, key.trim())
+    }
+
     pub fn api(&self, token: Option<&str>) -> Api {
         Api {
             http: reqwest::Client::new(),

@@ -28,7 +28,10 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn push_to(gw: &Gateway) -> (ApiGatewayPush, Arc<AwsStats>) {
     let stats = Arc::new(AwsStats::default());
     let sdk = moto::settings(moto::fresh_tables()).sdk_config();
-    (ApiGatewayPush::new(&sdk, &gw.base, stats.clone()), stats)
+    (
+        ApiGatewayPush::new(&sdk, &gw.management_endpoint(), stats.clone()),
+        stats,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +319,7 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
         Arc::new(Auth::hs256(SECRET.as_bytes())),
         sdk,
         stats,
-        Some(gw.base.clone()),
+        Some(gw.management_endpoint()),
     );
 
     // $connect without a token, or with a bad one: 401, nothing stored.

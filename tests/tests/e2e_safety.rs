@@ -565,17 +565,22 @@ async fn ctrl_c_drains_running_turns_and_exits_cleanly() {
 async fn the_management_endpoint_reaches_live_connections_and_410s_the_rest() {
     let gw = Gateway::start(&[]).await;
     let api = gw.api(None);
+    // Under its key, as API Gateway's is under its stage.
+    let key = gw
+        .management_endpoint()
+        .trim_start_matches(&gw.base)
+        .to_string();
     let mut s = gw.socket(None).await;
     s.hello().await;
     let conn = s.connection_id.clone().unwrap();
-    let info = api.get(&format!("/@connections/{conn}")).await;
+    let info = api.get(&format!("{key}/@connections/{conn}")).await;
     assert_eq!(info.status, 200);
     assert!(info.body["connectedAt"].is_string());
     assert_eq!(info.body["identity"]["sourceIp"], "127.0.0.1");
     let r = api
         .raw(
             "POST",
-            &format!("/@connections/{conn}"),
+            &format!("{key}/@connections/{conn}"),
             Some(br#"{"type":"pong"}"#.to_vec()),
         )
         .await;
@@ -583,23 +588,44 @@ async fn the_management_endpoint_reaches_live_connections_and_410s_the_rest() {
     s.expect("the posted frame", |e| matches!(e, ServerEvent::Pong))
         .await;
     assert_eq!(
-        api.raw("POST", "/@connections/unknown", Some(b"{}".to_vec()))
-            .await
-            .status,
+        api.raw(
+            "POST",
+            &format!("{key}/@connections/unknown"),
+            Some(b"{}".to_vec())
+        )
+        .await
+        .status,
         410
     );
-    assert_eq!(api.get("/@connections/unknown").await.status, 410);
     assert_eq!(
-        api.call("DELETE", &format!("/@connections/{conn}"), None)
+        api.get(&format!("{key}/@connections/unknown")).await.status,
+        410
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("{key}/@connections/{conn}"), None)
             .await
             .status,
         204
     );
     assert!(s.drain(Duration::from_millis(300)).await.is_empty());
+    // Without the key (or with another) the endpoint is not there at all.
+    let mut other = gw.socket(None).await;
+    other.hello().await;
+    let other_id = other.connection_id.clone().unwrap();
+    for path in [
+        format!("/@connections/{other_id}"),
+        format!("/0123456789abcdef0123456789abcdef/@connections/{other_id}"),
+    ] {
+        let r = api
+            .raw("POST", &path, Some(br#"{"type":"pong"}"#.to_vec()))
+            .await;
+        assert_eq!(r.status, 404, "{path}");
+    }
+    assert!(other.drain(Duration::from_millis(300)).await.is_empty());
     assert_eq!(
         api.raw(
             "POST",
-            &format!("/@connections/{conn}"),
+            &format!("{key}/@connections/{conn}"),
             Some(b"{}".to_vec())
         )
         .await
