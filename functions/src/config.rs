@@ -21,6 +21,10 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Turns one local gateway runs at once unless configured: each may be an
+/// agent process and a provider stream.
+pub const MAX_TURNS: usize = 32;
+
 /// The shortest HS256 secret accepted: as long as the hash.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -92,6 +96,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Sockets one owner may hold at once (`CONFAB_MAX_SOCKETS_PER_OWNER`).
     pub max_sockets_per_owner: usize,
+    /// Turns that may run at once in one local gateway (`CONFAB_MAX_TURNS`).
+    pub max_turns: usize,
     /// The most a session's permission mode may allow
     /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
     pub max_permission_mode: confab_protocol::model::PermissionMode,
@@ -231,10 +237,18 @@ impl Config {
             1,
             100_000,
         )? as usize;
+        let max_turns = number(
+            get("CONFAB_MAX_TURNS"),
+            "CONFAB_MAX_TURNS",
+            MAX_TURNS as u64,
+            1,
+            100_000,
+        )? as usize;
         Ok(Config {
             auth,
             max_permission_mode,
             max_sockets_per_owner,
+            max_turns,
             agent: AgentConfig {
                 kind,
                 model: get("CONFAB_AGENT_MODEL"),

@@ -193,6 +193,12 @@ pub struct DispatchError(#[source] pub BoxError);
 #[async_trait]
 pub trait Dispatch: Send + Sync + 'static {
     async fn dispatch(&self, job: TurnJob) -> Result<(), DispatchError>;
+    /// Whether another turn may start now; asked before a message that
+    /// would start one is stored. (On AWS the worker's reserved concurrency
+    /// is the bound, so the answer there is yes.)
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// What an agent is asked.

@@ -14,6 +14,8 @@ pub struct LocalDispatch {
     cfg: RunnerConfig,
     tasks: Mutex<JoinSet<()>>,
     shutdown: watch::Sender<bool>,
+    /// Turns that may run at once (`CONFAB_MAX_TURNS`).
+    max_turns: usize,
 }
 
 impl LocalDispatch {
@@ -22,6 +24,7 @@ impl LocalDispatch {
         push: Arc<dyn Push>,
         agent: Arc<dyn Agent>,
         cfg: RunnerConfig,
+        max_turns: usize,
     ) -> LocalDispatch {
         LocalDispatch {
             store,
@@ -30,6 +33,7 @@ impl LocalDispatch {
             cfg,
             tasks: Mutex::new(JoinSet::new()),
             shutdown: watch::channel(false).0,
+            max_turns,
         }
     }
 
@@ -72,5 +76,14 @@ impl Dispatch for LocalDispatch {
             }
         });
         Ok(())
+    }
+
+    /// Room while fewer than `max_turns` runners run. Checked before a
+    /// message is stored, so racing requests can pass it by a few; a
+    /// dispatch itself is never refused for it (the message is stored).
+    fn has_room(&self) -> bool {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.len() < self.max_turns
     }
 }

@@ -168,6 +168,7 @@ pub async fn run(
         } else {
             RunnerConfig::default()
         },
+        config.max_turns,
     ));
     #[cfg(feature = "aws")]
     let backend = {

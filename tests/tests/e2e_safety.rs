@@ -1193,3 +1193,33 @@ async fn an_owner_holds_a_bounded_number_of_sockets() {
     }
     again.expect("a place is free again").hello().await;
 }
+
+/// One local gateway runs at most `CONFAB_MAX_TURNS` turns at once: past it
+/// a new message is refused with 429 before anything is stored, and once a
+/// turn ends there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_gateway_runs_a_bounded_number_of_turns_at_once() {
+    if confab_tests::harness::aws_mode() {
+        // On AWS the worker's reserved concurrency is the bound.
+        return;
+    }
+    let gw = Gateway::start(&[("CONFAB_MAX_TURNS", "2"), ("CONFAB_DEMO_DELAY_MS", "5")]).await;
+    let api = gw.api(None);
+    let (a, b) = (id(), id());
+    assert_eq!(api.create(&a, &id(), "/words 1000").await.status, 201);
+    assert_eq!(api.create(&b, &id(), "/words 100").await.status, 201);
+    let third = id();
+    let r = api.create(&third, &id(), "hello").await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CONFAB_MAX_TURNS")
+    );
+    assert_eq!(api.session(&third).await.status, 404, "nothing was stored");
+    api.wait_session(&b, |v| v["session"]["status"] == "idle")
+        .await;
+    assert_eq!(api.create(&third, &id(), "hello").await.status, 201);
+    api.stop(&a).await;
+}

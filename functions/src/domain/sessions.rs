@@ -118,6 +118,7 @@ pub async fn create_session(
         .limiter
         .check(owner)
         .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
+    room_for_a_turn(ports)?;
 
     let now = now_ms();
     let at = Timestamp::from_millis(now);
@@ -204,6 +205,18 @@ async fn existing(
         session: rec.summary,
         messages,
     }))
+}
+
+/// Refuses a new turn, before anything is stored, while the server runs as
+/// many as it may at once.
+fn room_for_a_turn(ports: &Ports) -> Result<(), ServiceError> {
+    if ports.dispatch.has_room() {
+        Ok(())
+    } else {
+        Err(ServiceError::TooMany(
+            "the server is running as many replies as it may at once (CONFAB_MAX_TURNS); try again in a moment".into(),
+        ))
+    }
 }
 
 /// What a create or send whose turn could not be handed on answers: the
@@ -416,6 +429,7 @@ pub async fn send_message(
     let rec = reap_if_stale(store, push, rec).await?;
     // The mode the turn runs in, given or kept, is within this server's.
     ports.permit(req.permission_mode.unwrap_or(rec.summary.permission_mode))?;
+    room_for_a_turn(ports)?;
     let now = now_ms();
     let turn = ActiveTurn::new(now);
     let new = NewTurn {
