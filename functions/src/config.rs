@@ -98,6 +98,9 @@ pub struct Config {
     pub max_sockets_per_owner: usize,
     /// Turns that may run at once in one local gateway (`CONFAB_MAX_TURNS`).
     pub max_turns: usize,
+    /// A local socket that sends nothing for this long is closed
+    /// (`CONFAB_SOCKET_IDLE_SECS`, default 600, as API Gateway's).
+    pub socket_idle_secs: u64,
     /// The most a session's permission mode may allow
     /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
     pub max_permission_mode: confab_protocol::model::PermissionMode,
@@ -244,11 +247,19 @@ impl Config {
             1,
             100_000,
         )? as usize;
+        let socket_idle_secs = number(
+            get("CONFAB_SOCKET_IDLE_SECS"),
+            "CONFAB_SOCKET_IDLE_SECS",
+            600,
+            1,
+            86_400,
+        )?;
         Ok(Config {
             auth,
             max_permission_mode,
             max_sockets_per_owner,
             max_turns,
+            socket_idle_secs,
             agent: AgentConfig {
                 kind,
                 model: get("CONFAB_AGENT_MODEL"),

@@ -384,8 +384,13 @@ async fn serve_socket(gw: Arc<Gateway>, id: ConnectionId, socket: WebSocket, out
                     Ok(s) => WsMessage::Text(s.into()),
                     Err(_) => WsMessage::Binary(b),
                 },
-                Outgoing::Close => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
+                Outgoing::Close(why) => {
+                    let frame = why.map(|(code, reason)| CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    });
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(frame)))
+                        .await;
                     break;
                 }
             };

@@ -263,7 +263,26 @@ pub async fn run(
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(async move { server.await });
+    // Sockets whose heartbeat stopped are closed, as API Gateway closes
+    // idle ones (the web app pings every 30 s).
+    let idle = std::time::Duration::from_secs(config.socket_idle_secs);
+    let sweeper = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(250)));
+            loop {
+                tick.tick().await;
+                let before = confab_functions::clock::now_ms() - idle.as_millis() as i64;
+                let n = registry.close_idle(before);
+                if n > 0 {
+                    tracing::info!(closed = n, "closed idle sockets");
+                }
+            }
+        })
+    };
     shutdown.await;
+    sweeper.abort();
     tracing::info!("shutting down: closing running turns");
     runner.drain().await;
     registry.close_all();

@@ -26,7 +26,8 @@ pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 pub enum Outgoing {
     Frame(Bytes),
-    Close,
+    /// Close the socket, with a status and reason when there is one to give.
+    Close(Option<(u16, &'static str)>),
 }
 
 struct Entry {
@@ -154,7 +155,7 @@ impl Registry {
     pub fn close(&self, id: &str) -> bool {
         match self.lock().remove(id) {
             Some(e) => {
-                let _ = e.tx.try_send(Outgoing::Close);
+                let _ = e.tx.try_send(Outgoing::Close(None));
                 true
             }
             None => false,
@@ -163,8 +164,29 @@ impl Registry {
 
     pub fn close_all(&self) {
         for (_, e) in self.lock().drain() {
-            let _ = e.tx.try_send(Outgoing::Close);
+            let _ =
+                e.tx.try_send(Outgoing::Close(Some((1001, "the server is shutting down"))));
         }
+    }
+
+    /// Closes every connection that has sent nothing since `before_ms` (its
+    /// heartbeat stopped); returns how many.
+    pub fn close_idle(&self, before_ms: i64) -> usize {
+        let mut conns = self.lock();
+        let idle: Vec<String> = conns
+            .iter()
+            .filter(|(_, e)| e.last_active_ms.load(Ordering::Relaxed) < before_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle {
+            if let Some(e) = conns.remove(id) {
+                let _ = e.tx.try_send(Outgoing::Close(Some((
+                    1000,
+                    "idle: nothing was heard from the client",
+                ))));
+            }
+        }
+        idle.len()
     }
 }
 

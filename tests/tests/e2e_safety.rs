@@ -1223,3 +1223,31 @@ async fn a_local_gateway_runs_a_bounded_number_of_turns_at_once() {
     assert_eq!(api.create(&third, &id(), "hello").await.status, 201);
     api.stop(&a).await;
 }
+
+/// A socket whose heartbeat stops is closed (`CONFAB_SOCKET_IDLE_SECS`, as
+/// API Gateway closes idle ones); one that keeps pinging stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_whose_heartbeat_stops_is_closed() {
+    let gw = Gateway::start(&[("CONFAB_SOCKET_IDLE_SECS", "2")]).await;
+    let mut silent = gw.socket(None).await;
+    silent.hello().await;
+    let mut alive = gw.socket(None).await;
+    alive.hello().await;
+    let pinging = async {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            alive.send(&json!({ "action": "ping" })).await;
+            alive
+                .expect("pong", |e| matches!(e, ServerEvent::Pong))
+                .await;
+        }
+    };
+    let (_, (code, reason)) = tokio::join!(pinging, silent.wait_closed());
+    assert_eq!(code, 1000);
+    assert!(reason.contains("idle"), "{reason}");
+    // The one that pinged is still served.
+    alive.send(&json!({ "action": "ping" })).await;
+    alive
+        .expect("pong", |e| matches!(e, ServerEvent::Pong))
+        .await;
+}

@@ -18,6 +18,7 @@ pub async fn in_process(
         max_permission_mode: confab_protocol::model::PermissionMode::Default,
         max_sockets_per_owner: 100_000,
         max_turns: 100_000,
+        socket_idle_secs: 600,
     };
     let opts = confab_local::Options {
         addr: "127.0.0.1:0".parse().expect("addr"),
