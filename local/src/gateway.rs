@@ -47,11 +47,19 @@ pub struct Gateway {
     pub management_key: String,
 }
 
-/// Whether `key` is this process's management key, compared in constant
-/// time.
-fn management_key_is(gw: &Gateway, key: &str) -> bool {
+/// Lets a management request through only under this process's key
+/// (compared in constant time); any other key is an unknown path.
+async fn management_key(
+    State(gw): State<Arc<Gateway>>,
+    Path((key, _)): Path<(String, String)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let (a, b) = (gw.management_key.as_bytes(), key.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    if a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0 {
+        return not_here();
+    }
+    next.run(req).await
 }
 
 /// What a wrong management key gets: the same as any unknown path.
@@ -158,6 +166,10 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
             get(conn_info)
                 .post(conn_post)
                 .delete(conn_delete)
+                .layer(axum::middleware::from_fn_with_state(
+                    gw.clone(),
+                    management_key,
+                ))
                 .layer(axum::middleware::from_fn(loopback_only)),
         )
         // The old, keyless path: not there.
@@ -480,11 +492,8 @@ fn gone() -> Response {
 
 async fn conn_info(
     State(gw): State<Arc<Gateway>>,
-    Path((key, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    if !management_key_is(&gw, &key) {
-        return not_here();
-    }
     match gw.registry.info(&id) {
         Some(info) => axum::Json(info).into_response(),
         None => gone(),
@@ -493,12 +502,9 @@ async fn conn_info(
 
 async fn conn_post(
     State(gw): State<Arc<Gateway>>,
-    Path((key, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if !management_key_is(&gw, &key) {
-        return not_here();
-    }
     if body.len() > MAX_INCOMING_FRAME {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -515,11 +521,8 @@ async fn conn_post(
 
 async fn conn_delete(
     State(gw): State<Arc<Gateway>>,
-    Path((key, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    if !management_key_is(&gw, &key) {
-        return not_here();
-    }
     if gw.registry.close(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -971,7 +971,18 @@ pub async fn long_history_is_whole(store: Arc<dyn Store>) {
     }
     assert_eq!(fwd, back);
 
-    let (_, exported) = sessions::export(&*store, &owner, &sid).await.unwrap();
+    // The export as it is downloaded: streamed, a page at a time.
+    let (_, body) =
+        sessions::export_stream(store.clone(), &owner, &sid, sessions::ExportFormat::Json)
+            .await
+            .unwrap();
+    let chunks: Vec<bytes::Bytes> = futures::StreamExt::collect::<Vec<_>>(body)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let doc: serde_json::Value = serde_json::from_slice(&chunks.concat()).unwrap();
+    let exported: Vec<Message> = serde_json::from_value(doc["messages"].clone()).unwrap();
     assert_eq!(exported, back);
 
     // The agent read all 41 messages before the last reply (the demo
@@ -1015,23 +1026,20 @@ pub async fn long_reply_round_trips(store: Arc<dyn Store>) {
             },
         ],
     };
-    assert!(
-        store
-            .checkpoint(sid, &t.turn_id, &live, now_ms())
-            .await
-            .unwrap()
-    );
-    let back = store.get_session(sid).await.unwrap().unwrap();
-    assert_eq!(back.turn.unwrap().live.as_ref(), Some(&live));
-    live.content.push(Block::text(&text));
-    assert!(
-        store
-            .checkpoint(sid, &t.turn_id, &live, now_ms())
-            .await
-            .unwrap()
-    );
-    let back = store.get_session(sid).await.unwrap().unwrap();
-    assert_eq!(back.turn.unwrap().live.as_ref(), Some(&live));
+    // Two checkpoints, the second longer: each reads back whole.
+    for grow in [false, true] {
+        if grow {
+            live.content.push(Block::text(&text));
+        }
+        assert!(
+            store
+                .checkpoint(sid, &t.turn_id, &live, now_ms())
+                .await
+                .unwrap()
+        );
+        let back = store.get_session(sid).await.unwrap().unwrap();
+        assert_eq!(back.turn.unwrap().live.as_ref(), Some(&live));
+    }
     let running = store.running_turns().await.unwrap();
     let mine = running.iter().find(|(_, id, _)| id == sid).unwrap();
     assert_eq!(mine.2.live.as_ref(), Some(&live));

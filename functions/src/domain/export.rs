@@ -1,4 +1,5 @@
-//! A session as a Markdown document or a JSON file.
+//! A session as a Markdown document, in pieces a streamed export writes
+//! one after another (`sessions::export_stream`, which also writes JSON).
 
 use confab_protocol::model::{Block, Message, MessageStatus, Role, SessionSummary};
 
@@ -56,13 +57,6 @@ fn open_fence(text: &str) -> Option<String> {
 fn fenced(lang: &str, body: &str) -> String {
     let f = fence(body);
     format!("{f}{lang}\n{body}\n{f}\n")
-}
-
-/// The whole session as one Markdown document.
-pub fn markdown(s: &SessionSummary, messages: &[Message]) -> String {
-    let mut out = markdown_head(s);
-    out.push_str(&markdown_messages(messages));
-    out
 }
 
 /// The document's title and facts.

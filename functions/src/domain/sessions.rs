@@ -655,30 +655,6 @@ pub async fn history(
     Ok(out)
 }
 
-/// Every message of a session, oldest first.
-pub async fn all_messages(
-    store: &dyn TurnStore,
-    session_id: &SessionId,
-) -> Result<Vec<Message>, ServiceError> {
-    let mut out: Vec<Message> = Vec::new();
-    loop {
-        let seq = out.last().map_or(0, |m| m.seq);
-        let (page, more) = store
-            .messages(
-                session_id,
-                MessageRange::After {
-                    seq,
-                    limit: validate::MAX_PAGE,
-                },
-            )
-            .await?;
-        out.extend(page);
-        if !more {
-            return Ok(out);
-        }
-    }
-}
-
 /// `GET /api/sessions`
 pub async fn list(
     store: &dyn SessionStore,
@@ -730,17 +706,6 @@ pub async fn projects(
     Ok(ProjectsResponse {
         projects: store.list_projects(owner).await?,
     })
-}
-
-/// The whole session for export.
-pub async fn export(
-    store: &dyn Store,
-    owner: &str,
-    session_id: &SessionId,
-) -> Result<(SessionSummary, Vec<Message>), ServiceError> {
-    let rec = owned(store, owner, session_id).await?;
-    let messages = all_messages(store, session_id).await?;
-    Ok((rec.summary, messages))
 }
 
 /// An export's format.
