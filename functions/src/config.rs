@@ -104,8 +104,9 @@ pub struct Config {
     /// The most a session's permission mode may allow
     /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
     pub max_permission_mode: confab_protocol::model::PermissionMode,
-    /// Session creations per owner per minute.
-    pub create_rate: u32,
+    /// What one owner may use: creations and sends per minute, turns at
+    /// once, tokens per day.
+    pub limits: crate::ports::Limits,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -215,13 +216,33 @@ impl Config {
                 expected: "an agent other than claude-code when CONFAB_AUTH=jwt: Claude Code runs as this machine's one user, in folders all sessions share",
             });
         }
-        let create_rate = number(
-            get("CONFAB_CREATE_RATE"),
-            "CONFAB_CREATE_RATE",
-            20,
-            1,
-            1_000_000,
-        )? as u32;
+        let limits = crate::ports::Limits {
+            creates_per_minute: number(
+                get("CONFAB_CREATE_RATE"),
+                "CONFAB_CREATE_RATE",
+                20,
+                1,
+                1_000_000,
+            )? as u32,
+            sends_per_minute: number(
+                get("CONFAB_SEND_RATE"),
+                "CONFAB_SEND_RATE",
+                30,
+                1,
+                1_000_000,
+            )? as u32,
+            turns_per_owner: number(
+                get("CONFAB_MAX_TURNS_PER_OWNER"),
+                "CONFAB_MAX_TURNS_PER_OWNER",
+                8,
+                1,
+                100_000,
+            )? as u32,
+            daily_tokens: match get("CONFAB_DAILY_TOKENS") {
+                None => None,
+                Some(v) => Some(number(Some(v), "CONFAB_DAILY_TOKENS", 0, 1, u64::MAX / 2)?),
+            },
+        };
         let max_permission_mode = match get("CONFAB_MAX_PERMISSION_MODE") {
             None => confab_protocol::model::PermissionMode::Default,
             Some(v) => confab_protocol::model::PermissionMode::ALL
@@ -281,7 +302,7 @@ impl Config {
                     })
                     .unwrap_or_default(),
             },
-            create_rate,
+            limits,
         })
     }
 }
@@ -323,7 +344,10 @@ mod tests {
         assert_eq!(c.auth, AuthConfig::None);
         assert_eq!(c.agent.kind, AgentKind::Demo);
         assert_eq!(c.agent.demo_delay_ms, 30);
-        assert_eq!(c.create_rate, 20);
+        assert_eq!(c.limits.creates_per_minute, 20);
+        assert_eq!(c.limits.sends_per_minute, 30);
+        assert_eq!(c.limits.turns_per_owner, 8);
+        assert_eq!(c.limits.daily_tokens, None);
     }
 
     #[test]

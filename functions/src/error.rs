@@ -20,8 +20,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("a turn is running in this session: stop it or wait for it to end")]
     TurnRunning,
-    #[error("too many new sessions: try again in {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    /// An owner's limit, counted in the store; the message names it.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A limit on how much one owner holds at once (sockets).
     #[error("{0}")]
     TooMany(String),

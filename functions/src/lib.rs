@@ -20,5 +20,4 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod ports;
-pub mod ratelimit;
 pub mod store;

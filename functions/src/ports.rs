@@ -8,7 +8,6 @@ use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
     SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
-use crate::ratelimit::RateLimiter;
 use async_trait::async_trait;
 use bytes::Bytes;
 use confab_protocol::model::{
@@ -153,11 +152,54 @@ pub trait ConnectionStore: Send + Sync + 'static {
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError>;
 }
 
-/// A whole store: every capability. Adapters implement the three traits;
-/// this one comes with them.
-pub trait Store: SessionStore + TurnStore + ConnectionStore {}
+/// What a [`LimitStore::hold`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The member was added now.
+    Added,
+    /// The member was in the set already.
+    Already,
+    /// The set is full; these are its members.
+    Full(Vec<String>),
+}
 
-impl<T: SessionStore + TurnStore + ConnectionStore> Store for T {}
+/// Per-owner counters and sets that bound what one owner may use. They live
+/// in the store, so that every process sharing it (every Lambda instance)
+/// counts against the same figures.
+#[async_trait]
+pub trait LimitStore: Send + Sync + 'static {
+    /// Adds `amount` to the owner's counter `key` if the sum stays at most
+    /// `max`, in one write; false, with nothing changed, when it would not.
+    /// The counter is forgotten after `expires_ms`.
+    async fn count(
+        &self,
+        owner: &str,
+        key: &str,
+        amount: u64,
+        max: u64,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// The owner's counter `key`: 0 when it was never counted or expired.
+    async fn counted(&self, owner: &str, key: &str, now_ms: i64) -> Result<u64, StoreError>;
+    /// Adds `member` to the owner's set `key` if it holds fewer than `max`
+    /// members, in one write.
+    async fn hold(
+        &self,
+        owner: &str,
+        key: &str,
+        member: &str,
+        max: u32,
+        expires_ms: i64,
+    ) -> Result<Held, StoreError>;
+    /// Takes `member` out of the owner's set `key`; absent, nothing changes.
+    async fn release(&self, owner: &str, key: &str, member: &str) -> Result<(), StoreError>;
+}
+
+/// A whole store: every capability. Adapters implement the four traits;
+/// this one comes with them.
+pub trait Store: SessionStore + TurnStore + ConnectionStore + LimitStore {}
+
+impl<T: SessionStore + TurnStore + ConnectionStore + LimitStore> Store for T {}
 
 /// A failure to deliver a frame.
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +304,33 @@ pub trait Agent: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError>;
 }
 
+/// What one owner may use, per minute, at once and per day. Counted in the
+/// store by `domain::limits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions created per owner per minute (`CONFAB_CREATE_RATE`).
+    pub creates_per_minute: u32,
+    /// Messages sent to existing sessions per owner per minute
+    /// (`CONFAB_SEND_RATE`).
+    pub sends_per_minute: u32,
+    /// Turns running at once per owner (`CONFAB_MAX_TURNS_PER_OWNER`).
+    pub turns_per_owner: u32,
+    /// Tokens per owner per UTC day (`CONFAB_DAILY_TOKENS`); none by default.
+    pub daily_tokens: Option<u64>,
+}
+
+impl Limits {
+    /// Limits too high to reach: for benchmarks.
+    pub fn unreachable() -> Limits {
+        Limits {
+            creates_per_minute: u32::MAX,
+            sends_per_minute: u32::MAX,
+            turns_per_owner: u32::MAX,
+            daily_tokens: None,
+        }
+    }
+}
+
 /// What a handler reaches the world through: built once by a composition
 /// root (the local gateway, a Lambda function's start) and handed to every
 /// use case, so none takes its ports one by one.
@@ -271,8 +340,8 @@ pub struct Ports {
     pub push: Arc<dyn Push>,
     pub dispatch: Arc<dyn Dispatch>,
     pub agent: Arc<dyn Agent>,
-    /// Session creations per owner.
-    pub limiter: Arc<RateLimiter>,
+    /// What one owner may use (counted in the store).
+    pub limits: Limits,
     /// The most a session's permission mode may allow here.
     pub max_permission_mode: PermissionMode,
 }

@@ -17,7 +17,6 @@ use confab_functions::config::Config;
 use confab_functions::domain::runner::RunnerConfig;
 use confab_functions::domain::sessions::recover_interrupted;
 use confab_functions::ports::{Ports, Push, Store};
-use confab_functions::ratelimit::RateLimiter;
 use confab_functions::store::sqlite;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -210,7 +209,7 @@ pub async fn run(
             push: push.clone(),
             dispatch: dispatch.unwrap_or_else(|| runner.clone()),
             agent: agent.clone(),
-            limiter: Arc::new(RateLimiter::per_minute(config.create_rate)),
+            limits: config.limits,
             max_permission_mode: config.max_permission_mode,
         },
         auth: auth.clone(),

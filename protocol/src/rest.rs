@@ -147,6 +147,17 @@ pub struct Limits {
     /// The most a session's `permissionMode` may allow on this server
     /// (`CONFAB_MAX_PERMISSION_MODE`); a request above it is refused.
     pub max_permission_mode: crate::model::PermissionMode,
+    /// Sessions one person may create a minute (`CONFAB_CREATE_RATE`).
+    pub sessions_per_minute: u32,
+    /// Messages one person may send to their sessions a minute
+    /// (`CONFAB_SEND_RATE`).
+    pub messages_per_minute: u32,
+    /// Replies one person may have running at once
+    /// (`CONFAB_MAX_TURNS_PER_OWNER`).
+    pub turns_at_once: u32,
+    /// Tokens one person may use a day (UTC), if there is a budget
+    /// (`CONFAB_DAILY_TOKENS`).
+    pub daily_tokens: Option<u64>,
 }
 
 /// `GET /api/config`

@@ -145,6 +145,10 @@ fn rest_bodies_round_trip() {
             max_message_bytes: 32768,
             max_title_chars: 200,
             max_permission_mode: confab_protocol::model::PermissionMode::AcceptEdits,
+            sessions_per_minute: 20,
+            messages_per_minute: 30,
+            turns_at_once: 8,
+            daily_tokens: Some(1_000_000),
         },
     });
     assert_eq!(c["limits"]["maxMessageBytes"], 32768);

@@ -6,7 +6,7 @@ use confab_functions::domain::records::{
     ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionPatch, SessionQuery,
     SessionRef, StartOutcome, SubscribeOutcome, TurnEnd,
 };
-use confab_functions::ports::Store;
+use confab_functions::ports::{Held, Store};
 use confab_protocol::model::*;
 use confab_protocol::{SessionId, Timestamp, TurnId};
 use std::sync::Arc;
@@ -1202,6 +1202,135 @@ pub async fn a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint(
     assert!(kept.split_whitespace().count() <= 300);
 }
 
+/// An owner's counter counts up to its limit and no further, however many
+/// counts race; owners and keys are counted apart; an expired counter reads
+/// as zero.
+pub async fn owner_counters_hold_under_a_burst(store: Arc<dyn Store>) {
+    let (alice, bob) = (
+        format!("alice-{}", new_token()),
+        format!("bob-{}", new_token()),
+    );
+    let later = now_ms() + 120_000;
+    let counts =
+        futures::future::join_all((0..20).map(|_| store.count(&alice, "sends#1", 1, 5, later)))
+            .await;
+    let counted = counts.into_iter().filter(|c| *c.as_ref().unwrap()).count();
+    assert_eq!(counted, 5, "exactly the limit is counted");
+    assert_eq!(store.counted(&alice, "sends#1", now_ms()).await.unwrap(), 5);
+    assert!(!store.count(&alice, "sends#1", 1, 5, later).await.unwrap());
+    // Another owner and another window are counted apart.
+    assert!(store.count(&bob, "sends#1", 1, 5, later).await.unwrap());
+    assert!(store.count(&alice, "sends#2", 1, 5, later).await.unwrap());
+    assert_eq!(store.counted(&bob, "sends#1", now_ms()).await.unwrap(), 1);
+    // Amounts: a count that would pass the limit changes nothing.
+    assert!(
+        store
+            .count(&bob, "tokens#1", 900, 1000, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .count(&bob, "tokens#1", 101, 1000, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .count(&bob, "tokens#1", 100, 1000, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .count(&bob, "tokens#1", 2000, 1000, later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.counted(&bob, "tokens#1", now_ms()).await.unwrap(),
+        1000
+    );
+    assert_eq!(store.counted(&bob, "never", now_ms()).await.unwrap(), 0);
+    // Past its expiry a counter reads as zero.
+    assert!(
+        store
+            .count(&bob, "old", 3, 10, now_ms() + 1_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.counted(&bob, "old", now_ms() + 5_000).await.unwrap(),
+        0
+    );
+}
+
+/// An owner's set holds at most its limit of members, however many holds
+/// race; a member already held is held again; a released place is free.
+pub async fn owner_sets_hold_under_a_burst(store: Arc<dyn Store>) {
+    let owner = format!("carol-{}", new_token());
+    let later = now_ms() + 120_000;
+    let members: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let held = futures::future::join_all(
+        members
+            .iter()
+            .map(|m| store.hold(&owner, "turns", m, 3, later)),
+    )
+    .await;
+    let added: Vec<&String> = members
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| *h.as_ref().unwrap() == Held::Added)
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(added.len(), 3, "exactly the limit is held: {held:?}");
+    assert_eq!(
+        store
+            .hold(&owner, "turns", added[0], 3, later)
+            .await
+            .unwrap(),
+        Held::Already
+    );
+    match store.hold(&owner, "turns", "late", 3, later).await.unwrap() {
+        Held::Full(mut full) => {
+            full.sort();
+            let mut want: Vec<String> = added.iter().map(|m| m.to_string()).collect();
+            want.sort();
+            assert_eq!(full, want);
+        }
+        other => panic!("a full set took another member: {other:?}"),
+    }
+    store.release(&owner, "turns", added[1]).await.unwrap();
+    store.release(&owner, "turns", "never-held").await.unwrap();
+    store
+        .release(&format!("nobody-{}", new_token()), "turns", "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.hold(&owner, "turns", "late", 3, later).await.unwrap(),
+        Held::Added
+    );
+    // Other owners have sets of their own.
+    assert_eq!(
+        store
+            .hold(&format!("dave-{}", new_token()), "turns", "s0", 3, later)
+            .await
+            .unwrap(),
+        Held::Added
+    );
+    // Emptied, the set takes members again.
+    for m in [added[0], added[2], &"late".to_string()] {
+        store.release(&owner, "turns", m).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .hold(&owner, "turns", "again", 1, later)
+            .await
+            .unwrap(),
+        Held::Added
+    );
+}
+
 /// Generates one test per case for a store made by `$make` (an async fn
 /// returning `Arc<dyn Store>`).
 #[macro_export]
@@ -1225,7 +1354,9 @@ macro_rules! store_conformance {
             long_history_is_whole,
             long_reply_round_trips,
             the_sweep_says_which_case_it_closed,
-            a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint
+            a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint,
+            owner_counters_hold_under_a_burst,
+            owner_sets_hold_under_a_burst
         );
     };
     (@cases $make:path; $($case:ident),*) => {

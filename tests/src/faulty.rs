@@ -7,7 +7,9 @@ use confab_functions::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
     SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
-use confab_functions::ports::{ConnectionStore, SessionStore, Store, StoreError, TurnStore};
+use confab_functions::ports::{
+    ConnectionStore, Held, LimitStore, SessionStore, Store, StoreError, TurnStore,
+};
 use confab_protocol::SessionId;
 use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
 use std::sync::Arc;
@@ -170,5 +172,35 @@ impl ConnectionStore for Faulty {
     }
     async fn subscribers(&self, session_id: &str) -> Result<Vec<Subscriber>, StoreError> {
         self.inner.subscribers(session_id).await
+    }
+}
+
+#[async_trait]
+impl LimitStore for Faulty {
+    async fn count(
+        &self,
+        owner: &str,
+        key: &str,
+        amount: u64,
+        max: u64,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.count(owner, key, amount, max, expires_ms).await
+    }
+    async fn counted(&self, owner: &str, key: &str, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.counted(owner, key, now_ms).await
+    }
+    async fn hold(
+        &self,
+        owner: &str,
+        key: &str,
+        member: &str,
+        max: u32,
+        expires_ms: i64,
+    ) -> Result<Held, StoreError> {
+        self.inner.hold(owner, key, member, max, expires_ms).await
+    }
+    async fn release(&self, owner: &str, key: &str, member: &str) -> Result<(), StoreError> {
+        self.inner.release(owner, key, member).await
     }
 }

@@ -43,6 +43,18 @@ pub fn token(sub: &str) -> String {
     .expect("token")
 }
 
+/// Waits, if need be, for the next clock minute, so that `needed` fits in
+/// the current one: per-minute limits are counted in clock minutes.
+pub async fn within_one_minute(needed: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = Duration::from_millis((now.as_millis() % 60_000) as u64);
+    if into + needed > Duration::from_secs(59) {
+        tokio::time::sleep(Duration::from_secs(60) - into + Duration::from_millis(200)).await;
+    }
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -239,6 +251,36 @@ impl Gateway {
             .await
             .expect("confab did not exit after Ctrl-C")
             .expect("wait")
+    }
+
+    /// A second emulated-AWS gateway on this one's tables (a data directory
+    /// of its own), as a second Lambda instance shares DynamoDB: `env` and
+    /// the table settings of this one.
+    pub async fn sharing_tables(&self, env: &[(&str, &str)]) -> Gateway {
+        assert!(self.aws, "only emulated-AWS gateways share tables");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut all: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(
+            self.env
+                .iter()
+                .filter(|(k, _)| k == "CONFAB_AWS_ENDPOINT" || k.ends_with("_TABLE"))
+                .cloned(),
+        );
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            data: dir.path().to_path_buf(),
+            env: all,
+            web_dir: PathBuf::from("/nonexistent"),
+            keep_port: false,
+            aws: true,
+            _dir: Some(dir),
+        };
+        gw.spawn().await;
+        gw
     }
 
     /// Starts the process again on the same data directory (a new port).

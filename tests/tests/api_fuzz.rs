@@ -12,8 +12,11 @@ use std::process::Command;
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let schemathesis = moto::venv_tool("schemathesis", moto::SCHEMATHESIS);
     let gw = Gateway::start_jwt(&[
-        // The fuzzer creates many sessions; the limit is tested elsewhere.
+        // The fuzzer creates many sessions and sends many messages; the
+        // limits are tested elsewhere.
         ("CONFAB_CREATE_RATE", "1000000"),
+        ("CONFAB_SEND_RATE", "1000000"),
+        ("CONFAB_MAX_TURNS_PER_OWNER", "100000"),
         ("CONFAB_DEMO_DELAY_MS", "0"),
     ])
     .await;

@@ -443,7 +443,12 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_holds_at_most_twenty_subscriptions() {
-    let gw = Gateway::start(&[("CONFAB_CREATE_RATE", "100"), ("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let gw = Gateway::start(&[
+        ("CONFAB_CREATE_RATE", "100"),
+        ("CONFAB_MAX_TURNS_PER_OWNER", "100"),
+        ("CONFAB_DEMO_DELAY_MS", "0"),
+    ])
+    .await;
     let api = gw.api(None);
     let mut s = gw.socket(None).await;
     s.hello().await;
@@ -739,8 +744,12 @@ async fn other_sites_cannot_drive_the_gateway_from_a_browser() {
 /// receives nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_racing_a_delete_never_delivers_the_next_owner_of_the_id() {
-    let gw =
-        Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "1"), ("CONFAB_CREATE_RATE", "100")]).await;
+    let gw = Gateway::start_jwt(&[
+        ("CONFAB_DEMO_DELAY_MS", "1"),
+        ("CONFAB_CREATE_RATE", "100"),
+        ("CONFAB_MAX_TURNS_PER_OWNER", "100"),
+    ])
+    .await;
     let (ta, tb) = (token("alice"), token("bob"));
     let (alice, bob) = (gw.api(Some(&ta)), gw.api(Some(&tb)));
     let mut watcher = gw.socket(Some(&ta)).await;
@@ -1250,4 +1259,151 @@ async fn a_socket_whose_heartbeat_stops_is_closed() {
     alive
         .expect("pong", |e| matches!(e, ServerEvent::Pong))
         .await;
+}
+
+/// Checks a 429 for an owner's limit: its code, its `Retry-After` (at most
+/// `max_wait` seconds) and a message naming the setting.
+fn assert_limited(r: &confab_tests::harness::Reply, setting: &str, max_wait: u64) {
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "rate_limited");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(setting), "{message}");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=max_wait).contains(&retry), "Retry-After {retry}");
+}
+
+/// Sends are limited per owner per minute (`CONFAB_SEND_RATE`), counted in
+/// the store: of 100 send+stop pairs, the first ten start turns and every
+/// later one gets 429, stores nothing and starts nothing. Another owner is
+/// not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_stop_loops_are_refused_past_the_owners_limit() {
+    let gw = Gateway::start_jwt(&[("CONFAB_SEND_RATE", "10")]).await;
+    let (alice, bob) = (gw.api(Some(&token("alice"))), gw.api(Some(&token("bob"))));
+    // The app is told the limits.
+    let config = alice.get("/api/config").await;
+    assert_eq!(config.body["limits"]["messagesPerMinute"], 10);
+    assert_eq!(config.body["limits"]["turnsAtOnce"], 8);
+    let sid = id();
+    assert_eq!(alice.create(&sid, &id(), "hello").await.status, 201);
+    alice
+        .wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    confab_tests::harness::within_one_minute(Duration::from_secs(15)).await;
+    let (mut started, mut refused) = (0, 0);
+    for _ in 0..100 {
+        let r = alice.send(&sid, &id(), "/words 200").await;
+        if r.status == 202 {
+            assert_eq!(refused, 0, "a send after a refusal started a turn");
+            started += 1;
+        } else {
+            assert_limited(&r, "CONFAB_SEND_RATE", 60);
+            refused += 1;
+        }
+        assert!(alice.stop(&sid).await.status < 300);
+        alice
+            .wait_session(&sid, |v| v["session"]["status"] == "idle")
+            .await;
+    }
+    assert_eq!((started, refused), (10, 90));
+    let users = alice
+        .all_messages(&sid)
+        .await
+        .into_iter()
+        .filter(|m| m.role == confab_protocol::model::Role::User)
+        .count();
+    assert_eq!(
+        users, 11,
+        "the first message and the ten sends, nothing else"
+    );
+    let other = id();
+    assert_eq!(bob.create(&other, &id(), "hello").await.status, 201);
+}
+
+/// A daily token budget (`CONFAB_DAILY_TOKENS`): the turn that reaches it
+/// finishes, the next is refused until midnight UTC; another owner's budget
+/// is their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_token_budget_refuses_turns_once_it_is_spent() {
+    let gw = Gateway::start_jwt(&[("CONFAB_DAILY_TOKENS", "100")]).await;
+    let (alice, bob) = (gw.api(Some(&token("alice"))), gw.api(Some(&token("bob"))));
+    let sid = id();
+    assert_eq!(alice.create(&sid, &id(), "/words 150").await.status, 201);
+    let done = alice
+        .wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    assert_eq!(done["session"]["lastTurn"]["outcome"], "completed");
+    let used = done["session"]["usage"]["outputTokens"].as_u64().unwrap();
+    assert!(
+        used >= 150,
+        "the turn that spent the budget finished: {used}"
+    );
+    let r = alice.send(&sid, &id(), "more").await;
+    assert_limited(&r, "CONFAB_DAILY_TOKENS", 86_400);
+    let r = alice.create(&id(), &id(), "a new session").await;
+    assert_limited(&r, "CONFAB_DAILY_TOKENS", 86_400);
+    assert_eq!(bob.create(&id(), &id(), "hello").await.status, 201);
+}
+
+/// The limits are counted in the store, so they hold across processes: one
+/// owner using two gateways that share one set of tables (DynamoDB on moto,
+/// as two Lambda instances do) gets no more than through one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_limits_hold_across_two_gateways_sharing_a_store() {
+    if !confab_tests::harness::aws_mode() {
+        // Two local gateways cannot share a data directory (a lock); the
+        // SQLite store is one process's.
+        return;
+    }
+    let env = [
+        ("CONFAB_AUTH", "jwt"),
+        ("CONFAB_JWT_SECRET", confab_tests::harness::SECRET),
+        ("CONFAB_SEND_RATE", "6"),
+        ("CONFAB_MAX_TURNS_PER_OWNER", "2"),
+        ("CONFAB_DEMO_DELAY_MS", "20"),
+    ];
+    let gw_a = Gateway::start(&env).await;
+    let gw_b = gw_a.sharing_tables(&env).await;
+    let (a, b) = (
+        gw_a.api(Some(&token("erin"))),
+        gw_b.api(Some(&token("erin"))),
+    );
+    // Turns at once: two running, one through each gateway; a third is
+    // refused through either, and nothing of it is stored.
+    let (s1, s2, s3) = (id(), id(), id());
+    assert_eq!(a.create(&s1, &id(), "/words 3000").await.status, 201);
+    assert_eq!(b.create(&s2, &id(), "/words 3000").await.status, 201);
+    assert_limited(
+        &a.create(&s3, &id(), "hello").await,
+        "CONFAB_MAX_TURNS_PER_OWNER",
+        60,
+    );
+    assert_eq!(b.session(&s3).await.status, 404);
+    // A turn stopped through one gateway frees its place for the other.
+    assert!(b.stop(&s1).await.status < 300);
+    a.wait_session(&s1, |v| v["session"]["status"] == "idle")
+        .await;
+    assert_eq!(b.create(&s3, &id(), "/words 3000").await.status, 201);
+    assert!(a.stop(&s2).await.status < 300);
+    assert!(a.stop(&s3).await.status < 300);
+    for s in [&s2, &s3] {
+        b.wait_session(s, |v| v["session"]["status"] == "idle")
+            .await;
+    }
+    // Sends: six a minute, through both gateways together.
+    confab_tests::harness::within_one_minute(Duration::from_secs(15)).await;
+    let mut started = 0;
+    for i in 0..12 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        let r = api.send(&s1, &id(), "/words 100").await;
+        if r.status == 202 {
+            started += 1;
+        } else {
+            assert_limited(&r, "CONFAB_SEND_RATE", 60);
+        }
+        assert!(api.stop(&s1).await.status < 300);
+        api.wait_session(&s1, |v| v["session"]["status"] == "idle")
+            .await;
+    }
+    assert_eq!(started, 6);
 }

@@ -259,6 +259,45 @@ fn failed_turn_events_go_to_an_alarmed_queue() {
     );
 }
 
+/// The deployment bounds its turns and counts its owners' limits: the
+/// worker has reserved concurrency, every function is told the limits, and
+/// the worker may write the counters an ended turn changes.
+#[test]
+fn the_worker_is_bounded_and_may_count_limits() {
+    let t = template();
+    let worker = &t["Resources"]["TurnWorkerFunction"]["Properties"];
+    assert_eq!(
+        worker["ReservedConcurrentExecutions"]["Ref"],
+        "WorkerConcurrency"
+    );
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (var, param) in [
+        ("CONFAB_CREATE_RATE", "CreateRatePerMinute"),
+        ("CONFAB_SEND_RATE", "SendRatePerMinute"),
+        ("CONFAB_MAX_TURNS_PER_OWNER", "TurnsPerUser"),
+        ("CONFAB_DAILY_TOKENS", "DailyTokensPerUser"),
+    ] {
+        assert_eq!(env[var]["Ref"], param, "{var}");
+        assert!(t["Parameters"][param].is_object(), "{param}");
+    }
+    let statements = worker["Policies"][0]["Statement"].as_array().unwrap();
+    let on_connections = statements
+        .iter()
+        .find(|st| {
+            st["Resource"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["Fn::GetAtt"][0] == "ConnectionsTable"))
+        })
+        .expect("a statement on the connections table");
+    assert!(
+        on_connections["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "dynamodb:UpdateItem")
+    );
+}
+
 /// A search reads a bounded number of the owner's sessions per request:
 /// with the only match older than `FILTER_SCAN_MAX` others, the first page
 /// is empty but has a cursor, and following cursors finds it.

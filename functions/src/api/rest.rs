@@ -62,7 +62,9 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ServiceError::RateLimited { retry_after_secs } = self.0
+        if let ServiceError::RateLimited {
+            retry_after_secs, ..
+        } = self.0
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
             res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -262,6 +264,10 @@ async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
             max_message_bytes: validate::MAX_MESSAGE_BYTES,
             max_title_chars: validate::MAX_TITLE_CHARS,
             max_permission_mode: st.ports.max_permission_mode,
+            sessions_per_minute: st.ports.limits.creates_per_minute,
+            messages_per_minute: st.ports.limits.sends_per_minute,
+            turns_at_once: st.ports.limits.turns_per_owner,
+            daily_tokens: st.ports.limits.daily_tokens,
         },
     })
 }

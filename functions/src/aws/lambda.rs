@@ -7,7 +7,6 @@ use crate::api::rest::{ApiState, router};
 use crate::config::{AuthConfig, Config};
 use crate::domain::runner::RunnerConfig;
 use crate::ports::{Agent, Ports, Push, Store};
-use crate::ratelimit::RateLimiter;
 use crate::store::dynamo::DynamoStore;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -90,7 +89,7 @@ impl Shared {
                 push: self.configured_push()?,
                 dispatch: Arc::new(LambdaDispatch::new(&self.sdk, worker, self.stats.clone())),
                 agent: self.agent()?,
-                limiter: Arc::new(RateLimiter::per_minute(self.config.create_rate)),
+                limits: self.config.limits,
                 max_permission_mode: self.config.max_permission_mode,
             },
             auth: self.auth.clone(),

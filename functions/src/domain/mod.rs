@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod frames;
+pub mod limits;
 pub mod notify;
 pub mod records;
 pub mod runner;

@@ -2,11 +2,11 @@
 //! ports it names. REST and the socket call these; nothing else touches the
 //! store for a user.
 
-use super::notify;
 use super::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
     SessionQuery, SessionRecord, SessionRef, StartOutcome, TurnEnd,
 };
+use super::{limits, notify};
 use crate::clock::{new_id, new_token, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{Ports, Push, SessionStore, Store, TurnJob, TurnStore};
@@ -114,11 +114,10 @@ pub async fn create_session(
     if let Some(rec) = store.get_session(&id).await? {
         return existing(ports, owner, rec, &req.message.id).await;
     }
-    ports
-        .limiter
-        .check(owner)
-        .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
     room_for_a_turn(ports)?;
+    limits::check_tokens(ports, owner).await?;
+    limits::take_creation(ports, owner).await?;
+    let place = limits::take_turn(ports, owner, &id).await?;
 
     let now = now_ms();
     let at = Timestamp::from_millis(now);
@@ -148,8 +147,16 @@ pub async fn create_session(
         first: first.clone(),
         turn: turn.clone(),
     };
-    if let CreateOutcome::Exists(rec) = store.create_session(&new).await? {
-        return existing(ports, owner, rec, &req.message.id).await;
+    match store.create_session(&new).await {
+        Ok(CreateOutcome::Created) => {}
+        Ok(CreateOutcome::Exists(rec)) => {
+            place.unused(store).await;
+            return existing(ports, owner, rec, &req.message.id).await;
+        }
+        Err(e) => {
+            place.unused(store).await;
+            return Err(e.into());
+        }
     }
     // Dispatch before fan-out: whatever happens to the fan-out, the turn has
     // been handed on. A dispatch that failed leaves the turn unclaimed, and
@@ -321,6 +328,11 @@ pub async fn finish_and_announce(
             }
         }
     };
+    let tokens = end
+        .usage
+        .input_tokens
+        .saturating_add(end.usage.output_tokens);
+    limits::turn_ended(store, &session.owner, &session.id, tokens).await;
     notify::message_created(store, push, session, message).await;
     notify::session_updated(store, push, &session.owner, &summary).await;
     Some(summary)
@@ -430,6 +442,12 @@ pub async fn send_message(
     // The mode the turn runs in, given or kept, is within this server's.
     ports.permit(req.permission_mode.unwrap_or(rec.summary.permission_mode))?;
     room_for_a_turn(ports)?;
+    if rec.turn.is_some() {
+        return Err(ServiceError::TurnRunning);
+    }
+    limits::check_tokens(ports, owner).await?;
+    limits::take_send(ports, owner).await?;
+    let place = limits::take_turn(ports, owner, session_id).await?;
     let now = now_ms();
     let turn = ActiveTurn::new(now);
     let new = NewTurn {
@@ -438,7 +456,11 @@ pub async fn send_message(
         permission_mode: req.permission_mode,
         now_ms: now,
     };
-    match store.start_turn(owner, session_id, &new).await? {
+    let outcome = store.start_turn(owner, session_id, &new).await;
+    if !matches!(outcome, Ok(StartOutcome::Started { .. })) {
+        place.unused(store).await;
+    }
+    match outcome? {
         StartOutcome::Started { message, session } => {
             // Dispatch before fan-out, as for a create.
             let started = start(ports, owner, session_id, &turn).await;

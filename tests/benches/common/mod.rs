@@ -14,7 +14,7 @@ pub async fn in_process(
     let config = Config {
         auth: AuthConfig::None,
         agent: AgentConfig::demo(delay_ms),
-        create_rate: 1_000_000,
+        limits: confab_functions::ports::Limits::unreachable(),
         max_permission_mode: confab_protocol::model::PermissionMode::Default,
         max_sockets_per_owner: 100_000,
         max_turns: 100_000,

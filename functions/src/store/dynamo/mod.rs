@@ -11,6 +11,7 @@
 //! - connections: `connectionId` + `sk`. `conn` holds the owner (`byOwner`),
 //!   `sub#<session id>` a subscription with its token, session owner and
 //!   incarnation (`subscribers`); `conn` counts its `sub#` rows (`subs`).
+//!   `limits#<owner>` holds the owner's counters and sets (`limits`).
 //!   Every row carries `expiresAt` for DynamoDB's TTL.
 //!
 //! A seq is given inside a transaction conditioned on the session's `rev`,
@@ -20,7 +21,7 @@
 //! The folder by concern: `codec` (attribute values and keys), `errors`,
 //! `billing` (sizes and write units), `schema` (the tables), `ops` (the
 //! queries and transactions the capabilities share), and one file for each
-//! capability: `sessions`, `turns`, `connections`.
+//! capability: `sessions`, `turns`, `connections`, `limits`.
 
 use crate::aws::stats::AwsStats;
 pub use aws_sdk_dynamodb::Client;
@@ -33,6 +34,7 @@ mod billing;
 mod codec;
 mod connections;
 mod errors;
+mod limits;
 mod ops;
 mod parts;
 mod schema;

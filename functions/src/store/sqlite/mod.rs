@@ -2,11 +2,12 @@
 //! must be atomic is one transaction; seq numbers are given inside it, so they
 //! can neither skip nor repeat.
 
+use crate::clock::now_ms;
 use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
     SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
-use crate::ports::{ConnectionStore, SessionStore, StoreError, TurnStore};
+use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
 use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
 use confab_protocol::{SessionId, Timestamp};
@@ -781,6 +782,114 @@ impl ConnectionStore for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LimitStore for SqliteStore {
+    async fn count(
+        &self,
+        owner: &str,
+        key: &str,
+        amount: u64,
+        max: u64,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (owner, key) = (owner.to_string(), key.to_string());
+        let now = now_ms();
+        // SQLite integers are signed: counts stop at i64::MAX.
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (amount, max) = (clamp(amount), clamp(max));
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM limit_counters WHERE owner = ?1 AND expires_ms <= ?2",
+                params![owner, now],
+            )
+            .map_err(db)?;
+            let n: i64 = tx
+                .query_row(
+                    "SELECT n FROM limit_counters WHERE owner = ?1 AND key = ?2",
+                    params![owner, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .unwrap_or(0);
+            if amount > max || n > max - amount {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO limit_counters (owner, key, n, expires_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (owner, key) DO UPDATE SET n = ?3, expires_ms = ?4",
+                params![owner, key, n + amount, expires_ms],
+            )
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn counted(&self, owner: &str, key: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let (owner, key) = (owner.to_string(), key.to_string());
+        self.read(move |c| {
+            let n: Option<i64> = c
+                .query_row(
+                    "SELECT n FROM limit_counters WHERE owner = ?1 AND key = ?2 AND expires_ms > ?3",
+                    params![owner, key, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            Ok(n.unwrap_or(0).max(0) as u64)
+        })
+        .await
+    }
+
+    async fn hold(
+        &self,
+        owner: &str,
+        key: &str,
+        member: &str,
+        max: u32,
+        _expires_ms: i64,
+    ) -> Result<Held, StoreError> {
+        let (owner, key, member) = (owner.to_string(), key.to_string(), member.to_string());
+        self.write(move |tx| {
+            let mut q = tx
+                .prepare("SELECT member FROM limit_sets WHERE owner = ?1 AND key = ?2")
+                .map_err(db)?;
+            let members = q
+                .query_map(params![owner, key], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            if members.contains(&member) {
+                return Ok(Held::Already);
+            }
+            if members.len() >= max as usize {
+                return Ok(Held::Full(members));
+            }
+            tx.execute(
+                "INSERT INTO limit_sets (owner, key, member) VALUES (?1, ?2, ?3)",
+                params![owner, key, member],
+            )
+            .map_err(db)?;
+            Ok(Held::Added)
+        })
+        .await
+    }
+
+    async fn release(&self, owner: &str, key: &str, member: &str) -> Result<(), StoreError> {
+        let (owner, key, member) = (owner.to_string(), key.to_string(), member.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM limit_sets WHERE owner = ?1 AND key = ?2 AND member = ?3",
+                params![owner, key, member],
+            )
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }

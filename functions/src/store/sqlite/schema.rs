@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 /// 1. The first schema. Databases from before versioning (version 0) have
 ///    exactly these tables already, hence `IF NOT EXISTS`.
 /// 2. Session incarnations, and owner and incarnation on subscriptions.
+/// 3. Per-owner counters and sets (`LimitStore`).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE IF NOT EXISTS sessions (
@@ -59,6 +60,23 @@ CREATE INDEX IF NOT EXISTS subscriptions_by_session ON subscriptions(session_id)
 ALTER TABLE sessions ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
 ALTER TABLE subscriptions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE subscriptions ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+"#,
+    // 3. What one owner uses: counters in windows (creations, sends, tokens)
+    //    and sets (the sessions whose turn runs).
+    r#"
+CREATE TABLE limit_counters (
+    owner       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+);
+CREATE TABLE limit_sets (
+    owner       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    PRIMARY KEY (owner, key, member)
+);
 "#,
 ];
 
