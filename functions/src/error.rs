@@ -14,6 +14,8 @@ pub enum ServiceError {
     TooLarge(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("the token has expired: sign in again")]
+    TokenExpired,
     #[error("session not found")]
     NotFound,
     #[error("{0}")]
@@ -42,6 +44,7 @@ impl ServiceError {
             ServiceError::Invalid(_) => ErrorCode::InvalidRequest,
             ServiceError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ServiceError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ServiceError::TokenExpired => ErrorCode::TokenExpired,
             ServiceError::NotFound => ErrorCode::NotFound,
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TurnRunning => ErrorCode::TurnRunning,

@@ -5,8 +5,9 @@
 //! `confab-local`.
 
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
+    Subscriber, TurnEnd,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -129,8 +130,25 @@ pub trait TurnStore: Send + Sync + 'static {
 /// Socket connections and what they subscribe to.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync + 'static {
-    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError>;
-    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError>;
+    async fn put_connection(
+        &self,
+        id: &str,
+        who: &Principal,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Who a connection stands for; None when it is not known.
+    async fn connection(&self, id: &str) -> Result<Option<Principal>, StoreError>;
+    /// Stores a one-use socket ticket for `who`, usable until `expires_ms`.
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        who: &Principal,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Takes a ticket, in one write: the first caller before it expires gets
+    /// who it stands for, every later one None.
+    async fn take_ticket(&self, ticket: &str, now_ms: i64)
+    -> Result<Option<Principal>, StoreError>;
     /// Removes a connection and its subscriptions.
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError>;
     async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError>;
@@ -212,10 +230,12 @@ pub enum PushError {
 }
 
 /// Delivers frames to socket connections (the management API's
-/// `PostToConnection`).
+/// `PostToConnection`), and closes them (`DeleteConnection`).
 #[async_trait]
 pub trait Push: Send + Sync + 'static {
     async fn post(&self, connection_id: &str, frame: Bytes) -> Result<(), PushError>;
+    /// Closes a connection from the server's side, after what was posted.
+    async fn close(&self, connection_id: &str) -> Result<(), PushError>;
 }
 
 /// One turn to run.

@@ -320,18 +320,42 @@ async fn upgrade(
     // Registered before $connect so that an event broadcast meanwhile waits
     // in the queue instead of finding the connection gone.
     let rx = gw.registry.add(&id, peer.ip().to_string(), agent);
-    if let Err(e) = socket::connect(
+    let handshake = socket::Handshake {
+        ticket: q.get("ticket").map(String::as_str),
+        token: q.get("token").map(String::as_str),
+    };
+    let who = match socket::connect(
         &*gw.store,
         &gw.auth,
         &id,
-        q.get("token").map(String::as_str),
+        handshake,
         gw.max_sockets_per_owner,
     )
     .await
     {
-        gw.registry.remove(&id);
-        let _ = socket::disconnect(&*gw.store, &id).await;
-        return confab_functions::api::rest::ApiError(e).into_response();
+        Ok(who) => who,
+        Err(e) => {
+            gw.registry.remove(&id);
+            let _ = socket::disconnect(&*gw.store, &id).await;
+            return confab_functions::api::rest::ApiError(e).into_response();
+        }
+    };
+    // The socket ends when its token does: told with an `error` frame,
+    // then closed.
+    if let Some(until) = who.auth_expires_ms {
+        let (gw, id) = (gw.clone(), id.clone());
+        tokio::spawn(async move {
+            let left = until - confab_functions::clock::now_ms();
+            tokio::time::sleep(std::time::Duration::from_millis(left.max(0) as u64)).await;
+            if gw.registry.info(&id).is_some()
+                && let Err(e) = socket::expire(&*gw.store, &*gw.push, &id).await
+            {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "closing an expired socket failed"
+                );
+            }
+        });
     }
     let failed = gw.clone();
     let failed_id = id.clone();

@@ -153,9 +153,19 @@ impl Registry {
 
     /// Closes a connection from the server side.
     pub fn close(&self, id: &str) -> bool {
+        self.close_with_status(id, None)
+    }
+
+    /// Closes a connection from the server side with a status and reason,
+    /// after what is queued for it.
+    pub fn close_with(&self, id: &str, why: (u16, &'static str)) -> bool {
+        self.close_with_status(id, Some(why))
+    }
+
+    fn close_with_status(&self, id: &str, why: Option<(u16, &'static str)>) -> bool {
         match self.lock().remove(id) {
             Some(e) => {
-                let _ = e.tx.try_send(Outgoing::Close(None));
+                let _ = e.tx.try_send(Outgoing::Close(why));
                 true
             }
             None => false,
@@ -190,6 +200,10 @@ impl Registry {
     }
 }
 
+/// How the server closes a socket whose token expired (after an `error`
+/// frame that says so): policy violation.
+pub const EXPIRED_CLOSE: (u16, &str) = (1008, "the token expired");
+
 /// `Push` straight into the registry: the in-process `PostToConnection`.
 pub struct LocalPush(pub std::sync::Arc<Registry>);
 
@@ -197,5 +211,13 @@ pub struct LocalPush(pub std::sync::Arc<Registry>);
 impl Push for LocalPush {
     async fn post(&self, connection_id: &str, frame: Bytes) -> Result<(), PushError> {
         self.0.send(connection_id, frame)
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        if self.0.close_with(connection_id, EXPIRED_CLOSE) {
+            Ok(())
+        } else {
+            Err(PushError::Gone)
+        }
     }
 }

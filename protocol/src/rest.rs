@@ -193,6 +193,9 @@ pub enum ErrorCode {
     /// The request's effect is stored but could not be carried on (a turn
     /// could not be handed to a worker); the same request again finishes it.
     Unavailable,
+    /// The token a socket was opened with has expired: the socket is closed
+    /// after this error, and a fresh token opens a new one.
+    TokenExpired,
 }
 
 impl ErrorCode {
@@ -200,7 +203,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidRequest => 400,
-            ErrorCode::Unauthorized => 401,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::TurnRunning => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -216,6 +219,17 @@ impl ErrorCode {
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// `POST /api/socket-ticket`: open the socket with `?ticket=` within the
+/// minute. It is taken by the first socket that uses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SocketTicket {
+    pub ticket: String,
+    /// When the ticket can no longer be used.
+    pub expires_at: crate::Timestamp,
 }
 
 /// `{"error": {"code", "message"}}`

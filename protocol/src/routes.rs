@@ -19,6 +19,9 @@ pub const MESSAGES: &str = "/api/sessions/{id}/messages";
 pub const STOP: &str = "/api/sessions/{id}/stop";
 /// `GET ?format=md|json`: the whole session as a file.
 pub const EXPORT: &str = "/api/sessions/{id}/export";
+/// `POST`: a one-use ticket that opens a socket (`/ws?ticket=`) as the
+/// caller, for the rest of their token's life.
+pub const SOCKET_TICKET: &str = "/api/socket-ticket";
 /// `GET`: the OpenAPI document of all of these (no auth).
 pub const OPENAPI: &str = "/api/openapi.json";
 /// What every route starts with.
@@ -83,7 +86,16 @@ mod tests {
             format!("/api/sessions/{id}/messages?limit=50&beforeSeq=7")
         );
         for r in [
-            HEALTH, CONFIG, OPENAPI, PROJECTS, SESSIONS, SESSION, MESSAGES, STOP, EXPORT,
+            HEALTH,
+            CONFIG,
+            OPENAPI,
+            PROJECTS,
+            SESSIONS,
+            SESSION,
+            MESSAGES,
+            STOP,
+            EXPORT,
+            SOCKET_TICKET,
         ] {
             assert!(r.starts_with(PREFIX), "{r}");
         }

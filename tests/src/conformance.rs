@@ -3,13 +3,21 @@
 
 use confab_functions::clock::{new_id, new_token, now_ms};
 use confab_functions::domain::records::{
-    ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, SessionPatch, SessionQuery,
-    SessionRef, StartOutcome, SubscribeOutcome, TurnEnd,
+    ActiveTurn, CreateOutcome, MessageRange, NewSession, NewTurn, Principal, SessionPatch,
+    SessionQuery, SessionRef, StartOutcome, SubscribeOutcome, TurnEnd,
 };
 use confab_functions::ports::{Held, Store};
 use confab_protocol::model::*;
 use confab_protocol::{SessionId, Timestamp, TurnId};
 use std::sync::Arc;
+
+/// A connection's principal with auth off: no expiry.
+pub fn who(owner: &str) -> Principal {
+    Principal {
+        owner: owner.to_string(),
+        auth_expires_ms: None,
+    }
+}
 
 pub fn turn() -> ActiveTurn {
     let now = now_ms();
@@ -619,7 +627,10 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
     assert_eq!(s.permission_mode, PermissionMode::AcceptEdits);
     assert_eq!(s.version, v0 + 1);
     let c = "conn-".to_string() + &new_token();
-    store.put_connection(&c, "alice", now_ms()).await.unwrap();
+    store
+        .put_connection(&c, &who("alice"), now_ms())
+        .await
+        .unwrap();
     store
         .subscribe(&c, &target(&*store, &id).await, "tok", 20)
         .await
@@ -652,12 +663,15 @@ pub async fn target(store: &dyn Store, id: &SessionId) -> SessionRef {
 pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     let owner = format!("conn-owner-{}", new_token());
     let (c1, c2) = (new_token(), new_token());
-    store.put_connection(&c1, &owner, now_ms()).await.unwrap();
-    store.put_connection(&c2, &owner, now_ms()).await.unwrap();
-    assert_eq!(
-        store.connection_owner(&c1).await.unwrap().as_deref(),
-        Some(owner.as_str())
-    );
+    store
+        .put_connection(&c1, &who(&owner), now_ms())
+        .await
+        .unwrap();
+    store
+        .put_connection(&c2, &who(&owner), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(store.connection(&c1).await.unwrap(), Some(who(&owner)));
     let mut conns = store.owner_connections(&owner).await.unwrap();
     conns.sort();
     let mut want = vec![c1.clone(), c2.clone()];
@@ -723,7 +737,7 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     assert_eq!(store.subscribers(&sessions[0]).await.unwrap().len(), 1);
     store.delete_connection(&c2).await.unwrap();
     assert!(store.subscribers(&sessions[0]).await.unwrap().is_empty());
-    assert!(store.connection_owner(&c2).await.unwrap().is_none());
+    assert!(store.connection(&c2).await.unwrap().is_none());
     assert_eq!(store.owner_connections(&owner).await.unwrap(), vec![c1]);
 }
 
@@ -755,7 +769,10 @@ pub async fn a_turn_is_claimed_once(store: Arc<dyn Store>) {
 pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
     let owner = format!("burst-{}", new_token());
     let conn = new_token();
-    store.put_connection(&conn, &owner, now_ms()).await.unwrap();
+    store
+        .put_connection(&conn, &who(&owner), now_ms())
+        .await
+        .unwrap();
     let mut refs = Vec::new();
     for _ in 0..40 {
         let id = idle_session(&*store, &owner, now_ms()).await;
@@ -815,7 +832,7 @@ pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
 pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
     let conn = new_token();
     store
-        .put_connection(&conn, "alice", now_ms())
+        .put_connection(&conn, &who("alice"), now_ms())
         .await
         .unwrap();
     let first = new_session("alice", "default", "t", "one", now_ms());
@@ -871,6 +888,9 @@ impl confab_functions::ports::Push for Nowhere {
         _connection_id: &str,
         _frame: bytes::Bytes,
     ) -> Result<(), confab_functions::ports::PushError> {
+        Ok(())
+    }
+    async fn close(&self, _connection_id: &str) -> Result<(), confab_functions::ports::PushError> {
         Ok(())
     }
 }
@@ -1331,6 +1351,46 @@ pub async fn owner_sets_hold_under_a_burst(store: Arc<dyn Store>) {
     );
 }
 
+/// A socket ticket is taken once, however many takes race, and not after
+/// it expires; a connection keeps its token's expiry.
+pub async fn socket_tickets_are_taken_once(store: Arc<dyn Store>) {
+    let alice = Principal {
+        owner: format!("alice-{}", new_token()),
+        auth_expires_ms: Some(now_ms() + 3_600_000),
+    };
+    let ticket = new_token();
+    store
+        .put_ticket(&ticket, &alice, now_ms() + 60_000)
+        .await
+        .unwrap();
+    let takes =
+        futures::future::join_all((0..8).map(|_| store.take_ticket(&ticket, now_ms()))).await;
+    let taken: Vec<Principal> = takes.into_iter().filter_map(|t| t.unwrap()).collect();
+    assert_eq!(taken, vec![alice.clone()], "exactly one take wins");
+    assert_eq!(
+        store.take_ticket(&new_token(), now_ms()).await.unwrap(),
+        None
+    );
+    let stale = new_token();
+    store
+        .put_ticket(&stale, &alice, now_ms() + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_ticket(&stale, now_ms() + 2_000).await.unwrap(),
+        None,
+        "an expired ticket opens nothing"
+    );
+    let conn = new_token();
+    store.put_connection(&conn, &alice, now_ms()).await.unwrap();
+    assert_eq!(store.connection(&conn).await.unwrap(), Some(alice.clone()));
+    // Tickets are not sockets of their owner.
+    assert_eq!(
+        store.owner_connections(&alice.owner).await.unwrap(),
+        vec![conn]
+    );
+}
+
 /// Generates one test per case for a store made by `$make` (an async fn
 /// returning `Arc<dyn Store>`).
 #[macro_export]
@@ -1356,7 +1416,8 @@ macro_rules! store_conformance {
             the_sweep_says_which_case_it_closed,
             a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint,
             owner_counters_hold_under_a_burst,
-            owner_sets_hold_under_a_burst
+            owner_sets_hold_under_a_burst,
+            socket_tickets_are_taken_once
         );
     };
     (@cases $make:path; $($case:ident),*) => {

@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use confab_functions::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
+    Subscriber, TurnEnd,
 };
 use confab_functions::ports::{
     ConnectionStore, Held, LimitStore, SessionStore, Store, StoreError, TurnStore,
@@ -144,11 +145,31 @@ impl TurnStore for Faulty {
 
 #[async_trait]
 impl ConnectionStore for Faulty {
-    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.inner.put_connection(id, owner, now_ms).await
+    async fn put_connection(
+        &self,
+        id: &str,
+        who: &Principal,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.put_connection(id, who, now_ms).await
     }
-    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.connection_owner(id).await
+    async fn connection(&self, id: &str) -> Result<Option<Principal>, StoreError> {
+        self.inner.connection(id).await
+    }
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        who: &Principal,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.put_ticket(ticket, who, expires_ms).await
+    }
+    async fn take_ticket(
+        &self,
+        ticket: &str,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.inner.take_ticket(ticket, now_ms).await
     }
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
         self.inner.delete_connection(id).await

@@ -30,11 +30,15 @@ pub fn id() -> String {
 
 /// An HS256 token for `sub`, valid for an hour.
 pub fn token(sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        + 3600;
+        .as_secs() as i64;
+    token_expiring(sub, now + 3600)
+}
+
+/// An HS256 token for `sub` whose `exp` is `exp` (seconds since the epoch).
+pub fn token_expiring(sub: &str, exp: i64) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({ "sub": sub, "exp": exp }),
@@ -305,6 +309,8 @@ impl Gateway {
         }
     }
 
+    /// The socket URL with a token in it (refused when auth is on: tokens
+    /// stay out of URLs), or with nothing.
     pub fn ws_url(&self, token: Option<&str>) -> String {
         let base = self.base.replacen("http://", "ws://", 1);
         match token {
@@ -313,10 +319,25 @@ impl Gateway {
         }
     }
 
+    /// The socket URL with a fresh one-use ticket for `token`'s owner.
+    pub async fn ticket_url(&self, token: &str) -> String {
+        let r = self
+            .api(Some(token))
+            .call("POST", routes::SOCKET_TICKET, None)
+            .await;
+        assert_eq!(r.status, 201, "a socket ticket: {}", r.text);
+        let ticket = r.body["ticket"].as_str().expect("a ticket");
+        let base = self.base.replacen("http://", "ws://", 1);
+        format!("{base}/ws?ticket={ticket}")
+    }
+
+    /// A socket as `token`'s owner (through a ticket), or with auth off.
     pub async fn socket(&self, token: Option<&str>) -> Socket {
-        Socket::connect(&self.ws_url(token))
-            .await
-            .expect("socket connects")
+        let url = match token {
+            Some(t) => self.ticket_url(t).await,
+            None => self.ws_url(None),
+        };
+        Socket::connect(&url).await.expect("socket connects")
     }
 }
 

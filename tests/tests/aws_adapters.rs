@@ -63,7 +63,10 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
     let (store, _) = moto::dynamo_store().await;
     let sid = confab_tests::conformance::idle_session(&store, "alice", 1).await;
     for c in ["gone-connection", conn.as_str()] {
-        store.put_connection(c, "alice", 1).await.unwrap();
+        store
+            .put_connection(c, &confab_tests::conformance::who("alice"), 1)
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .subscribe(
@@ -93,10 +96,7 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
         matches!(e, ServerEvent::Pong)
     })
     .await;
-    assert_eq!(
-        store.connection_owner("gone-connection").await.unwrap(),
-        None
-    );
+    assert_eq!(store.connection("gone-connection").await.unwrap(), None);
     let subs = store.subscribers(&sid).await.unwrap();
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].connection_id, conn);
@@ -276,15 +276,16 @@ fn fixture(name: &str) -> Value {
 }
 
 /// The shipped `$connect` event, for connection `conn` with `token`.
-fn connect_event(conn: &str, token: Option<&str>) -> Value {
+/// A `$connect` event with this query parameter (`token` or `ticket`).
+fn connect_event(conn: &str, param: Option<(&str, &str)>) -> Value {
     let mut ev = fixture("example-apigw-websocket-request.json");
     ev["requestContext"]["connectionId"] = conn.into();
-    ev["queryStringParameters"] = match token {
-        Some(t) => serde_json::json!({ "token": t }),
+    ev["queryStringParameters"] = match param {
+        Some((k, v)) => serde_json::json!({ k: v }),
         None => serde_json::json!({}),
     };
-    ev["multiValueQueryStringParameters"] = match token {
-        Some(t) => serde_json::json!({ "token": [t] }),
+    ev["multiValueQueryStringParameters"] = match param {
+        Some((k, v)) => serde_json::json!({ k: [v] }),
         None => serde_json::json!({}),
     };
     ev
@@ -326,19 +327,43 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     let r = app.connect(parse(connect_event(&conn, None))).await;
     assert_eq!(r.status_code, 401);
     let r = app
-        .connect(parse(connect_event(&conn, Some("not-a-jwt"))))
+        .connect(parse(connect_event(
+            &conn,
+            Some(("ticket", "not-a-ticket")),
+        )))
         .await;
     assert_eq!(r.status_code, 401);
-    assert_eq!(store.connection_owner(&conn).await.unwrap(), None);
-    // With a valid token: 200 and the connection belongs to its subject.
+    assert_eq!(store.connection(&conn).await.unwrap(), None);
+    // A valid token in the URL is refused: sockets open with tickets.
     let r = app
-        .connect(parse(connect_event(&conn, Some(&token("alice")))))
+        .connect(parse(connect_event(
+            &conn,
+            Some(("token", &token("alice"))),
+        )))
+        .await;
+    assert_eq!(r.status_code, 401);
+    assert_eq!(store.connection(&conn).await.unwrap(), None);
+    // With a ticket: 200, and the connection belongs to its subject until
+    // the token's expiry; the ticket is used up.
+    let alice = Auth::hs256(SECRET.as_bytes())
+        .principal(Some(&token("alice")))
+        .unwrap();
+    let ticket = confab_functions::api::socket::ticket(&*store, &alice)
+        .await
+        .unwrap()
+        .ticket;
+    let r = app
+        .connect(parse(connect_event(&conn, Some(("ticket", &ticket)))))
         .await;
     assert_eq!(r.status_code, 200);
-    assert_eq!(
-        store.connection_owner(&conn).await.unwrap().as_deref(),
-        Some("alice")
-    );
+    assert_eq!(store.connection(&conn).await.unwrap(), Some(alice));
+    let r = app
+        .connect(parse(connect_event(
+            "another-conn",
+            Some(("ticket", &ticket)),
+        )))
+        .await;
+    assert_eq!(r.status_code, 401, "a ticket opens one socket");
 
     // $default with a good frame: the answer reaches the socket.
     let r = app
@@ -399,7 +424,7 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     ev["requestContext"]["connectionId"] = conn.as_str().into();
     let r = app.disconnect(parse(ev)).await;
     assert_eq!(r.status_code, 200);
-    assert_eq!(store.connection_owner(&conn).await.unwrap(), None);
+    assert_eq!(store.connection(&conn).await.unwrap(), None);
     assert!(store.subscribers(&mine).await.unwrap().is_empty());
 
     // An event without a connection id is refused.

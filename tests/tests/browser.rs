@@ -362,3 +362,97 @@ async fn a_refused_first_message_comes_back_and_the_retry_creates_the_session() 
     );
     w.close().await;
 }
+
+/// Seconds since the epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// How many socket tickets the page has asked for.
+const TICKETS: &str = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/socket-ticket')).length";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_whose_token_expires_renews_without_a_banner_or_a_lost_frame() {
+    use confab_tests::harness::{SECRET, token, token_expiring};
+    let gw = Gateway::start_with_web(&[
+        ("CONFAB_AUTH", "jwt"),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_DEMO_DELAY_MS", "20"),
+    ])
+    .await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    // A token with 9 s left (it is checked with 30 s of leeway).
+    let short = token_expiring("erin", unix_now() - 21);
+    w.goto(&format!("{}/", gw.base)).await;
+    w.js(&format!(
+        "localStorage.setItem('confab.token', '{short}'); return null;"
+    ))
+    .await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    w.js("window.__banners = 0; new MutationObserver(() => { if (document.querySelector('#banner-reconnecting, #banner-signed-out, #banner-disconnected, #banner-connecting')) window.__banners++; }).observe(document.body, {subtree: true, childList: true, attributes: true}); return null;").await;
+    // The person's token is renewed before the socket's ends (as a sign-in
+    // would); the socket learns of it only when its own token expires.
+    let long = token("erin");
+    w.js(&format!(
+        "localStorage.setItem('confab.token', '{long}'); return null;"
+    ))
+    .await;
+    w.send_message("/words 600").await;
+    w.until(
+        "the reply streaming",
+        "return !!document.querySelector('article.msg-agent[data-status=live]')",
+    )
+    .await;
+    // The socket's token expires while the reply streams: a second ticket.
+    for _ in 0..30 {
+        if w.js(TICKETS).await.as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        w.js(TICKETS).await.as_u64(),
+        Some(2),
+        "the socket renewed once"
+    );
+    w.until(
+        "the stored reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    let reply = w.js(LAST_REPLY).await;
+    assert_eq!(
+        reply.as_str().unwrap().split_whitespace().count(),
+        600,
+        "the reply is whole"
+    );
+    assert_eq!(
+        w.js("return window.__banners").await.as_u64(),
+        Some(0),
+        "no banner"
+    );
+    let _ = w.screenshot("9-renewed").await;
+
+    // A token the server refuses: one banner that says so, and no retrying
+    // until the person asks.
+    let gone = token_expiring("erin", unix_now() - 120);
+    w.js(&format!(
+        "localStorage.setItem('confab.token', '{gone}'); return null;"
+    ))
+    .await;
+    open(&w, &gw, "/").await;
+    w.until(
+        "the signed-out banner",
+        "return !!document.querySelector('#banner-signed-out')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.js(TICKETS).await.as_u64(), Some(1), "no retry storm");
+    let _ = w.screenshot("9-signed-out").await;
+    w.close().await;
+}

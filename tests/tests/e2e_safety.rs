@@ -101,11 +101,30 @@ async fn without_a_valid_token_nothing_is_served() {
         Err(ConnectError::Http(401)) => {}
         other => panic!("{:?}", other.err()),
     }
-    assert!(
-        Socket::connect(&gw.ws_url(Some(&token("alice"))))
-            .await
-            .is_ok()
-    );
+    // A valid token in the URL is refused too: tokens stay out of URLs,
+    // where logs keep them.
+    match Socket::connect(&gw.ws_url(Some(&token("alice")))).await {
+        Err(ConnectError::Http(401)) => {}
+        other => panic!("a token in the socket URL was taken: {:?}", other.err()),
+    }
+    // A ticket opens one socket, once.
+    let url = gw.ticket_url(&token("alice")).await;
+    let mut s = Socket::connect(&url)
+        .await
+        .expect("the ticket opens a socket");
+    s.hello().await;
+    match Socket::connect(&url).await {
+        Err(ConnectError::Http(401)) => {}
+        other => panic!("a ticket was used twice: {:?}", other.err()),
+    }
+    let forged = url.replace("ticket=", "ticket=x");
+    match Socket::connect(&forged).await {
+        Err(ConnectError::Http(401)) => {}
+        other => panic!("a made-up ticket was taken: {:?}", other.err()),
+    }
+    // A ticket needs a valid token.
+    let r = none.call("POST", "/api/socket-ticket", None).await;
+    assert_eq!(r.status, 401);
     // Health and config need no token.
     assert_eq!(none.get("/api/health").await.status, 200);
     assert_eq!(none.get("/api/config").await.body["auth"]["mode"], "jwt");
@@ -1406,4 +1425,53 @@ async fn an_owners_limits_hold_across_two_gateways_sharing_a_store() {
             .await;
     }
     assert_eq!(started, 6);
+}
+
+/// A socket ends with its token: at the token's expiry it gets an `error`
+/// frame naming it (`token_expired`) and is closed, however quiet it is;
+/// an expired token gets no ticket, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_is_closed_when_its_token_expires() {
+    let gw = Gateway::start_jwt(&[]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Checked with 30 s of leeway for clocks: this one has 4 s left.
+    let short = confab_tests::harness::token_expiring("alice", now - 26);
+    let mut s = gw.socket(Some(&short)).await;
+    s.hello().await;
+    let mut long = gw.socket(Some(&token("alice"))).await;
+    long.hello().await;
+    let (expired, _) = s
+        .expect_within("token_expired", Duration::from_secs(15), |e| {
+            matches!(
+                e,
+                ServerEvent::Error {
+                    code: confab_protocol::rest::ErrorCode::TokenExpired,
+                    ..
+                }
+            )
+        })
+        .await;
+    let ServerEvent::Error { message, .. } = expired else {
+        unreachable!()
+    };
+    assert!(message.contains("expired"), "{message}");
+    let (code, _) = s.wait_closed().await;
+    // 1008 from the local gateway; API Gateway's DeleteConnection gives no
+    // status.
+    assert!(code == 1008 || code == 1005, "closed with {code}");
+    // The socket of a valid token is still served.
+    long.send(&json!({ "action": "ping" })).await;
+    long.expect("pong", |e| matches!(e, ServerEvent::Pong))
+        .await;
+    // An expired token gets no ticket, with a code that says why.
+    let gone = confab_tests::harness::token_expiring("alice", now - 60);
+    let r = gw
+        .api(Some(&gone))
+        .call("POST", "/api/socket-ticket", None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["code"], "token_expired");
 }

@@ -298,6 +298,33 @@ fn the_worker_is_bounded_and_may_count_limits() {
     );
 }
 
+/// The socket functions may do what tickets and token expiry need: `$connect`
+/// takes (deletes) its ticket and counts the owner's sockets on the index;
+/// the frame route may close a connection whose token expired.
+#[test]
+fn the_socket_functions_may_take_tickets_and_close_expired_sockets() {
+    let t = template();
+    let r = &t["Resources"];
+    let actions = |function: &str| -> Vec<String> {
+        r[function]["Properties"]["Policies"][0]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|st| match &st["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Array(a) => a.iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    let connect = actions("WsConnectFunction");
+    for a in ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"] {
+        assert!(connect.iter().any(|c| c == a), "$connect may not {a}");
+    }
+    let route = serde_json::to_string(&r["WsRouteFunction"]["Properties"]["Policies"]).unwrap();
+    assert!(route.contains("/live/DELETE/@connections/*"), "{route}");
+}
+
 /// A search reads a bounded number of the owner's sessions per request:
 /// with the only match older than `FILTER_SCAN_MAX` others, the first page
 /// is empty but has a cursor, and following cursors finds it.

@@ -46,8 +46,9 @@ fn api(path: &str) -> String {
     format!("{base}{path}")
 }
 
-/// The socket URL, with the token when one is set.
-pub fn socket_url() -> String {
+/// The socket URL: with a fresh one-use ticket when this browser has a
+/// token (the token itself stays out of URLs).
+pub async fn socket_url() -> Result<String, ApiError> {
     let configured = ENDPOINTS.with(|e| e.borrow().socket_url.clone());
     let url = if configured.is_empty() {
         let loc = window().map(|w| w.location());
@@ -61,10 +62,11 @@ pub fn socket_url() -> String {
     } else {
         configured
     };
-    match token() {
-        Some(t) => format!("{url}?token={t}"),
-        None => url,
+    if token().is_none() {
+        return Ok(url);
     }
+    let ticket = client().socket_ticket().await?;
+    Ok(format!("{url}?ticket={}", ticket.ticket))
 }
 
 /// A bearer token kept in this browser (`localStorage["confab.token"]`).

@@ -4,6 +4,7 @@
 
 use confab_protocol::backoff::Backoff;
 use confab_protocol::client::{CurrentSession, Effect, SessionList};
+use confab_protocol::rest::ErrorCode;
 use confab_protocol::socket::Reassembly;
 use confab_protocol::{ClientFrame, ServerEvent};
 use std::collections::VecDeque;
@@ -136,24 +137,60 @@ pub fn use_socket(app: AppState) -> Coroutine<SocketCmd> {
                 c.ready = false;
                 c.retry_in = None;
                 c.gave_up = false;
+                c.signed_out = false;
                 c.attempt = attempt;
             });
-            if let Some(ws) = open(&api::socket_url()).await {
+            let url = match api::socket_url().await {
+                Ok(url) => Some(url),
+                Err(api::ApiError::Refused {
+                    code: Some(ErrorCode::Unauthorized | ErrorCode::TokenExpired),
+                    ..
+                }) => {
+                    // The token is refused: trying again would be refused
+                    // too. Wait until the person signs in and asks.
+                    app.conn.with_mut(|c| {
+                        c.state = ReadyState::Closed;
+                        c.signed_out = true;
+                        c.renewing = false;
+                    });
+                    if !wait_for_reconnect(&mut rx).await {
+                        return;
+                    }
+                    attempt = 0;
+                    continue;
+                }
+                Err(_) => None,
+            };
+            let ws = match url {
+                Some(url) => open(&url).await,
+                None => None,
+            };
+            if let Some(ws) = ws {
                 attempt = 0;
                 app.conn.with_mut(|c| {
                     c.state = ReadyState::Open;
                     c.attempt = 0;
                     c.was_open = true;
                 });
-                let quit = serve(&mut app, ws, &mut outbox, &mut rx).await;
+                let ended = serve(&mut app, ws, &mut outbox, &mut rx).await;
                 outbox.disconnected();
-                if quit {
-                    return;
+                match ended {
+                    Ended::Quit => return,
+                    Ended::TokenExpired => {
+                        // Planned: a fresh ticket, at once, without a banner.
+                        app.conn.with_mut(|c| {
+                            c.ready = false;
+                            c.renewing = true;
+                        });
+                        continue;
+                    }
+                    Ended::Dropped => {}
                 }
             }
             app.conn.with_mut(|c| {
                 c.state = ReadyState::Closed;
                 c.ready = false;
+                c.renewing = false;
             });
             attempt += 1;
             match backoff_ms(attempt, js_sys::Math::random()) {
@@ -168,18 +205,35 @@ pub fn use_socket(app: AppState) -> Coroutine<SocketCmd> {
                         c.gave_up = true;
                         c.retry_in = None;
                     });
-                    loop {
-                        match rx.next().await {
-                            Some(SocketCmd::Reconnect) => break,
-                            Some(_) => {}
-                            None => return,
-                        }
+                    if !wait_for_reconnect(&mut rx).await {
+                        return;
                     }
                     attempt = 0;
                 }
             }
         }
     })
+}
+
+/// Waits for the Reconnect button; false when the app is going away.
+async fn wait_for_reconnect(rx: &mut UnboundedReceiver<SocketCmd>) -> bool {
+    loop {
+        match rx.next().await {
+            Some(SocketCmd::Reconnect) => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+/// How serving a socket ended.
+enum Ended {
+    /// The app is going away.
+    Quit,
+    /// The connection dropped.
+    Dropped,
+    /// The server closes it: the token it was opened with expired.
+    TokenExpired,
 }
 
 /// Opens a socket and waits until it is open (None if it fails or takes
@@ -223,18 +277,18 @@ fn encode(f: &ClientFrame) -> Message {
     Message::Text(serde_json::to_string(f).unwrap_or_default())
 }
 
-/// Serves an open socket until it drops. True when the app is going away.
+/// Serves an open socket until it drops, or the app goes away.
 async fn serve(
     app: &mut AppState,
     ws: WebSocket,
     outbox: &mut Outbox,
     rx: &mut UnboundedReceiver<SocketCmd>,
-) -> bool {
+) -> Ended {
     let (mut sink, stream) = ws.split();
     let mut stream = stream.fuse();
     let mut ticks = IntervalStream::new(1_000).fuse();
     if sink.send(encode(&ClientFrame::Hello)).await.is_err() {
-        return false;
+        return Ended::Dropped;
     }
     let mut last_ping = now_ms();
     let mut pong_due: Option<f64> = None;
@@ -260,7 +314,10 @@ async fn serve(
                         None => {}
                         Some(event) => match event {
                         ServerEvent::Ready { .. } => {
-                            app.conn.with_mut(|c| c.ready = true);
+                            app.conn.with_mut(|c| {
+                                c.ready = true;
+                                c.renewing = false;
+                            });
                             if let Some(f) = app.current.with_mut(|c| c.as_mut().filter(|c| c.summary().is_some()).map(subscribe_frame)) {
                                 outbox.push(f);
                             }
@@ -268,6 +325,11 @@ async fn serve(
                             app.refresh_list();
                         }
                         ServerEvent::Pong => pong_due = None,
+                        ServerEvent::Error { code: ErrorCode::TokenExpired, .. } => {
+                            // The server closes the socket next.
+                            let _ = sink.close().await;
+                            return Ended::TokenExpired;
+                        }
                         other => {
                             let frames = {
                                 let mut list = app.sessions.write();
@@ -282,7 +344,7 @@ async fn serve(
                     }
                 }
                 Some(Ok(Message::Bytes(_))) => {}
-                Some(Err(_)) | None => return false,
+                Some(Err(_)) | None => return Ended::Dropped,
             },
             cmd = rx.next() => match cmd {
                 Some(SocketCmd::SubscribeCurrent) => {
@@ -292,7 +354,7 @@ async fn serve(
                 }
                 Some(SocketCmd::Unsubscribe(session_id)) => to_send.extend(outbox.push(ClientFrame::Unsubscribe { session_id })),
                 Some(SocketCmd::Reconnect) => {}
-                None => return true,
+                None => return Ended::Quit,
             },
             _ = ticks.next() => {
                 let now = now_ms();
@@ -300,7 +362,7 @@ async fn serve(
                     // No pong: the connection is dead; close it and start over.
                     app.conn.with_mut(|c| c.state = ReadyState::Closing);
                     let _ = sink.close().await;
-                    return false;
+                    return Ended::Dropped;
                 }
                 if outbox.is_ready() && now - last_ping >= PING_EVERY_MS {
                     last_ping = now;
@@ -311,7 +373,7 @@ async fn serve(
         }
         for f in to_send {
             if sink.send(encode(&f)).await.is_err() {
-                return false;
+                return Ended::Dropped;
             }
         }
     }

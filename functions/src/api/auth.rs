@@ -1,6 +1,7 @@
 //! Who is calling: `CONFAB_AUTH=none` (everyone is `local`) or `jwt`
 //! (HS256; the owner is the token's `sub`).
 
+use crate::domain::records::Principal;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 use std::fmt;
@@ -33,11 +34,14 @@ pub enum AuthError {
     Missing,
     #[error("the token is not valid")]
     Invalid,
+    #[error("the token has expired")]
+    Expired,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
 }
 
 impl Auth {
@@ -100,14 +104,26 @@ impl Auth {
 
     /// The owner a token stands for.
     pub fn owner(&self, token: Option<&str>) -> Result<String, AuthError> {
+        self.principal(token).map(|p| p.owner)
+    }
+
+    /// Who a token stands for, and until when: its `exp` with the leeway
+    /// it is checked with.
+    pub fn principal(&self, token: Option<&str>) -> Result<Principal, AuthError> {
         match self {
-            Auth::None => Ok(LOCAL_OWNER.to_string()),
+            Auth::None => Ok(Principal {
+                owner: LOCAL_OWNER.to_string(),
+                auth_expires_ms: None,
+            }),
             Auth::Jwt(k) => {
                 let (key, validation) = (&k.key, &k.validation);
                 let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
                 let data = decode::<Claims>(token, key, validation).map_err(|e| {
                     tracing::debug!(error = %e, "token refused");
-                    AuthError::Invalid
+                    match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                        _ => AuthError::Invalid,
+                    }
                 })?;
                 let sub = data.claims.sub;
                 // `local` is the owner of everything when auth is off: a
@@ -115,18 +131,31 @@ impl Auth {
                 if sub.is_empty() || sub.len() > 256 || sub == LOCAL_OWNER {
                     return Err(AuthError::Invalid);
                 }
-                Ok(sub)
+                let until = data
+                    .claims
+                    .exp
+                    .saturating_add(validation.leeway as i64)
+                    .saturating_mul(1000);
+                Ok(Principal {
+                    owner: sub,
+                    auth_expires_ms: Some(until),
+                })
             }
         }
     }
 
     /// The owner named by an `Authorization: Bearer …` header value.
     pub fn owner_from_header(&self, header: Option<&str>) -> Result<String, AuthError> {
+        self.principal_from_header(header).map(|p| p.owner)
+    }
+
+    /// Who an `Authorization: Bearer …` header value stands for.
+    pub fn principal_from_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = header.and_then(|h| {
             let (scheme, rest) = h.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
         });
-        self.owner(token)
+        self.principal(token)
     }
 }
 
@@ -169,7 +198,7 @@ mod tests {
         );
         assert_eq!(
             a.owner(Some(&token(b"s3cret", "alice", -600))),
-            Err(AuthError::Invalid)
+            Err(AuthError::Expired)
         );
         assert_eq!(a.owner(Some("garbage")), Err(AuthError::Invalid));
         assert_eq!(

@@ -261,6 +261,20 @@ pub fn openapi() -> Value {
             "application/json": { "schema": export_json },
         },
     });
+    let socket_ticket = op(
+        &error,
+        "socketTicket",
+        "A one-use ticket that opens the socket (/ws?ticket=) within 60 s, as the caller, until their token expires",
+        None,
+        &[(
+            "201",
+            answer(
+                "The ticket",
+                schema::<confab_protocol::rest::SocketTicket>(g),
+            ),
+        )],
+        vec![],
+    );
     let openapi_doc = json!({
         "operationId": "openapi",
         "summary": "This document",
@@ -281,6 +295,7 @@ pub fn openapi() -> Value {
         routes::MESSAGES: { "parameters": [sid.clone()], "post": send, "get": messages },
         routes::STOP: { "parameters": [sid.clone()], "post": stop },
         routes::EXPORT: { "parameters": [sid], "get": export },
+        routes::SOCKET_TICKET: { "post": socket_ticket },
     });
     json!({
         "openapi": "3.1.0",
@@ -311,7 +326,7 @@ pub fn asyncapi() -> Value {
         "info": {
             "title": "Confab socket",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Events of the caller's sessions. Connect with ?token=<JWT> when auth is on; send hello, wait for ready, then subscribe. Frames are JSON text, at most 8 KiB from a client and 32 KiB from the server.",
+            "description": "Events of the caller's sessions. Connect with ?ticket=<ticket> (from POST /api/socket-ticket) when auth is on; the socket is closed, after an error frame with code token_expired, when its token expires; send hello, wait for ready, then subscribe. Frames are JSON text, at most 8 KiB from a client and 32 KiB from the server.",
         },
         "servers": {
             "local": { "host": "127.0.0.1:8787", "pathname": "/ws", "protocol": "ws" },
@@ -383,6 +398,7 @@ mod tests {
             routes::MESSAGES,
             routes::STOP,
             routes::EXPORT,
+            routes::SOCKET_TICKET,
         ] {
             assert!(doc["paths"][r].is_object(), "{r}");
         }

@@ -2,6 +2,7 @@
 //! axum::serve locally.
 
 use super::auth::{Auth, AuthError};
+use crate::domain::records::Principal;
 use crate::domain::sessions::ExportFormat;
 use crate::domain::sessions::{self, Created, Sent, Stopped};
 use crate::error::ServiceError;
@@ -93,13 +94,38 @@ impl FromRequestParts<AppState> for Caller {
             .auth
             .owner_from_header(header)
             .map(Caller)
-            .map_err(|e| {
-                ApiError(ServiceError::Unauthorized(match e {
-                    AuthError::Missing => "a bearer token is required",
-                    AuthError::Invalid => "the token is not valid",
-                }))
-            })
+            .map_err(refused)
     }
+}
+
+/// The authenticated caller with their token's expiry.
+pub struct Bearer(pub Principal);
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .auth
+            .principal_from_header(header)
+            .map(Bearer)
+            .map_err(refused)
+    }
+}
+
+fn refused(e: AuthError) -> ApiError {
+    ApiError(match e {
+        AuthError::Missing => ServiceError::Unauthorized("a bearer token is required"),
+        AuthError::Invalid => ServiceError::Unauthorized("the token is not valid"),
+        AuthError::Expired => ServiceError::TokenExpired,
+    })
 }
 
 /// A JSON body of at most 64 KiB, with clear errors.
@@ -212,6 +238,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(routes::MESSAGES, post(send).get(messages))
         .route(routes::STOP, post(stop))
         .route(routes::EXPORT, get(export_session))
+        .route(routes::SOCKET_TICKET, post(socket_ticket))
         // Unknown API paths stay JSON 404s even where a web app serves `/`.
         .route(routes::PREFIX, any(not_found))
         .route(&format!("{}/{{*rest}}", routes::PREFIX), any(not_found))
@@ -270,6 +297,11 @@ async fn config(State(st): State<AppState>) -> Json<ConfigResponse> {
             daily_tokens: st.ports.limits.daily_tokens,
         },
     })
+}
+
+async fn socket_ticket(State(st): State<AppState>, Bearer(who): Bearer) -> ApiResult<Response> {
+    let ticket = super::socket::ticket(&*st.ports.store, &who).await?;
+    Ok((StatusCode::CREATED, Json(ticket)).into_response())
 }
 
 async fn projects(State(st): State<AppState>, Caller(owner): Caller) -> ApiResult<Response> {

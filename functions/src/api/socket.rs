@@ -5,10 +5,13 @@
 use super::auth::Auth;
 use crate::clock::{now, now_ms};
 use crate::domain::notify::to_connection;
+use crate::domain::records::Principal;
 use crate::domain::subscriptions::subscribe;
 use crate::error::ServiceError;
 use crate::ports::{ConnectionStore, Push, Store};
-use confab_protocol::rest::ErrorCode;
+use base64::Engine as _;
+use confab_protocol::Timestamp;
+use confab_protocol::rest::{ErrorCode, SocketTicket};
 use confab_protocol::socket::parse_client_frame;
 use confab_protocol::{ClientFrame, ConnectionId, ServerEvent, SessionId};
 
@@ -16,29 +19,107 @@ use confab_protocol::{ClientFrame, ConnectionId, ServerEvent, SessionId};
 /// (`CONFAB_MAX_SOCKETS_PER_OWNER`).
 pub const MAX_SOCKETS_PER_OWNER: usize = 32;
 
-/// `$connect`: checks the token and the owner's socket count, and stores
-/// the connection with its owner. Nothing may be sent to the connection yet.
-/// The count is read, then the row written: racing connects can pass it by
-/// a few, never without bound.
+/// How long a socket ticket can be used.
+pub const TICKET_TTL_MS: i64 = 60_000;
+
+/// `POST /api/socket-ticket`: a one-use ticket that opens a socket as `who`,
+/// until their token expires. 32 random bytes, kept in the store.
+pub async fn ticket(
+    store: &dyn ConnectionStore,
+    who: &Principal,
+) -> Result<SocketTicket, ServiceError> {
+    let bytes: [u8; 32] = rand::random();
+    let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let expires = now_ms() + TICKET_TTL_MS;
+    store.put_ticket(&ticket, who, expires).await?;
+    Ok(SocketTicket {
+        ticket,
+        expires_at: Timestamp::from_millis(expires),
+    })
+}
+
+/// What a socket handshake carries (its query string).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handshake<'a> {
+    /// A ticket from `POST /api/socket-ticket`.
+    pub ticket: Option<&'a str>,
+    /// A bearer token: refused when auth is on (tokens stay out of URLs).
+    pub token: Option<&'a str>,
+}
+
+/// `$connect`: takes the ticket, checks the owner's socket count, and
+/// stores the connection with who it stands for and until when. Nothing may
+/// be sent to the connection yet. The count is read, then the row written:
+/// racing connects can pass it by a few, never without bound.
 pub async fn connect(
     store: &dyn ConnectionStore,
     auth: &Auth,
     connection_id: &ConnectionId,
-    token: Option<&str>,
+    handshake: Handshake<'_>,
     max_sockets: usize,
-) -> Result<String, ServiceError> {
-    let owner = auth
-        .owner(token)
-        .map_err(|_| ServiceError::Unauthorized("a valid token is required"))?;
-    if store.owner_connections(&owner).await?.len() >= max_sockets {
+) -> Result<Principal, ServiceError> {
+    let who = match auth {
+        Auth::None => auth
+            .principal(None)
+            .map_err(|_| ServiceError::Unauthorized("a valid token is required"))?,
+        Auth::Jwt(_) => match handshake {
+            Handshake {
+                ticket: Some(t), ..
+            } => store
+                .take_ticket(t, now_ms())
+                .await?
+                .filter(|who| !who.expired(now_ms()))
+                .ok_or(ServiceError::Unauthorized(
+                    "the ticket is not valid: it was used or has expired; get a new one",
+                ))?,
+            Handshake { token: Some(_), .. } => {
+                return Err(ServiceError::Unauthorized(
+                    "open the socket with a ticket from POST /api/socket-ticket, not a token",
+                ));
+            }
+            _ => {
+                return Err(ServiceError::Unauthorized(
+                    "a ticket from POST /api/socket-ticket is required",
+                ));
+            }
+        },
+    };
+    if store.owner_connections(&who.owner).await?.len() >= max_sockets {
         return Err(ServiceError::TooMany(format!(
             "you have {max_sockets} sockets open, the most allowed; close a tab first"
         )));
     }
-    store
-        .put_connection(connection_id, &owner, now_ms())
-        .await?;
-    Ok(owner)
+    store.put_connection(connection_id, &who, now_ms()).await?;
+    Ok(who)
+}
+
+/// What a socket whose token expired is told before it is closed.
+pub const TOKEN_EXPIRED: &str =
+    "the token this socket was opened with has expired: connect again with a fresh one";
+
+/// Closes a connection whose token has expired: an `error` frame that says
+/// so, then the close, and the connection is forgotten.
+pub async fn expire(
+    store: &dyn Store,
+    push: &dyn Push,
+    connection_id: &ConnectionId,
+) -> Result<(), ServiceError> {
+    let event = ServerEvent::Error {
+        code: ErrorCode::TokenExpired,
+        message: TOKEN_EXPIRED.into(),
+        session_id: None,
+    };
+    to_connection(store, push, connection_id, &event).await;
+    if let Err(e) = push.close(connection_id).await
+        && !matches!(e, crate::ports::PushError::Gone)
+    {
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "closing an expired socket failed"
+        );
+    }
+    store.delete_connection(connection_id).await?;
+    Ok(())
 }
 
 /// `$disconnect`: forgets the connection and its subscriptions.
@@ -108,8 +189,8 @@ async fn handle(
 ) -> Result<Option<ServerEvent>, Refusal> {
     let frame =
         parse_client_frame(body).map_err(|e| Refusal::Frame(e.code(), e.to_string(), None))?;
-    let Some(owner) = store
-        .connection_owner(connection_id)
+    let Some(who) = store
+        .connection(connection_id)
         .await
         .map_err(ServiceError::from)?
     else {
@@ -119,6 +200,11 @@ async fn handle(
             None,
         ));
     };
+    if who.expired(now_ms()) {
+        expire(store, push, connection_id).await?;
+        return Ok(None);
+    }
+    let owner = who.owner;
     match frame {
         ClientFrame::Hello => Ok(Some(ServerEvent::Ready {
             connection_id: connection_id.clone(),

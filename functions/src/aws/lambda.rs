@@ -184,12 +184,15 @@ impl SocketApp {
         let Some(conn) = connection_id(&ev) else {
             return respond(400, "no connection id");
         };
-        let token = ev.query_string_parameters.first("token");
+        let handshake = crate::api::socket::Handshake {
+            ticket: ev.query_string_parameters.first("ticket"),
+            token: ev.query_string_parameters.first("token"),
+        };
         match crate::api::socket::connect(
             &*self.store,
             &self.auth,
             &conn,
-            token,
+            handshake,
             self.max_sockets_per_owner,
         )
         .await

@@ -94,4 +94,21 @@ impl Push for ApiGatewayPush {
             Err(e) => Err(PushError::Failed(Box::new(e))),
         }
     }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        self.stats.request("apigw:DeleteConnection");
+        match self
+            .client
+            .delete_connection()
+            .connection_id(connection_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 410) => {
+                Err(PushError::Gone)
+            }
+            Err(e) => Err(PushError::Failed(Box::new(e))),
+        }
+    }
 }

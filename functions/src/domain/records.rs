@@ -260,3 +260,18 @@ pub enum SubscribeOutcome {
     /// The session does not exist (any more) for the connection's owner.
     NotFound,
 }
+
+/// Who a socket connection, or the ticket that opens one, stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub owner: String,
+    /// When the token it was opened with expires (ms); none with auth off.
+    pub auth_expires_ms: Option<i64>,
+}
+
+impl Principal {
+    /// Whether its token has expired at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.auth_expires_ms.is_some_and(|e| e <= now_ms)
+    }
+}

@@ -153,6 +153,14 @@ impl<T: Transport> RestClient<T> {
             .map_err(|_| RestError::Unreadable)
     }
 
+    /// A one-use ticket to open the socket with.
+    pub async fn socket_ticket(&self) -> Result<crate::rest::SocketTicket, RestError> {
+        Ok(self
+            .call(Method::Post, routes::SOCKET_TICKET.into(), None)
+            .await?
+            .value)
+    }
+
     pub async fn config(&self) -> Result<ConfigResponse, RestError> {
         Ok(self
             .call(Method::Get, routes::CONFIG.into(), None)

@@ -12,12 +12,17 @@ pub fn Banners() -> Element {
     let notice = (app.notice)();
     rsx! {
         div { class: "banners", aria_live: "polite",
-            if c.gave_up {
+            if c.signed_out {
+                div { class: "banner banner-bad", id: "banner-signed-out", role: "alert",
+                    "Your sign-in has expired. Sign in again, then "
+                    button { onclick: move |_| socket.send(SocketCmd::Reconnect), "Reconnect" }
+                }
+            } else if c.gave_up {
                 div { class: "banner banner-bad", id: "banner-disconnected", role: "alert",
                     "Disconnected from Confab. "
                     button { onclick: move |_| socket.send(SocketCmd::Reconnect), "Reconnect" }
                 }
-            } else if c.was_open && !c.ready {
+            } else if c.was_open && !c.ready && !c.renewing {
                 div { class: "banner banner-warn", id: "banner-reconnecting", role: "status",
                     if c.state == ReadyState::Connecting {
                         "Reconnecting (attempt {c.attempt.max(1)} of 5)…"
@@ -28,7 +33,7 @@ pub fn Banners() -> Element {
                         "Connection lost. Reconnecting…"
                     }
                 }
-            } else if !c.ready {
+            } else if !c.ready && !c.renewing {
                 div { class: "banner", id: "banner-connecting", role: "status", "Connecting…" }
             }
             if let Some(n) = notice {

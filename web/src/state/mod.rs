@@ -32,6 +32,12 @@ pub struct Conn {
     pub gave_up: bool,
     /// The socket was open at least once (so a drop is a reconnect).
     pub was_open: bool,
+    /// Reconnecting because the token the socket was opened with expired:
+    /// planned, so no banner.
+    pub renewing: bool,
+    /// The server refused this browser's token: nothing is retried until
+    /// the person signs in again and asks to reconnect.
+    pub signed_out: bool,
 }
 
 /// What components ask of the socket.

@@ -73,6 +73,9 @@ pub(super) struct ConnectionRow<'a> {
     /// transaction as each row, so the cap holds under racing subscribes.
     pub(super) subs: u32,
     pub(super) expires_at: i64,
+    /// When the token the socket was opened with expires (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) auth_exp: Option<i64>,
 }
 
 /// A subscription, at `sub#<session id>`.

@@ -1,14 +1,21 @@
 //! `ConnectionStore` on the connections table.
 
-use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_s, item, n, s, sub_sk};
+use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_n, get_s, item, n, s, sub_sk};
 use super::errors::backend;
 use super::{BY_OWNER, BY_SESSION, CONN_SK, DynamoStore};
-use crate::domain::records::{SessionRef, SubscribeOutcome, Subscriber};
+use crate::domain::records::{Principal, SessionRef, SubscribeOutcome, Subscriber};
 use crate::ports::{ConnectionStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    ConditionCheck, Delete, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+    ConditionCheck, Delete, Put, ReturnConsumedCapacity, ReturnValue, TransactWriteItem, Update,
 };
+
+/// Where a socket ticket is kept: beside the connections, never a valid
+/// connection id (those have no `#`).
+fn ticket_key(ticket: &str) -> String {
+    format!("ticket#{ticket}")
+}
+const TICKET_SK: &str = "ticket";
 
 impl DynamoStore {
     /// Removes one subscription row and takes it off its connection's
@@ -64,7 +71,12 @@ impl DynamoStore {
 
 #[async_trait]
 impl ConnectionStore for DynamoStore {
-    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
+    async fn put_connection(
+        &self,
+        id: &str,
+        who: &Principal,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let out = self
             .client
             .put_item()
@@ -72,10 +84,11 @@ impl ConnectionStore for DynamoStore {
             .set_item(Some(item(&ConnectionRow {
                 connection_id: id,
                 sk: CONN_SK,
-                owner,
+                owner: &who.owner,
                 connected_ms: now_ms,
                 subs: 0,
                 expires_at: expires_at(now_ms),
+                auth_exp: who.auth_expires_ms,
             })?))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
@@ -86,7 +99,7 @@ impl ConnectionStore for DynamoStore {
         Ok(())
     }
 
-    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn connection(&self, id: &str) -> Result<Option<Principal>, StoreError> {
         self.get(
             &self.tables.connections,
             &[("connectionId", id), ("sk", CONN_SK)],
@@ -94,8 +107,80 @@ impl ConnectionStore for DynamoStore {
         )
         .await?
         .as_ref()
-        .map(|i| get_s(i, "owner").map(str::to_string))
+        .map(|i| {
+            Ok(Principal {
+                owner: get_s(i, "owner")?.to_string(),
+                auth_expires_ms: i.get("authExp").map(|_| get_n(i, "authExp")).transpose()?,
+            })
+        })
         .transpose()
+    }
+
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        who: &Principal,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        // Not `owner`: the row must stay out of the owner index of sockets.
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .item("connectionId", s(ticket_key(ticket)))
+            .item("sk", s(TICKET_SK))
+            .item("ticketOwner", s(&who.owner))
+            .item("usableMs", n(expires_ms))
+            .item("expiresAt", n(expires_ms.div_euclid(1000) + 60))
+            .condition_expression("attribute_not_exists(sk)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if let Some(e) = who.auth_expires_ms {
+            put = put.item("authExp", n(e));
+        }
+        let out = put.send().await.map_err(backend)?;
+        self.count("dynamodb:PutItem", out.consumed_capacity());
+        self.stats.estimate(1.0);
+        Ok(())
+    }
+
+    async fn take_ticket(
+        &self,
+        ticket: &str,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(ticket_key(ticket)))
+            .key("sk", s(TICKET_SK))
+            .condition_expression("attribute_exists(ticketOwner) AND usableMs > :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                self.count("dynamodb:DeleteItem", out.consumed_capacity());
+                self.stats.estimate(1.0);
+                let Some(old) = out.attributes else {
+                    return Ok(None);
+                };
+                Ok(Some(Principal {
+                    owner: get_s(&old, "ticketOwner")?.to_string(),
+                    auth_expires_ms: old
+                        .get("authExp")
+                        .map(|_| get_n(&old, "authExp"))
+                        .transpose()?,
+                }))
+            }
+            Err(e) if super::errors::is_condition_failed(&e) => {
+                self.stats.request("dynamodb:DeleteItem");
+                Ok(None)
+            }
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
@@ -195,8 +280,8 @@ impl ConnectionStore for DynamoStore {
         if failed.first() != Some(&true) {
             // The counter's condition: at the cap, or the connection is gone
             // (or another owner's).
-            return Ok(match self.connection_owner(connection_id).await? {
-                Some(o) if o == session.owner => SubscribeOutcome::TooMany,
+            return Ok(match self.connection(connection_id).await? {
+                Some(p) if p.owner == session.owner => SubscribeOutcome::TooMany,
                 _ => SubscribeOutcome::NotFound,
             });
         }

@@ -4,8 +4,9 @@
 
 use crate::clock::now_ms;
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
-    SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
+    Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
@@ -653,12 +654,17 @@ impl TurnStore for SqliteStore {
 
 #[async_trait]
 impl ConnectionStore for SqliteStore {
-    async fn put_connection(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), StoreError> {
-        let (id, owner) = (id.to_string(), owner.to_string());
+    async fn put_connection(
+        &self,
+        id: &str,
+        who: &Principal,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (id, who) = (id.to_string(), who.clone());
         self.write(move |tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO connections (id, owner, connected_ms) VALUES (?1, ?2, ?3)",
-                params![id, owner, now_ms],
+                "INSERT OR REPLACE INTO connections (id, owner, connected_ms, auth_expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, who.owner, now_ms, who.auth_expires_ms],
             )
             .map_err(db)?;
             Ok(())
@@ -666,12 +672,64 @@ impl ConnectionStore for SqliteStore {
         .await
     }
 
-    async fn connection_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn connection(&self, id: &str) -> Result<Option<Principal>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {
-            c.query_row("SELECT owner FROM connections WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            c.query_row(
+                "SELECT owner, auth_expires_ms FROM connections WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Principal {
+                        owner: r.get(0)?,
+                        auth_expires_ms: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn put_ticket(
+        &self,
+        ticket: &str,
+        who: &Principal,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (ticket, who) = (ticket.to_string(), who.clone());
+        let now = now_ms();
+        self.write(move |tx| {
+            // Expired tickets go as new ones come.
+            tx.execute("DELETE FROM socket_tickets WHERE expires_ms <= ?1", [now])
+                .map_err(db)?;
+            tx.execute(
+                "INSERT INTO socket_tickets (ticket, owner, auth_expires_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![ticket, who.owner, who.auth_expires_ms, expires_ms],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_ticket(
+        &self,
+        ticket: &str,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        let ticket = ticket.to_string();
+        self.write(move |tx| {
+            tx.query_row(
+                "DELETE FROM socket_tickets WHERE ticket = ?1 AND expires_ms > ?2 RETURNING owner, auth_expires_ms",
+                params![ticket, now_ms],
+                |r| {
+                    Ok(Principal {
+                        owner: r.get(0)?,
+                        auth_expires_ms: r.get(1)?,
+                    })
+                },
+            )
             .optional()
             .map_err(db)
         })

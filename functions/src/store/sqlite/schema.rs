@@ -16,7 +16,8 @@ use rusqlite::{Connection, TransactionBehavior};
 /// 1. The first schema. Databases from before versioning (version 0) have
 ///    exactly these tables already, hence `IF NOT EXISTS`.
 /// 2. Session incarnations, and owner and incarnation on subscriptions.
-/// 3. Per-owner counters and sets (`LimitStore`).
+/// 3. Per-owner counters and sets (`LimitStore`); socket tickets, and when
+///    a connection's token expires.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE IF NOT EXISTS sessions (
@@ -77,6 +78,13 @@ CREATE TABLE limit_sets (
     member      TEXT NOT NULL,
     PRIMARY KEY (owner, key, member)
 );
+CREATE TABLE socket_tickets (
+    ticket          TEXT PRIMARY KEY,
+    owner           TEXT NOT NULL,
+    auth_expires_ms INTEGER,
+    expires_ms      INTEGER NOT NULL
+);
+ALTER TABLE connections ADD COLUMN auth_expires_ms INTEGER;
 "#,
 ];
 
