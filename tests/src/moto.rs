@@ -140,3 +140,17 @@ pub async fn dynamo_store() -> (DynamoStore, Arc<AwsStats>) {
     store.create_tables().await.expect("creating tables");
     (store, stats)
 }
+
+/// Creates a plain-string secret in Secrets Manager on moto; returns its ARN.
+pub async fn create_secret(value: &str) -> String {
+    let sdk = settings(fresh_tables()).sdk_config();
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let out = client
+        .create_secret()
+        .name(format!("confab-test-{}", uuid::Uuid::now_v7().simple()))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("creating a secret on moto");
+    out.arn().expect("the secret's ARN").to_string()
+}

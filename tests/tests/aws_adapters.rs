@@ -631,3 +631,71 @@ async fn a_create_whose_dispatch_failed_runs_its_turn_when_the_client_retries() 
     assert_eq!(stored.len(), 2);
     assert!(stored[1].plain_text().contains("You wrote: hello there"));
 }
+
+/// Each function reads from Secrets Manager the one secret it uses, at
+/// start: the API the token secret, the worker the provider's key. The
+/// others get stand-ins good for nothing, never the real values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_reads_only_its_own_secrets() {
+    use confab_functions::aws::secrets::{Role, SecretError, resolve};
+    let jwt = "a-token-secret-from-secrets-manager-0123456789";
+    let key = "sk-ant-from-secrets-manager-0123";
+    let (jwt_arn, key_arn) = (
+        moto::create_secret(jwt).await,
+        moto::create_secret(key).await,
+    );
+    let sdk = moto::settings(moto::fresh_tables()).sdk_config();
+    let env = |k: &str| -> Option<String> {
+        match k {
+            "CONFAB_AUTH" => Some("jwt".into()),
+            "CONFAB_AGENT" => Some("anthropic".into()),
+            "CONFAB_JWT_SECRET_ARN" => Some(jwt_arn.clone()),
+            "CONFAB_AGENT_API_KEY_SECRET_ARN" => Some(key_arn.clone()),
+            _ => None,
+        }
+    };
+    let api = resolve(&sdk, Role::Api, env).await.unwrap();
+    assert_eq!(api["CONFAB_JWT_SECRET"], jwt);
+    assert_ne!(api["ANTHROPIC_API_KEY"], key);
+    let worker = resolve(&sdk, Role::Worker, env).await.unwrap();
+    assert_eq!(worker["ANTHROPIC_API_KEY"], key);
+    assert_ne!(worker["CONFAB_JWT_SECRET"], jwt);
+    let socket = resolve(&sdk, Role::Socket, env).await.unwrap();
+    assert_ne!(socket["CONFAB_JWT_SECRET"], jwt);
+    assert_ne!(socket["ANTHROPIC_API_KEY"], key);
+    // The stand-in key is random: no token can be made for it.
+    let again = resolve(&sdk, Role::Socket, env).await.unwrap();
+    assert_ne!(socket["CONFAB_JWT_SECRET"], again["CONFAB_JWT_SECRET"]);
+    assert!(socket["CONFAB_JWT_SECRET"].len() >= 32);
+    // Each configuration starts (the stand-ins satisfy it).
+    for got in [&api, &worker, &socket] {
+        confab_functions::config::Config::from_lookup(|k| got.get(k).cloned().or_else(|| env(k)))
+            .unwrap();
+    }
+    // A secret that cannot be read stops the function, naming the variable.
+    let missing = |k: &str| match k {
+        "CONFAB_JWT_SECRET_ARN" => {
+            Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:nothing-AbCdEf".into())
+        }
+        other => env(other),
+    };
+    let e = resolve(&sdk, Role::Api, missing).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SecretError::Read {
+                var: "CONFAB_JWT_SECRET_ARN",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let none = |k: &str| match k {
+        "CONFAB_JWT_SECRET_ARN" => None,
+        other => env(other),
+    };
+    assert!(matches!(
+        resolve(&sdk, Role::Api, none).await.unwrap_err(),
+        SecretError::Missing("CONFAB_JWT_SECRET_ARN")
+    ));
+}

@@ -68,12 +68,15 @@ async fn http_api_answers_an_api_gateway_request_under_cargo_lambda_watch() {
     .await;
     store.create_tables().await.unwrap();
     let sid = confab_tests::conformance::idle_session(&store, "alice", 1).await;
+    // The token secret is in Secrets Manager, never in the environment: the
+    // function reads it when it starts.
+    let secret_arn = moto::create_secret(SECRET).await;
 
     let env = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         env.path(),
         format!(
-            "CONFAB_AUTH=jwt\nCONFAB_JWT_SECRET={SECRET}\nCONFAB_AWS_ENDPOINT={}\n\
+            "CONFAB_AUTH=jwt\nCONFAB_JWT_SECRET_ARN={secret_arn}\nCONFAB_AWS_ENDPOINT={}\n\
              CONFAB_SESSIONS_TABLE={}\nCONFAB_MESSAGES_TABLE={}\nCONFAB_CONNECTIONS_TABLE={}\n\
              CONFAB_WORKER_FUNCTION=turn_worker\nCONFAB_PUSH_ENDPOINT=http://127.0.0.1:9\n\
              AWS_REGION=us-east-1\nRUST_LOG=warn\n",

@@ -422,3 +422,58 @@ fn the_web_app_is_served_with_security_headers_on_aws() {
     assert_eq!(sec["ContentTypeOptions"]["Override"], true);
     assert_eq!(sec["ReferrerPolicy"]["ReferrerPolicy"], "no-referrer");
 }
+
+/// No function holds a secret in its environment (anyone allowed
+/// `lambda:GetFunctionConfiguration` could read it there): each reads its
+/// own from Secrets Manager, and only its role may.
+#[test]
+fn no_function_holds_a_secret_in_its_environment() {
+    let t = template();
+    let text = serde_json::to_string(&t).unwrap();
+    assert!(
+        !text.contains("resolve:secretsmanager"),
+        "a secret resolved into the template"
+    );
+    assert!(t["Parameters"]["JwtSecret"].is_null(), "a secret parameter");
+    let functions: Vec<(&String, &Value)> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    assert_eq!(functions.len(), 5);
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for var in ["CONFAB_JWT_SECRET", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+        assert!(
+            globals[var].is_null(),
+            "{var} in every function's environment"
+        );
+        for (name, f) in &functions {
+            assert!(
+                f["Properties"]["Environment"]["Variables"][var].is_null(),
+                "{var} in {name}'s environment"
+            );
+        }
+    }
+    for (name, f) in &functions {
+        let policies = serde_json::to_string(&f["Properties"]["Policies"]).unwrap();
+        let reads = policies.contains("secretsmanager:GetSecretValue");
+        let vars = &f["Properties"]["Environment"]["Variables"];
+        match name.as_str() {
+            "HttpApiFunction" => {
+                assert!(reads && policies.contains("JwtSecretStore"), "{policies}");
+                assert_eq!(vars["CONFAB_JWT_SECRET_ARN"]["Ref"], "JwtSecretStore");
+                assert!(!policies.contains("AgentApiKeySecret"));
+            }
+            "TurnWorkerFunction" => {
+                assert!(
+                    reads && policies.contains("AgentApiKeySecret"),
+                    "{policies}"
+                );
+                assert!(!policies.contains("JwtSecretStore"));
+                assert!(vars["CONFAB_AGENT_API_KEY_SECRET_ARN"].is_object());
+            }
+            _ => assert!(!reads, "{name} may read a secret"),
+        }
+    }
+}

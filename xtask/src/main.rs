@@ -445,14 +445,10 @@ fn bench() -> Result<()> {
 
 /// `cargo xtask deploy`: `sam build` and `sam deploy` of infra/template.yaml,
 /// then the web app and its config.json to the stack's bucket. Needs AWS
-/// credentials in the environment and `CONFAB_JWT_SECRET`; docs/deploy.md.
+/// credentials in the environment; docs/deploy.md. No secret is ever on a
+/// command line: the stack generates the token secret in Secrets Manager,
+/// and the provider's key is named, not given.
 fn deploy(extra: &[String]) -> Result<()> {
-    let secret = std::env::var("CONFAB_JWT_SECRET").unwrap_or_default();
-    if secret.len() < 32 {
-        bail!(
-            "set CONFAB_JWT_SECRET to the HS256 secret users' tokens are signed with (32+ characters)"
-        );
-    }
     let stack = std::env::var("CONFAB_STACK").unwrap_or_else(|_| "confab".into());
     build_web()?;
     let bin = ensure_aws_tools()?;
@@ -507,15 +503,10 @@ fn deploy(extra: &[String]) -> Result<()> {
         "--no-fail-on-empty-changeset",
         "--parameter-overrides",
     ])
-    .arg(format!("JwtSecret={secret}"))
     .arg(format!("WebScriptHashes={hashes}"));
     // Further `Key=Value` overrides (AgentProvider=openai ...) and flags.
     sam.args(extra).env("PATH", &path);
-    // Not `run`: the command line carries the secret, which is not printed.
-    eprintln!("xtask: sam deploy --stack-name {stack}");
-    if !sam.status().context("starting sam deploy")?.success() {
-        bail!("sam deploy failed");
-    }
+    run(&mut sam)?;
     let out = Command::new(bin.join("aws"))
         .args([
             "cloudformation",
@@ -576,5 +567,9 @@ fn deploy(extra: &[String]) -> Result<()> {
         "/*",
     ]))?;
     println!("Confab is deployed: {}", output("WebUrl")?);
+    println!(
+        "Users' tokens are HS256, signed with the secret {} (aws secretsmanager get-secret-value --secret-id <it>).",
+        output("JwtSecretArn")?
+    );
     Ok(())
 }

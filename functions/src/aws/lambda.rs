@@ -1,6 +1,7 @@
 //! The Lambda functions: configuration read once at start, the socket event
 //! handlers, and the `main` of each binary.
 
+pub use super::secrets::Role;
 use super::{ApiGatewayPush, AwsSettings, AwsStats, LambdaDispatch, worker};
 use crate::api::auth::Auth;
 use crate::api::rest::{ApiState, router};
@@ -32,9 +33,22 @@ pub struct Shared {
 pub struct StartError(String);
 
 impl Shared {
-    pub async fn from_env() -> Result<Shared, StartError> {
-        let config = Config::from_env().map_err(|e| StartError(e.to_string()))?;
+    /// The configuration of the function `role`, from its environment and
+    /// the secrets it reads (`secrets`).
+    pub async fn from_env(role: Role) -> Result<Shared, StartError> {
         let settings = AwsSettings::from_env().map_err(|e| StartError(e.to_string()))?;
+        let env = |k: &str| std::env::var(k).ok();
+        let secrets = super::secrets::resolve(&settings.sdk_config(), role, env)
+            .await
+            .map_err(|e| {
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "reading a secret failed"
+                );
+                StartError(e.to_string())
+            })?;
+        let config = Config::from_lookup(|k| secrets.get(k).cloned().or_else(|| env(k)))
+            .map_err(|e| StartError(e.to_string()))?;
         Ok(Shared::new(config, settings).await)
     }
 
@@ -263,16 +277,16 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn start() -> Result<Shared, Error> {
+async fn start(role: Role) -> Result<Shared, Error> {
     init_tracing();
-    Shared::from_env().await.map_err(|e| {
+    Shared::from_env(role).await.map_err(|e| {
         tracing::error!("{e}");
         Error::from(e)
     })
 }
 
 pub async fn http_api() -> Result<(), Error> {
-    let shared = start().await?;
+    let shared = start(Role::Api).await?;
     let app = shared.api()?;
     lambda_http::run(app).await
 }
@@ -282,7 +296,7 @@ where
     F: Fn(Arc<SocketApp>, ApiGatewayWebsocketProxyRequest) -> Fut,
     Fut: std::future::Future<Output = ApiGatewayProxyResponse>,
 {
-    let shared = start().await?;
+    let shared = start(Role::Socket).await?;
     let app = Arc::new(shared.sockets());
     lambda_runtime::run(service_fn(
         |ev: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
@@ -306,7 +320,7 @@ pub async fn ws_route() -> Result<(), Error> {
 }
 
 pub async fn turn_worker() -> Result<(), Error> {
-    let shared = start().await?;
+    let shared = start(Role::Worker).await?;
     let push = shared.configured_push()?;
     let agent = shared.agent()?;
     let runner = RunnerConfig::serverless();

@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod env;
 pub mod lambda;
 pub mod push;
+pub mod secrets;
 pub mod stats;
 pub mod worker;
 
