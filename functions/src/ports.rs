@@ -155,13 +155,15 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// Subscribes a connection of `session.owner` to `session`, in one write
     /// that checks the session exists in that incarnation and counts the
     /// connection's subscriptions (at most `max`, however many subscribes
-    /// race).
+    /// race). Renewing a held one is refused (`TooSoon`) within
+    /// `RESUBSCRIBE_EVERY_MS` of its last renewal.
     async fn subscribe(
         &self,
         connection_id: &str,
         session: &SessionRef,
         token: &str,
         max: usize,
+        now_ms: i64,
     ) -> Result<SubscribeOutcome, StoreError>;
     async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError>;
     /// Every subscription row naming the session, whatever its owner and

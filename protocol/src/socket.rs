@@ -13,6 +13,9 @@ pub const MAX_CLIENT_FRAME_BYTES: usize = 8 * 1024;
 pub const MAX_SERVER_FRAME_BYTES: usize = 32 * 1024;
 /// Most subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 20;
+/// A connection renews its subscription of a session it holds at most this
+/// often; sooner, the server answers `error` with `rate_limited`.
+pub const RESUBSCRIBE_EVERY_MS: u64 = 500;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

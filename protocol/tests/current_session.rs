@@ -634,3 +634,57 @@ fn a_failed_send_gives_the_text_back() {
     assert_eq!(c.phase(), Phase::Error("offline".into()));
     assert_eq!(c.messages().count(), 0);
 }
+
+/// A renewal the server refused as too soon is asked for again after the
+/// wait, and nothing else asks meanwhile; a page with more after it asks
+/// for the next after the same wait.
+#[test]
+fn a_refused_renewal_and_a_long_catch_up_wait_their_turn() {
+    use confab_protocol::rest::ErrorCode;
+    use confab_protocol::socket::RESUBSCRIBE_EVERY_MS;
+    let model = build(&[Turn {
+        flushes: vec![vec![Out::Text("ab".into())], vec![Out::Text("cd".into())]],
+        split: 1,
+        outcome: TurnOutcome::Completed,
+    }]);
+    let mut c = CurrentSession::new_unsaved(sid());
+    c.subscribe_sent();
+    let refused = ServerEvent::Error {
+        code: ErrorCode::RateLimited,
+        message: "subscribed again too soon".into(),
+        session_id: Some(sid()),
+    };
+    assert_eq!(
+        c.apply_event(&refused),
+        Effect::ResubscribeAfter {
+            wait_ms: RESUBSCRIBE_EVERY_MS
+        }
+    );
+    // While the renewal waits, a missed delta asks for nothing more.
+    let mut asked = vec![];
+    for e in &model.events {
+        if matches!(e, ServerEvent::MessageDelta { offset, .. } if *offset == 2) {
+            continue;
+        }
+        let eff = c.apply_event(e);
+        if eff != Effect::None {
+            asked.push(eff);
+        }
+    }
+    assert!(asked.is_empty(), "{asked:?}");
+    // A page with more after it: the next page, after the wait.
+    let last = model.states.last().unwrap();
+    let page = ServerEvent::Subscribed {
+        session_id: sid(),
+        session: last.summary.clone(),
+        messages: last.messages[..1].to_vec(),
+        has_more: true,
+        live: None,
+    };
+    assert_eq!(
+        c.apply_event(&page),
+        Effect::ResubscribeAfter {
+            wait_ms: RESUBSCRIBE_EVERY_MS
+        }
+    );
+}

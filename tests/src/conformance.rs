@@ -632,7 +632,7 @@ pub async fn patch_and_delete(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .subscribe(&c, &target(&*store, &id).await, "tok", 20)
+        .subscribe(&c, &target(&*store, &id).await, "tok", 20, now_ms())
         .await
         .unwrap();
     let v = store.delete_session("alice", &id).await.unwrap().unwrap();
@@ -690,7 +690,7 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
     let other = idle_session(&*store, "someone-else", now_ms()).await;
     assert_eq!(
         store
-            .subscribe(&c1, &target(&*store, &other).await, "t0", 2)
+            .subscribe(&c1, &target(&*store, &other).await, "t0", 2, now_ms())
             .await
             .unwrap(),
         SubscribeOutcome::NotFound
@@ -705,30 +705,54 @@ pub async fn connections_and_subscriptions(store: Arc<dyn Store>) {
                     incarnation: new_token()
                 },
                 "t0",
-                2
+                2,
+                now_ms()
             )
             .await
             .unwrap(),
         SubscribeOutcome::NotFound
     );
     assert_eq!(
-        store.subscribe(&c1, &refs[0], "t1", 2).await.unwrap(),
+        store
+            .subscribe(&c1, &refs[0], "t1", 2, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     assert_eq!(
-        store.subscribe(&c1, &refs[1], "t2", 2).await.unwrap(),
+        store
+            .subscribe(&c1, &refs[1], "t2", 2, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     assert_eq!(
-        store.subscribe(&c1, &refs[2], "t3", 2).await.unwrap(),
+        store
+            .subscribe(&c1, &refs[2], "t3", 2, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::TooMany
     );
     // Subscribing again to a held session is allowed and renews the token.
     assert_eq!(
-        store.subscribe(&c1, &refs[0], "t4", 2).await.unwrap(),
+        store
+            .subscribe(&c1, &refs[0], "t4", 2, now_ms() + 1_000)
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
-    store.subscribe(&c2, &refs[0], "t5", 2).await.unwrap();
+    // Renewed again at once, it is refused, and keeps its token.
+    assert_eq!(
+        store
+            .subscribe(&c1, &refs[0], "t6", 2, now_ms() + 1_100)
+            .await
+            .unwrap(),
+        SubscribeOutcome::TooSoon
+    );
+    store
+        .subscribe(&c2, &refs[0], "t5", 2, now_ms())
+        .await
+        .unwrap();
     let mut subs = store.subscribers(&sessions[0]).await.unwrap();
     subs.sort_by(|a, b| a.token.cmp(&b.token));
     assert_eq!(subs.len(), 2);
@@ -778,8 +802,11 @@ pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
         let id = idle_session(&*store, &owner, now_ms()).await;
         refs.push(target(&*store, &id).await);
     }
-    let outcomes =
-        futures::future::join_all(refs.iter().map(|r| store.subscribe(&conn, r, "tok", 20))).await;
+    let outcomes = futures::future::join_all(
+        refs.iter()
+            .map(|r| store.subscribe(&conn, r, "tok", 20, now_ms())),
+    )
+    .await;
     let subscribed = outcomes
         .iter()
         .filter(|o| *o.as_ref().unwrap() == SubscribeOutcome::Subscribed)
@@ -800,17 +827,26 @@ pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
     assert_eq!(held.len(), 20);
     let free = refs.iter().find(|r| !held.contains(r)).unwrap();
     assert_eq!(
-        store.subscribe(&conn, free, "tok", 20).await.unwrap(),
+        store
+            .subscribe(&conn, free, "tok", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::TooMany
     );
     // Renewing one held is not a new one.
     assert_eq!(
-        store.subscribe(&conn, &held[0], "again", 20).await.unwrap(),
+        store
+            .subscribe(&conn, &held[0], "again", 20, now_ms() + 1_000)
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     store.unsubscribe(&conn, &held[1].id).await.unwrap();
     assert_eq!(
-        store.subscribe(&conn, free, "tok", 20).await.unwrap(),
+        store
+            .subscribe(&conn, free, "tok", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     // Deleting a subscribed session frees its place too.
@@ -820,7 +856,10 @@ pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
         .find(|r| !held.contains(r) && *r != free)
         .unwrap();
     assert_eq!(
-        store.subscribe(&conn, another, "tok", 20).await.unwrap(),
+        store
+            .subscribe(&conn, another, "tok", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
 }
@@ -841,7 +880,10 @@ pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
     let old = target(&*store, &id).await;
     assert_eq!(old.owner, "alice");
     assert_eq!(
-        store.subscribe(&conn, &old, "t1", 20).await.unwrap(),
+        store
+            .subscribe(&conn, &old, "t1", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     let subs = store.subscribers(&id).await.unwrap();
@@ -849,7 +891,10 @@ pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
     store.request_stop("alice", &id).await.unwrap();
     store.delete_session("alice", &id).await.unwrap().unwrap();
     assert_eq!(
-        store.subscribe(&conn, &old, "t2", 20).await.unwrap(),
+        store
+            .subscribe(&conn, &old, "t2", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::NotFound
     );
     // The same id again, the same owner: a new incarnation.
@@ -860,7 +905,10 @@ pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
     let new = target(&*store, &id).await;
     assert_ne!(new.incarnation, old.incarnation);
     assert_eq!(
-        store.subscribe(&conn, &old, "t3", 20).await.unwrap(),
+        store
+            .subscribe(&conn, &old, "t3", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::NotFound
     );
     assert!(
@@ -872,7 +920,10 @@ pub async fn subscriptions_name_their_incarnation(store: Arc<dyn Store>) {
             .all(|s| !s.is_of(&old) || s.is_of(&new))
     );
     assert_eq!(
-        store.subscribe(&conn, &new, "t4", 20).await.unwrap(),
+        store
+            .subscribe(&conn, &new, "t4", 20, now_ms())
+            .await
+            .unwrap(),
         SubscribeOutcome::Subscribed
     );
     let subs = store.subscribers(&id).await.unwrap();

@@ -183,9 +183,10 @@ impl ConnectionStore for Faulty {
         session: &SessionRef,
         token: &str,
         max: usize,
+        now_ms: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
         self.inner
-            .subscribe(connection_id, session, token, max)
+            .subscribe(connection_id, session, token, max, now_ms)
             .await
     }
     async fn unsubscribe(&self, connection_id: &str, session_id: &str) -> Result<(), StoreError> {

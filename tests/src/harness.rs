@@ -724,6 +724,8 @@ pub struct Viewer {
     /// as assembled from frames, and as stored.
     pub assembled: Vec<(Vec<Block>, Vec<Block>)>,
     pending_resubscribe: bool,
+    /// A renewal that must wait until then (`Effect::ResubscribeAfter`).
+    resubscribe_at: Option<tokio::time::Instant>,
 }
 
 impl Viewer {
@@ -746,6 +748,7 @@ impl Viewer {
             resubscribes: 0,
             assembled: Vec::new(),
             pending_resubscribe: false,
+            resubscribe_at: None,
         }
     }
 
@@ -777,9 +780,17 @@ impl Viewer {
                 .push((live.content.clone(), message.content.clone()));
         }
         self.list.apply(&e);
-        if let Effect::Resubscribe { .. } = self.current.apply_event(&e) {
-            self.resubscribes += 1;
-            self.pending_resubscribe = true;
+        match self.current.apply_event(&e) {
+            Effect::Resubscribe { .. } => {
+                self.resubscribes += 1;
+                self.pending_resubscribe = true;
+            }
+            Effect::ResubscribeAfter { wait_ms } => {
+                self.resubscribes += 1;
+                self.resubscribe_at =
+                    Some(tokio::time::Instant::now() + Duration::from_millis(wait_ms));
+            }
+            Effect::None => {}
         }
         self.events.push(e);
     }
@@ -798,10 +809,25 @@ impl Viewer {
     ) {
         let deadline = tokio::time::Instant::now() + wait;
         while !cond(self) {
+            let now = tokio::time::Instant::now();
+            if self.resubscribe_at.is_some_and(|at| now >= at) {
+                self.resubscribe_at = None;
+                self.pending_resubscribe = true;
+            }
             if std::mem::take(&mut self.pending_resubscribe) {
                 self.subscribe().await;
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(at) = self.resubscribe_at
+                && at < deadline
+            {
+                // Wait for an event, or until the renewal is due.
+                let until_due = at.saturating_duration_since(tokio::time::Instant::now());
+                if let Some(e) = self.socket.next(until_due).await {
+                    self.apply(e);
+                }
+                continue;
+            }
             match self.socket.next(left).await {
                 Some(e) => self.apply(e),
                 None => panic!(

@@ -73,7 +73,8 @@ async fn push_delivers_refuses_oversize_and_410_forgets_the_connection() {
                     c,
                     &confab_tests::conformance::target(&store, &sid).await,
                     "tok",
-                    20
+                    20,
+                    confab_functions::clock::now_ms()
                 )
                 .await
                 .unwrap(),
@@ -414,7 +415,8 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
                 &conn,
                 &confab_tests::conformance::target(&*store, &mine).await,
                 "t",
-                20
+                20,
+                confab_functions::clock::now_ms()
             )
             .await
             .unwrap(),

@@ -1475,3 +1475,66 @@ async fn a_socket_is_closed_when_its_token_expires() {
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "token_expired");
 }
+
+/// Renewing a held subscription in a loop is answered with a short refusal,
+/// not a page of messages each time: a connection renews a session at most
+/// every `RESUBSCRIBE_EVERY_MS`; the first subscribe and a renewal after the
+/// wait are answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscribe_loop_gets_refusals_not_pages() {
+    use confab_protocol::socket::RESUBSCRIBE_EVERY_MS;
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let sid = id();
+    let big = "x".repeat(32 * 1024 - 16);
+    assert_eq!(api.create(&sid, &id(), &big).await.status, 201);
+    api.wait_session(&sid, |v| v["session"]["status"] == "idle")
+        .await;
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    s.subscribe(&sid, 0).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        s.send(&json!({ "action": "subscribe", "sessionId": sid, "afterSeq": 0 }))
+            .await;
+    }
+    let (mut pages, mut refused) = (0, 0);
+    while pages + refused < 200 {
+        match s.next(Duration::from_secs(10)).await {
+            Some(ServerEvent::Subscribed { .. }) => pages += 1,
+            Some(ServerEvent::Error {
+                code: confab_protocol::rest::ErrorCode::RateLimited,
+                session_id,
+                ..
+            }) => {
+                assert_eq!(session_id.as_deref(), Some(sid.as_str()));
+                refused += 1;
+            }
+            Some(_) => {}
+            None => panic!("answers stopped after {pages} pages and {refused} refusals"),
+        }
+    }
+    let elapsed = started.elapsed().as_millis() as u64;
+    let allowed = 1 + elapsed / RESUBSCRIBE_EVERY_MS;
+    assert!(
+        pages <= allowed,
+        "{pages} pages in {elapsed} ms; at most {allowed} renewals fit"
+    );
+    assert!(refused >= 200 - allowed, "{refused} refused");
+    // After the wait, a renewal is answered in full.
+    tokio::time::sleep(Duration::from_millis(RESUBSCRIBE_EVERY_MS + 100)).await;
+    s.subscribe(&sid, 0).await;
+    let (page, _) = s
+        .expect_within("a page", Duration::from_secs(10), |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+    let ServerEvent::Subscribed { messages, .. } = page else {
+        unreachable!()
+    };
+    assert_eq!(messages[0].plain_text(), big);
+}

@@ -86,28 +86,42 @@ pub fn subscribe_frame(current: &mut CurrentSession) -> ClientFrame {
     }
 }
 
+/// What to send in answer to an event.
+#[derive(Debug, Default, PartialEq)]
+pub struct Answer {
+    /// Frames to send now.
+    pub frames: Vec<ClientFrame>,
+    /// Subscribe to the current session again after this many ms.
+    pub resubscribe_after_ms: Option<u64>,
+}
+
 /// Applies a server event to the list and, when it is the current session's,
-/// to the current session. Returns the frames to send in answer.
+/// to the current session. Returns what to send in answer.
 pub fn route_event(
     event: &ServerEvent,
     list: &mut SessionList,
     current: Option<&mut CurrentSession>,
-) -> Vec<ClientFrame> {
+) -> Answer {
     list.apply(event);
     let Some(current) = current else {
-        return Vec::new();
+        return Answer::default();
     };
     if event.session_id() != Some(current.session_id()) {
-        return Vec::new();
+        return Answer::default();
     }
     match current.apply_event(event) {
-        Effect::Resubscribe { after_seq } => {
-            vec![ClientFrame::Subscribe {
+        Effect::Resubscribe { after_seq } => Answer {
+            frames: vec![ClientFrame::Subscribe {
                 session_id: current.session_id().clone(),
                 after_seq,
-            }]
-        }
-        Effect::None => Vec::new(),
+            }],
+            resubscribe_after_ms: None,
+        },
+        Effect::ResubscribeAfter { wait_ms } => Answer {
+            frames: Vec::new(),
+            resubscribe_after_ms: Some(wait_ms),
+        },
+        Effect::None => Answer::default(),
     }
 }
 
@@ -286,12 +300,15 @@ async fn serve(
 ) -> Ended {
     let (mut sink, stream) = ws.split();
     let mut stream = stream.fuse();
-    let mut ticks = IntervalStream::new(1_000).fuse();
+    let mut ticks = IntervalStream::new(250).fuse();
     if sink.send(encode(&ClientFrame::Hello)).await.is_err() {
         return Ended::Dropped;
     }
     let mut last_ping = now_ms();
     let mut pong_due: Option<f64> = None;
+    // A renewal of the current subscription that must wait (the server takes
+    // one every RESUBSCRIBE_EVERY_MS).
+    let mut resubscribe_at: Option<f64> = None;
     let mut joining = Reassembly::default();
     loop {
         let mut to_send: Vec<ClientFrame> = Vec::new();
@@ -331,13 +348,16 @@ async fn serve(
                             return Ended::TokenExpired;
                         }
                         other => {
-                            let frames = {
+                            let answer = {
                                 let mut list = app.sessions.write();
                                 let mut current = app.current.write();
                                 route_event(&other, &mut list, current.as_mut())
                             };
-                            for f in frames {
+                            for f in answer.frames {
                                 to_send.extend(outbox.push(f));
+                            }
+                            if let Some(ms) = answer.resubscribe_after_ms {
+                                resubscribe_at = Some(now_ms() + ms as f64);
                             }
                         }
                     },
@@ -358,6 +378,12 @@ async fn serve(
             },
             _ = ticks.next() => {
                 let now = now_ms();
+                if resubscribe_at.is_some_and(|at| now >= at) {
+                    resubscribe_at = None;
+                    if let Some(f) = app.current.with_mut(|c| c.as_mut().map(subscribe_frame)) {
+                        to_send.extend(outbox.push(f));
+                    }
+                }
                 if pong_due.is_some_and(|due| now > due) {
                     // No pong: the connection is dead; close it and start over.
                     app.conn.with_mut(|c| c.state = ReadyState::Closing);
@@ -488,14 +514,14 @@ mod tests {
         let mut list = SessionList::new();
         let mut current = CurrentSession::new_unsaved(sid("mine"));
         let before = current.clone();
-        let frames = route_event(
+        let answer = route_event(
             &ServerEvent::SessionCreated {
                 session: summary("other", 1),
             },
             &mut list,
             Some(&mut current),
         );
-        assert!(frames.is_empty());
+        assert_eq!(answer, Answer::default());
         assert_eq!(current, before);
         assert!(list.get(&sid("other")).is_some());
         let delta = ServerEvent::MessageDelta {
@@ -505,7 +531,10 @@ mod tests {
             offset: 0,
             text: "x".into(),
         };
-        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(
+            route_event(&delta, &mut list, Some(&mut current)),
+            Answer::default()
+        );
         assert_eq!(current, before);
     }
 
@@ -527,7 +556,7 @@ mod tests {
             offset: 5,
             text: "x".into(),
         };
-        let frames = route_event(&delta, &mut list, Some(&mut current));
+        let frames = route_event(&delta, &mut list, Some(&mut current)).frames;
         assert_eq!(
             frames,
             vec![ClientFrame::Subscribe {
@@ -536,7 +565,10 @@ mod tests {
             }]
         );
         // Until it is answered, further gaps ask nothing more.
-        assert!(route_event(&delta, &mut list, Some(&mut current)).is_empty());
+        assert_eq!(
+            route_event(&delta, &mut list, Some(&mut current)),
+            Answer::default()
+        );
         assert_eq!(list.get(&sid("mine")).unwrap().version, 1);
     }
 }

@@ -259,7 +259,15 @@ pub enum SubscribeOutcome {
     TooMany,
     /// The session does not exist (any more) for the connection's owner.
     NotFound,
+    /// The connection holds the session and renewed it less than
+    /// [`RESUBSCRIBE_EVERY_MS`] ago.
+    TooSoon,
 }
+
+/// A connection renews its subscription of one session at most this often:
+/// each renewal answers a page of messages, so a loop of them would be a
+/// storm. The first subscribe is never held back.
+pub const RESUBSCRIBE_EVERY_MS: i64 = confab_protocol::socket::RESUBSCRIBE_EVERY_MS as i64;
 
 /// Who a socket connection, or the ticket that opens one, stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]

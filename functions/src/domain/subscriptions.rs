@@ -3,9 +3,9 @@
 //! connection as an event and nothing falls between the two.
 
 use super::frames::{encode, trim_live};
-use super::records::{MessageRange, SubscribeOutcome};
+use super::records::{MessageRange, RESUBSCRIBE_EVERY_MS, SubscribeOutcome};
 use super::sessions::reap_if_stale;
-use crate::clock::new_token;
+use crate::clock::{new_token, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{Push, Store};
 use confab_protocol::model::{LiveReply, Message, SessionSummary};
@@ -38,11 +38,20 @@ pub async fn subscribe(
             &rec.target(),
             &new_token(),
             MAX_SUBSCRIPTIONS,
+            now_ms(),
         )
         .await?
     {
         SubscribeOutcome::Subscribed => {}
         SubscribeOutcome::NotFound => return Err(ServiceError::NotFound),
+        SubscribeOutcome::TooSoon => {
+            return Err(ServiceError::RateLimited {
+                message: format!(
+                    "subscribed again too soon: this connection holds the session and renews it at most every {RESUBSCRIBE_EVERY_MS} ms"
+                ),
+                retry_after_secs: 1,
+            });
+        }
         SubscribeOutcome::TooMany => {
             return Err(ServiceError::Invalid(format!(
                 "a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"

@@ -4,7 +4,9 @@
 
 use crate::ids::{MessageId, SessionId};
 use crate::model::{Block, LiveReply, Message, Role, SessionStatus, SessionSummary};
+use crate::rest::ErrorCode;
 use crate::rest::{MessagePage, SendMessageResponse, SessionDetail, SessionWithMessages};
+use crate::socket::RESUBSCRIBE_EVERY_MS;
 use crate::socket::ServerEvent;
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,6 +33,11 @@ pub enum Effect {
     /// Something was missed: send `subscribe` with this `afterSeq`.
     Resubscribe {
         after_seq: u64,
+    },
+    /// Send `subscribe` again, but not before `wait_ms` (a connection may
+    /// renew a subscription only every `RESUBSCRIBE_EVERY_MS`).
+    ResubscribeAfter {
+        wait_ms: u64,
     },
 }
 
@@ -279,10 +286,11 @@ impl CurrentSession {
                 self.awaiting_snapshot = self.is_running();
                 if *has_more {
                     // More new messages than one page: subscribe again from
-                    // the new end until caught up.
+                    // the new end until caught up, as often as the server
+                    // takes renewals.
                     self.resubscribing = true;
-                    return Effect::Resubscribe {
-                        after_seq: self.last_seq(),
+                    return Effect::ResubscribeAfter {
+                        wait_ms: RESUBSCRIBE_EVERY_MS,
                     };
                 }
                 Effect::None
@@ -355,8 +363,18 @@ impl CurrentSession {
                     Err(Missed) => self.gap(),
                 }
             }
+            ServerEvent::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => {
+                // A renewal sooner than the server takes them: again, later.
+                self.resubscribing = true;
+                Effect::ResubscribeAfter {
+                    wait_ms: RESUBSCRIBE_EVERY_MS,
+                }
+            }
             ServerEvent::Error { .. } => {
-                // The only error that names a session is a refused subscribe:
+                // The other errors that name a session refuse a subscribe:
                 // the server does not know it (or it is not ours).
                 self.resubscribing = false;
                 Effect::None

@@ -92,6 +92,9 @@ pub(super) struct SubscriptionRow<'a> {
     pub(super) session_owner: &'a str,
     pub(super) incarnation: &'a str,
     pub(super) expires_at: i64,
+    /// When the row was last written: a renewal waits
+    /// `RESUBSCRIBE_EVERY_MS` after it.
+    pub(super) renewed_ms: i64,
 }
 
 /// A row as DynamoDB's item.

@@ -3,7 +3,9 @@
 use super::codec::{ConnectionRow, SubscriptionRow, expires_at, get_n, get_s, item, n, s, sub_sk};
 use super::errors::backend;
 use super::{BY_OWNER, BY_SESSION, CONN_SK, DynamoStore};
-use crate::domain::records::{Principal, SessionRef, SubscribeOutcome, Subscriber};
+use crate::domain::records::{
+    Principal, RESUBSCRIBE_EVERY_MS, SessionRef, SubscribeOutcome, Subscriber,
+};
 use crate::ports::{ConnectionStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
@@ -217,8 +219,8 @@ impl ConnectionStore for DynamoStore {
         session: &SessionRef,
         token: &str,
         max: usize,
+        now: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
-        let now = crate::clock::now_ms();
         let row = item(&SubscriptionRow {
             connection_id,
             sk: sub_sk(&session.id),
@@ -227,6 +229,7 @@ impl ConnectionStore for DynamoStore {
             session_owner: &session.owner,
             incarnation: &session.incarnation,
             expires_at: expires_at(now),
+            renewed_ms: now,
         })?;
         // The session must exist, be the owner's, and be this incarnation
         // when the row is written: a session deleted meanwhile gets no
@@ -285,11 +288,15 @@ impl ConnectionStore for DynamoStore {
                 _ => SubscribeOutcome::NotFound,
             });
         }
-        // Held already: renew the row (a new token), under the same check.
+        // Held already: renew the row (a new token), under the same check,
+        // unless it was renewed a moment ago.
         let renew = Put::builder()
             .table_name(&self.tables.connections)
             .set_item(Some(row))
-            .condition_expression("attribute_exists(sk)")
+            .condition_expression(
+                "attribute_exists(sk) AND (attribute_not_exists(renewedMs) OR renewedMs <= :cutoff)",
+            )
+            .expression_attribute_values(":cutoff", n(now - RESUBSCRIBE_EVERY_MS))
             .build()
             .map_err(backend)?;
         match self
@@ -300,7 +307,22 @@ impl ConnectionStore for DynamoStore {
                 self.stats.estimate(2.0 * 2.0 + 1.0);
                 Ok(SubscribeOutcome::Subscribed)
             }
-            // Unsubscribed or deleted meanwhile.
+            Some(failed) if failed.first() == Some(&true) && failed.get(1) != Some(&true) => {
+                let sk = sub_sk(&session.id);
+                let held = self
+                    .get(
+                        &self.tables.connections,
+                        &[("connectionId", connection_id), ("sk", &sk)],
+                        Some("sk"),
+                    )
+                    .await?;
+                Ok(if held.is_some() {
+                    SubscribeOutcome::TooSoon
+                } else {
+                    SubscribeOutcome::NotFound
+                })
+            }
+            // Deleted meanwhile.
             Some(_) => Ok(SubscribeOutcome::NotFound),
         }
     }

@@ -5,8 +5,8 @@
 use crate::clock::now_ms;
 use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
-    SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
-    Subscriber, TurnEnd,
+    RESUBSCRIBE_EVERY_MS, SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome,
+    SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
@@ -766,6 +766,7 @@ impl ConnectionStore for SqliteStore {
         session: &SessionRef,
         token: &str,
         max: usize,
+        now_ms: i64,
     ) -> Result<SubscribeOutcome, StoreError> {
         let (c, s, t) = (
             connection_id.to_string(),
@@ -797,10 +798,21 @@ impl ConnectionStore for SqliteStore {
             if !owned {
                 return Ok(SubscribeOutcome::NotFound);
             }
+            let renewed: Option<i64> = tx
+                .query_row(
+                    "SELECT renewed_ms FROM subscriptions WHERE connection_id = ?1 AND session_id = ?2",
+                    [&c, &s],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if renewed.is_some_and(|at| at > now_ms - RESUBSCRIBE_EVERY_MS) {
+                return Ok(SubscribeOutcome::TooSoon);
+            }
             tx.execute(
-                "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token, owner, incarnation)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![c, s, t, o, inc],
+                "INSERT OR REPLACE INTO subscriptions (connection_id, session_id, token, owner, incarnation, renewed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c, s, t, o, inc, now_ms],
             )
             .map_err(db)?;
             Ok(SubscribeOutcome::Subscribed)

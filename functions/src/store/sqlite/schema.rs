@@ -85,6 +85,7 @@ CREATE TABLE socket_tickets (
     expires_ms      INTEGER NOT NULL
 );
 ALTER TABLE connections ADD COLUMN auth_expires_ms INTEGER;
+ALTER TABLE subscriptions ADD COLUMN renewed_ms INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
