@@ -25,6 +25,10 @@ impl fmt::Debug for Secret {
 /// agent process and a provider stream.
 pub const MAX_TURNS: usize = 32;
 
+/// Connections one local gateway holds open at once unless configured: well
+/// under a usual limit of open files, with room for the store and agents.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// The shortest HS256 secret accepted: as long as the hash.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -107,6 +111,12 @@ pub struct Config {
     /// What one owner may use: creations and sends per minute, turns at
     /// once, tokens per day.
     pub limits: crate::ports::Limits,
+    /// A local request's headers must arrive within this long
+    /// (`CONFAB_HEADER_TIMEOUT_SECS`).
+    pub header_read_secs: u64,
+    /// Connections one local gateway holds open at once, sockets included
+    /// (`CONFAB_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -275,8 +285,24 @@ impl Config {
             1,
             86_400,
         )?;
+        let header_read_secs = number(
+            get("CONFAB_HEADER_TIMEOUT_SECS"),
+            "CONFAB_HEADER_TIMEOUT_SECS",
+            10,
+            1,
+            3_600,
+        )?;
+        let max_connections = number(
+            get("CONFAB_MAX_CONNECTIONS"),
+            "CONFAB_MAX_CONNECTIONS",
+            MAX_CONNECTIONS as u64,
+            1,
+            1_000_000,
+        )? as usize;
         Ok(Config {
             auth,
+            header_read_secs,
+            max_connections,
             max_permission_mode,
             max_sockets_per_owner,
             max_turns,

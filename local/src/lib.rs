@@ -8,9 +8,9 @@ pub mod dispatch;
 pub mod emulated;
 pub mod gateway;
 pub mod registry;
+pub mod serve;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use confab_functions::api::auth::Auth;
 use confab_functions::api::rest::{ApiState, router as api_router};
 use confab_functions::config::Config;
@@ -247,21 +247,13 @@ pub async fn run(
     tracing::info!(agent = agent.provider(), auth = ?config.auth, mode, data = %opts.data_dir.display(), "Confab is running at http://{local}");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // Small frames go out at once: without TCP_NODELAY a frame that follows
-    // an unacknowledged one waits for the peer's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = serve::ServerLimits {
+        header_read: std::time::Duration::from_secs(config.header_read_secs),
+        max_connections: config.max_connections,
+    };
+    let server = tokio::spawn(serve::serve(listener, app, limits, async move {
         let _ = stop_rx.await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    }));
     // Sockets whose heartbeat stopped are closed, as API Gateway closes
     // idle ones (the web app pings every 30 s).
     let idle = std::time::Duration::from_secs(config.socket_idle_secs);

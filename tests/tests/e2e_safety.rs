@@ -1538,3 +1538,59 @@ async fn a_resubscribe_loop_gets_refusals_not_pages() {
     };
     assert_eq!(messages[0].plain_text(), big);
 }
+
+/// The local server gives a request's headers a deadline and holds a
+/// bounded number of connections: clients that open connections and trickle
+/// nothing (slowloris) are cut off, a connection past the cap is closed at
+/// once, and once they are gone a normal request is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if confab_tests::harness::aws_mode() {
+        // On AWS, API Gateway holds the connections.
+        return;
+    }
+    let gw = Gateway::start(&[
+        ("CONFAB_HEADER_TIMEOUT_SECS", "2"),
+        ("CONFAB_MAX_CONNECTIONS", "8"),
+    ])
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the cap: closed at once, unanswered.
+    let mut ninth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = ninth
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), ninth.read(&mut buf))
+        .await
+        .expect("the ninth connection was closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the ninth connection was served");
+    // The stalled ones are cut off at their headers' deadline.
+    let started = std::time::Instant::now();
+    for c in &mut stalled {
+        let r = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("a client trickling its headers was cut off");
+        // Closed, perhaps after a 408.
+        if let Ok(n) = r
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("408"));
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.api(None).get("/api/health").await.status, 200);
+}

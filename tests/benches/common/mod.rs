@@ -19,6 +19,8 @@ pub async fn in_process(
         max_sockets_per_owner: 100_000,
         max_turns: 100_000,
         socket_idle_secs: 600,
+        header_read_secs: 10,
+        max_connections: 100_000,
     };
     let opts = confab_local::Options {
         addr: "127.0.0.1:0".parse().expect("addr"),
