@@ -133,12 +133,19 @@ pub async fn serve(
         });
     }
     drop(listener);
-    // Open HTTP connections finish what they are doing, briefly.
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {
-            tracing::info!("some connections did not finish in 5 s; closing them");
-        }
+    // Open connections finish what they are doing, briefly: HTTP requests
+    // under way, and sockets writing their last frames and close (each
+    // holds its place until its connection is gone).
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let finished = async {
+        graceful.shutdown().await;
+        let _ = places.acquire_many(all).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), finished)
+        .await
+        .is_err()
+    {
+        tracing::info!("some connections did not finish in 5 s; closing them");
     }
     Ok(())
 }

@@ -456,3 +456,48 @@ async fn a_socket_whose_token_expires_renews_without_a_banner_or_a_lost_frame() 
     let _ = w.screenshot("9-signed-out").await;
     w.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_past_the_owners_limit_says_why_and_gives_the_text_back() {
+    let gw = Gateway::start_with_web(&[("CONFAB_SEND_RATE", "1")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let sid = session_path_id(&w.path().await);
+    // A creation is not a send; the next message is the one send allowed.
+    confab_tests::harness::within_one_minute(Duration::from_secs(20)).await;
+    w.send_message("hello").await;
+    w.until(
+        "the first reply",
+        "return document.querySelectorAll('article.msg-agent[data-status=stored]').length === 1",
+    )
+    .await;
+    w.send_message("second").await;
+    w.until(
+        "the second reply",
+        "return document.querySelectorAll('article.msg-agent[data-status=stored]').length === 2",
+    )
+    .await;
+    w.send_message("third").await;
+    w.until(
+        "the refusal, saying why",
+        "const b = document.querySelector('.banner-bad'); return !!b && b.innerText.includes('too many messages') && b.innerText.includes('try again in');",
+    )
+    .await;
+    w.until(
+        "the text given back",
+        "return document.querySelector('#composer-input').value === 'third'",
+    )
+    .await;
+    let _ = w.screenshot("10-send-limit").await;
+    let users = gw
+        .api(None)
+        .all_messages(&sid)
+        .await
+        .into_iter()
+        .filter(|m| m.role == confab_protocol::model::Role::User)
+        .count();
+    assert_eq!(users, 2, "the refused message was not stored");
+    w.close().await;
+}

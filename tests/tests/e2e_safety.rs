@@ -1093,7 +1093,9 @@ fn rss(pid: u32) -> u64 {
 
 /// Clients that never read cannot make the server hold their frames: eight
 /// sockets each send 5,000 subscribes to a session with a 32 KiB message
-/// (100 bytes in, 32 KiB out each) and read nothing. The server's memory
+/// (100 bytes in, 32 KiB out each), each after an unsubscribe so that it is
+/// a new subscription and not a renewal (which is rate-limited), and read
+/// nothing. The server's memory
 /// grows by less than 100 MB, every one of them is closed within 30 s, and
 /// a normal client streams a reply meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1128,16 +1130,15 @@ async fn clients_that_never_read_are_cut_off_and_cannot_exhaust_the_server() {
             // The reading half is kept and never read.
             let _unread = stream;
             let frame = format!(r#"{{"action":"subscribe","sessionId":"{sid}","afterSeq":0}}"#);
+            let leave = format!(r#"{{"action":"unsubscribe","sessionId":"{sid}"}}"#);
             let _ = sink
                 .send(WsMessage::Text(r#"{"action":"hello"}"#.into()))
                 .await;
             for _ in 0..5000 {
-                if sink
-                    .send(WsMessage::Text(frame.clone().into()))
-                    .await
-                    .is_err()
-                {
-                    return tokio::time::Instant::now();
+                for f in [&leave, &frame] {
+                    if sink.send(WsMessage::Text(f.clone().into())).await.is_err() {
+                        return tokio::time::Instant::now();
+                    }
                 }
             }
             // Then until the server hangs up.
