@@ -344,7 +344,7 @@ async fn main() {
                 kib(wasm),
                 kib(js)
             ),
-            "< 350 KiB",
+            "< 400 KiB",
         ),
         (
             "Navigation to an interactive session page (headless Chromium), p50 of 10",

@@ -501,3 +501,79 @@ async fn a_send_past_the_owners_limit_says_why_and_gives_the_text_back() {
     assert_eq!(users, 2, "the refused message was not stored");
     w.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markdown_links_tables_and_task_lists_render_and_pathological_input_does_not_freeze() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    // The demo agent quotes the message back, so the reply renders it too.
+    let text = "See [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language)) and www.rust-lang.org.\n\n| a | b |\n|---|:-:|\n| `x` | ~~y~~ |\n\n- [x] done\n- [ ] to do";
+    w.js(&format!(
+        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
+        serde_json::to_string(text).unwrap()
+    ))
+    .await;
+    w.client
+        .find(fantoccini::Locator::Css("#composer-input"))
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    let reply = "document.querySelector('article.msg-agent[data-status=stored] .msg-body')";
+    w.until("the reply", &format!("return !!{reply}")).await;
+    assert_eq!(
+        w.js(&format!("return {reply}.querySelector('a[href=\"https://en.wikipedia.org/wiki/Rust_(programming_language)\"]')?.innerText")).await,
+        "Rust",
+        "a link whose target has parentheses is whole"
+    );
+    assert_eq!(
+        w.js(&format!(
+            "return {reply}.querySelector('a[href=\"http://www.rust-lang.org\"]')?.innerText"
+        ))
+        .await,
+        "www.rust-lang.org",
+        "a bare URL is a link"
+    );
+    assert_eq!(
+        w.js(&format!(
+            "return {reply}.querySelectorAll('table th, table td').length"
+        ))
+        .await,
+        4
+    );
+    assert_eq!(
+        w.js(&format!("return [...{reply}.querySelectorAll('input[type=checkbox]')].map(c => c.checked).join(',')")).await,
+        "true,false"
+    );
+    let _ = w.screenshot("11-markdown").await;
+    // Inputs that were quadratic: the tab keeps working and shows them.
+    for evil in [format!("a {}", "* ".repeat(16000)), "[".repeat(32000)] {
+        w.js(&format!(
+            "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
+            serde_json::to_string(&evil).unwrap()
+        ))
+        .await;
+        let before = w
+            .js("return document.querySelectorAll('article.msg-agent[data-status=stored]').length")
+            .await
+            .as_u64()
+            .unwrap();
+        w.client
+            .find(fantoccini::Locator::Css("#composer-input"))
+            .await
+            .unwrap()
+            .send_keys("\u{E007}")
+            .await
+            .unwrap();
+        w.until(
+            "the reply to a pathological input",
+            &format!("return document.querySelectorAll('article.msg-agent[data-status=stored]').length === {}", before + 1),
+        )
+        .await;
+    }
+    w.close().await;
+}

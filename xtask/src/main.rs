@@ -179,6 +179,23 @@ fn ensure_wasm_opt() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The CommonMark spec (npm `commonmark-spec`), whose examples the web
+/// app's Markdown test runs, under target/tools.
+fn ensure_commonmark_spec() -> Result<()> {
+    let tools = root().join("target/tools");
+    let spec = tools.join("node_modules/commonmark-spec");
+    let version = std::fs::read_to_string(spec.join("package.json")).unwrap_or_default();
+    if spec.join("spec.txt").is_file() && version.contains("\"version\": \"0.31.2\"") {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&tools)?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&tools)
+        .arg("commonmark-spec@0.31.2"))
+    .context("installing the CommonMark spec from npm (needs node and npm)")
+}
+
 /// Builds the web app into web/dist (optimised by wasm-opt).
 fn build_web() -> Result<()> {
     ensure_web_tools()?;
@@ -371,6 +388,7 @@ fn test() -> Result<()> {
     // with the browser, so it must build there).
     build_web()?;
     ensure_browser()?;
+    ensure_commonmark_spec()?;
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .env("PATH", aws_path(&aws)?))?;
