@@ -577,3 +577,75 @@ async fn markdown_links_tables_and_task_lists_render_and_pathological_input_does
     }
     w.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_is_highlighted_once_the_highlighter_loads_and_copy_copies_it() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let loaded = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/hl-11.11.1/highlight.min.js')).length";
+    assert_eq!(w.js(loaded).await, 0, "no highlighter before a code block");
+    let code = "fn main() {\n    let greeting = \"hi\"; // say it\n}\n";
+    let text = format!("Here:\n\n```rust\n{code}```");
+    w.js(&format!(
+        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
+        serde_json::to_string(&text).unwrap()
+    ))
+    .await;
+    w.client
+        .find(fantoccini::Locator::Css("#composer-input"))
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    let block = "document.querySelector('article.msg-agent[data-status=stored] .code')";
+    w.until(
+        "the code highlighted",
+        &format!("const b = {block}; return !!b && [...b.querySelectorAll('.hljs-keyword')].map(k => k.innerText).join(' ') === 'fn let'"),
+    )
+    .await;
+    assert_eq!(
+        w.js(&format!(
+            "return {block}.querySelector('.code-lang').innerText"
+        ))
+        .await,
+        "rust"
+    );
+    assert_eq!(
+        w.js(&format!(
+            "return {block}.querySelector('.hljs-string').innerText"
+        ))
+        .await,
+        "\"hi\""
+    );
+    assert_eq!(
+        w.js(&format!("return {block}.querySelector('pre').innerText"))
+            .await,
+        code,
+        "the code reads as it was written"
+    );
+    assert_eq!(w.js(loaded).await, 1, "the highlighter loaded once");
+    // The languages agents write most are known.
+    assert_eq!(
+        w.js("return ['rust','python','typescript','javascript','go','java','c','cpp','csharp','bash','shell','sql','json','yaml','toml','html','css','markdown','diff','dockerfile','ruby','kotlin','swift'].filter(l => !hljs.getLanguage(l)).join(',')").await,
+        ""
+    );
+    let _ = w.screenshot("12-code").await;
+    // Copy puts the code, as written, on the clipboard.
+    w.js("window.__copied = null; navigator.clipboard.writeText = t => { window.__copied = t; return Promise.resolve(); }; return null;").await;
+    w.js(&format!(
+        "{block}.querySelector('.code-copy').click(); return null;"
+    ))
+    .await;
+    w.until("copied", "return window.__copied !== null").await;
+    assert_eq!(w.js("return window.__copied").await, code);
+    w.until(
+        "the button says so",
+        &format!("return {block}.querySelector('.code-copy').innerText === 'Copied'"),
+    )
+    .await;
+    w.close().await;
+}

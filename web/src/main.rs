@@ -3,6 +3,7 @@
 mod actions;
 mod api;
 mod components;
+mod highlight;
 mod pages;
 mod socket;
 mod state;

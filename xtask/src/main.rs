@@ -196,9 +196,27 @@ fn ensure_commonmark_spec() -> Result<()> {
     .context("installing the CommonMark spec from npm (needs node and npm)")
 }
 
+/// highlight.js (npm `@highlightjs/cdn-assets`), which the web app loads
+/// when a code block first appears; Trunk copies it from target/tools.
+fn ensure_highlighter() -> Result<()> {
+    let tools = root().join("target/tools");
+    let hl = tools.join("node_modules/@highlightjs/cdn-assets");
+    let version = std::fs::read_to_string(hl.join("package.json")).unwrap_or_default();
+    if hl.join("highlight.min.js").is_file() && version.contains("\"version\": \"11.11.1\"") {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&tools)?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&tools)
+        .arg("@highlightjs/cdn-assets@11.11.1"))
+    .context("installing highlight.js from npm (needs node and npm)")
+}
+
 /// Builds the web app into web/dist (optimised by wasm-opt).
 fn build_web() -> Result<()> {
     ensure_web_tools()?;
+    ensure_highlighter()?;
     let bin = ensure_wasm_opt()?;
     let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),

@@ -537,13 +537,8 @@ fn node(n: &Md) -> Element {
                 Kind::Quote => rsx! { blockquote { {inner} } },
                 Kind::Pre(info) => {
                     let text = plain(ch);
-                    let label = info.split_whitespace().next().unwrap_or("").to_string();
-                    rsx! {
-                        div { class: "code",
-                            if !label.is_empty() { span { class: "code-lang", "{label}" } }
-                            pre { code { class: "language-{label}", "{text}" } }
-                        }
-                    }
+                    let lang = info.split_whitespace().next().unwrap_or("").to_string();
+                    rsx! { CodeBlock { lang, text } }
                 }
                 Kind::Ul => rsx! { ul { {inner} } },
                 Kind::Ol(start) => rsx! { ol { start: "{start}", {inner} } },
@@ -572,6 +567,58 @@ fn node(n: &Md) -> Element {
                 Kind::Tr => rsx! { tr { {inner} } },
                 Kind::Th(a) => rsx! { th { style: align_style(a), {inner} } },
                 Kind::Td(a) => rsx! { td { style: align_style(a), {inner} } },
+            }
+        }
+    }
+}
+
+/// A code block: its language, a Copy button, and its code highlighted when
+/// it names a language the highlighter knows. The first such block loads
+/// the highlighter; until then (and for unknown languages) the code is
+/// plain text.
+#[component]
+fn CodeBlock(lang: String, text: String) -> Element {
+    let mut loaded = use_signal(crate::highlight::is_ready);
+    let mut copied = use_signal(|| false);
+    let wants = !lang.is_empty();
+    use_effect(use_reactive((&wants,), move |(wants,)| {
+        if wants && !crate::highlight::is_ready() {
+            spawn(async move {
+                if crate::highlight::ready().await {
+                    loaded.set(true);
+                }
+            });
+        }
+    }));
+    let lit = if wants && loaded() {
+        crate::highlight::highlight(&text, &lang)
+    } else {
+        None
+    };
+    let copy = {
+        let text = text.clone();
+        move |_| {
+            let text = text.clone();
+            spawn(async move {
+                if crate::highlight::copy(&text).await {
+                    copied.set(true);
+                    gloo_timers::future::TimeoutFuture::new(1_500).await;
+                    copied.set(false);
+                }
+            });
+        }
+    };
+    rsx! {
+        div { class: "code",
+            div { class: "code-head",
+                if wants { span { class: "code-lang", "{lang}" } }
+                button { class: "code-copy", r#type: "button", onclick: copy,
+                    if copied() { "Copied" } else { "Copy" }
+                }
+            }
+            match lit {
+                Some(html) => rsx! { pre { code { class: "hljs language-{lang}", dangerous_inner_html: "{html}" } } },
+                None => rsx! { pre { code { class: "language-{lang}", "{text}" } } },
             }
         }
     }
