@@ -649,3 +649,223 @@ async fn code_is_highlighted_once_the_highlighter_loads_and_copy_copies_it() {
     .await;
     w.close().await;
 }
+
+/// Claude Code's tools as cards, from a fixture of its stream-json (the
+/// stand-in `claude` replays it): each call with its result, its status,
+/// and its own renderer. A screenshot of each card is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_show_as_cards_with_their_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("projects");
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&root).unwrap();
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claude/fake-claude");
+    let gw = Gateway::start_with_web(&[
+        ("CONFAB_AGENT", "claude-code"),
+        ("CONFAB_PROJECTS_ROOT", root.to_str().unwrap()),
+        ("CONFAB_CLAUDE_BIN", fake.to_str().unwrap()),
+        ("FAKE_CLAUDE_LOG", log.to_str().unwrap()),
+        ("CONFAB_CLAUDE_ENV", "FAKE_CLAUDE_LOG"),
+    ])
+    .await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    w.send_message("show me the tools-tour").await;
+    w.until(
+        "the reply with its cards",
+        "const r = document.querySelector('article.msg-agent[data-status=stored]'); return !!r && r.innerText.includes('All done.')",
+    )
+    .await;
+    let card = |tool: &str| {
+        format!("document.querySelector('article.msg-agent .tool-card[data-tool=\"{tool}\"]')")
+    };
+    let js = |s: String| {
+        let w = &w;
+        async move { w.js(&s).await }
+    };
+    assert_eq!(
+        js("return document.querySelectorAll('article.msg-agent .tool-card').length".into()).await,
+        14,
+        "each call and its result are one card"
+    );
+    // An edit is a diff with its path and line numbers.
+    let edit = card("Edit");
+    assert_eq!(
+        js(format!(
+            "return {edit}.querySelector('.diff-path').innerText"
+        ))
+        .await,
+        "/work/app/src/main.rs"
+    );
+    assert_eq!(
+        js(format!(
+            "return {edit}.querySelector('tr.del .txt').innerText"
+        ))
+        .await,
+        "    println!(\"hello\");"
+    );
+    assert_eq!(
+        js(format!(
+            "return {edit}.querySelector('tr.del .ln').innerText"
+        ))
+        .await,
+        "2"
+    );
+    assert_eq!(
+        js(format!(
+            "return [...{edit}.querySelectorAll('tr.add .txt')].map(t => t.innerText).join('|')"
+        ))
+        .await,
+        "    let name = \"Confab\";|    println!(\"hello, {name}\");"
+    );
+    assert_eq!(js(format!("return {edit}.dataset.status")).await, "done");
+    assert_eq!(
+        js(format!(
+            "return {}.querySelectorAll('.diff-hunk').length",
+            card("MultiEdit")
+        ))
+        .await,
+        2
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelectorAll('tr.add').length",
+            card("Write")
+        ))
+        .await,
+        3
+    );
+    // A command with its output, collapsed past a few lines, and its exit.
+    let bash = "document.querySelectorAll('article.msg-agent .tool-card[data-tool=\"Bash\"]')";
+    assert_eq!(
+        js(format!(
+            "return {bash}[0].querySelector('.command').innerText"
+        ))
+        .await,
+        "$ cargo test"
+    );
+    assert_eq!(
+        js(format!(
+            "return {bash}[0].querySelector('.output').innerText.split('\\n').length"
+        ))
+        .await,
+        12
+    );
+    assert_eq!(
+        js(format!("return {bash}[0].querySelector('.exit').innerText")).await,
+        "exit status: 0"
+    );
+    js(format!(
+        "{bash}[0].querySelector('.show-all').click(); return null"
+    ))
+    .await;
+    w.until(
+        "the whole output",
+        &format!("return {bash}[0].querySelector('.output').innerText.split('\\n').length === 23"),
+    )
+    .await;
+    assert_eq!(
+        js(format!("return {bash}[1].dataset.status")).await,
+        "error"
+    );
+    assert_eq!(
+        js(format!("return {bash}[1].querySelector('.exit').innerText")).await,
+        "exit status: failed"
+    );
+    assert_eq!(
+        js(format!("return {bash}[2].dataset.status")).await,
+        "denied"
+    );
+    // Reads, searches, checklists, fetches, subagents, and the rest as JSON.
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('.read').innerText",
+            card("Read")
+        ))
+        .await,
+        "/work/app/src/lib.rs · lines 10–29 · 20 lines read"
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('.search').innerText",
+            card("Grep")
+        ))
+        .await,
+        "fn main in src · 2 matches"
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('.search').innerText",
+            card("Glob")
+        ))
+        .await,
+        "**/*.rs · 3 matches"
+    );
+    let todo = card("TodoWrite");
+    assert_eq!(
+        js(format!(
+            "return {todo}.querySelector('.tool-summary').innerText"
+        ))
+        .await,
+        "1 of 3 done"
+    );
+    assert_eq!(
+        js(format!(
+            "return [...{todo}.querySelectorAll('input')].map(c => c.checked).join(',')"
+        ))
+        .await,
+        "true,false,false"
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('a').href",
+            card("WebFetch")
+        ))
+        .await,
+        "https://doc.rust-lang.org/book/"
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('q').innerText",
+            card("WebSearch")
+        ))
+        .await,
+        "rust async traits"
+    );
+    assert_eq!(
+        js(format!(
+            "return {}.querySelector('.subagent-result strong').innerText",
+            card("Task")
+        ))
+        .await,
+        "Looks good."
+    );
+    assert!(
+        js(format!(
+            "return {}.querySelector('pre.json').innerText",
+            card("mcp__db__query")
+        ))
+        .await
+        .as_str()
+        .unwrap()
+        .contains("\"sql\": \"select 1\"")
+    );
+    // One screenshot per card.
+    let cards = w
+        .client
+        .find_all(fantoccini::Locator::Css("article.msg-agent .tool-card"))
+        .await
+        .unwrap();
+    for (i, c) in cards.iter().enumerate() {
+        let name = c.attr("data-tool").await.unwrap().unwrap_or_default();
+        w.js(&format!("document.querySelectorAll('article.msg-agent .tool-card')[{i}].scrollIntoView({{block: 'center'}}); return null")).await;
+        if let Ok(png) = c.screenshot().await {
+            let path =
+                confab_tests::browser::screenshot_dir().join(format!("13-tool-{i:02}-{name}.png"));
+            std::fs::write(path, png).unwrap();
+        }
+    }
+    w.close().await;
+}

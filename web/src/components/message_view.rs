@@ -1,7 +1,7 @@
 //! One message: the user's, a stored reply, or the reply being written.
 
 use super::markdown::Markdown;
-use super::tool_card::ToolCard;
+use super::tool_card::{Item, LoneResult, ToolCard, items};
 use confab_protocol::model::{Block, MessageStatus, Role};
 use dioxus::prelude::*;
 
@@ -40,11 +40,12 @@ pub fn MessageView(
                 if let Some(n) = note { span { class: "msg-note", "{n}" } }
             }
             div { class: "msg-body",
-                for (i, b) in content.iter().enumerate() {
-                    match b {
-                        Block::Text { text } if role == Role::User => rsx! { p { key: "{i}", class: "user-text", "{text}" } },
-                        Block::Text { text } => rsx! { Markdown { key: "{i}", text: text.clone() } },
-                        other => rsx! { ToolCard { key: "{i}", block: other.clone() } },
+                for (i, item) in items(&content).into_iter().enumerate() {
+                    match item {
+                        Item::Text(text) if role == Role::User => rsx! { p { key: "{i}", class: "user-text", "{text}" } },
+                        Item::Text(text) => rsx! { Markdown { key: "{i}", text } },
+                        Item::Tool { name, input, result, .. } => rsx! { ToolCard { key: "{i}", name, input, result, live } },
+                        Item::Result { content, is_error } => rsx! { LoneResult { key: "{i}", content, is_error } },
                     }
                 }
                 if live && content.is_empty() { span { class: "typing", aria_label: "The agent is writing", "…" } }
