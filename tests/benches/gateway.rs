@@ -192,13 +192,28 @@ async fn fanout(l: &Local, n: usize, words: usize) -> (usize, f64, f64) {
 }
 
 /// The app's wasm and JS, gzipped (what a browser downloads), in bytes.
-fn bundle_gzipped() -> (u64, u64) {
+/// The first load's wasm and JS, gzipped, and the highlighter's, which
+/// the app loads only when a code block first appears.
+fn bundle_gzipped() -> (u64, u64, u64) {
     let dist = confab_tests::harness::web_dist();
-    let (mut wasm, mut js) = (0, 0);
+    let (mut wasm, mut js, mut later) = (0, 0, 0);
     for entry in walk(&dist) {
         let name = entry.to_string_lossy().to_string();
         let is_wasm = name.ends_with(".wasm");
         if !is_wasm && !name.ends_with(".js") {
+            continue;
+        }
+        if entry
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|d| d.to_string_lossy().starts_with("hl-"))
+        {
+            let out = std::process::Command::new("gzip")
+                .args(["-9", "-c"])
+                .arg(&entry)
+                .output()
+                .expect("gzip");
+            later += out.stdout.len() as u64;
             continue;
         }
         let out = std::process::Command::new("gzip")
@@ -213,7 +228,7 @@ fn bundle_gzipped() -> (u64, u64) {
             js += out.stdout.len() as u64;
         }
     }
-    (wasm, js)
+    (wasm, js, later)
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -332,7 +347,7 @@ async fn main() {
     ];
     eprintln!("bench: the web app");
     let web = start_with(0, Some(confab_tests::harness::web_dist())).await;
-    let (wasm, js) = bundle_gzipped();
+    let (wasm, js, highlighter) = bundle_gzipped();
     let (i50, imax) = time_to_interactive(&web, 10).await;
     let kib = |b: u64| b as f64 / 1024.0;
     rows.extend([
@@ -345,6 +360,11 @@ async fn main() {
                 kib(js)
             ),
             "< 400 KiB",
+        ),
+        (
+            "Code highlighter, gzipped, loaded when a code block first appears",
+            format!("{:.1} KiB", kib(highlighter)),
+            "",
         ),
         (
             "Navigation to an interactive session page (headless Chromium), p50 of 10",
