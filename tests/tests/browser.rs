@@ -869,3 +869,76 @@ async fn tool_calls_show_as_cards_with_their_results() {
     }
     w.close().await;
 }
+
+/// On a phone's width the conversation gets the screen: the session list
+/// is a drawer opened from the header, and going to a session closes it.
+/// A wide table scrolls inside its block, not the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_session_list_is_a_drawer() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    w.client.set_window_size(390, 844).await.unwrap();
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let wide = format!(
+        "Wide:\n\n| {} |\n|{}|\n| {} |",
+        (0..12)
+            .map(|i| format!("column {i}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(12).trim_end_matches('|'),
+        (0..12)
+            .map(|i| format!("value {i}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    w.js(&format!(
+        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
+        serde_json::to_string(&wide).unwrap()
+    ))
+    .await;
+    w.client
+        .find(fantoccini::Locator::Css("#composer-input"))
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    w.until(
+        "the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored] table')",
+    )
+    .await;
+    let hidden =
+        "const r = document.querySelector('.sidebar').getBoundingClientRect(); return r.right <= 0";
+    assert_eq!(w.js(hidden).await, true, "the list is out of the way");
+    assert_eq!(
+        w.js("return document.querySelector('.messages').getBoundingClientRect().height > 0.55 * window.innerHeight").await,
+        true,
+        "the conversation gets the screen"
+    );
+    assert_eq!(
+        w.js("return document.documentElement.scrollWidth <= window.innerWidth")
+            .await,
+        true,
+        "nothing makes the page scroll sideways"
+    );
+    assert_eq!(
+        w.js("const t = document.querySelector('article.msg-agent .table'); return t.scrollWidth > t.clientWidth").await,
+        true,
+        "the wide table scrolls inside its block"
+    );
+    let _ = w.screenshot("14-phone").await;
+    w.click("#drawer-toggle").await;
+    w.until(
+        "the drawer open",
+        "const r = document.querySelector('.sidebar').getBoundingClientRect(); return r.left >= 0 && r.width > 200",
+    )
+    .await;
+    let _ = w.screenshot("14-phone-drawer").await;
+    // Going to a session (a new one) closes it.
+    w.click("#new-session").await;
+    w.until("the drawer closed", hidden).await;
+    w.close().await;
+}

@@ -59,12 +59,19 @@ fn App() -> Element {
     rsx! { Router::<Route> {} }
 }
 
-/// The layout: sidebar always mounted, banners, the page.
+/// The layout: sidebar always mounted, banners, the page. On a phone's
+/// width the sidebar is a drawer over the page, opened from the page's
+/// header and closed by going anywhere.
 #[component]
 fn Shell() -> Element {
+    let mut app = state::use_app();
+    let route = use_route::<Route>();
+    use_effect(use_reactive((&route,), move |_| app.drawer.set(false)));
+    let open = (app.drawer)();
     rsx! {
-        div { class: "shell",
+        div { class: if open { "shell drawer-open" } else { "shell" },
             Sidebar {}
+            div { class: "scrim", onclick: move |_| app.drawer.set(false) }
             main { class: "page",
                 Banners {}
                 Outlet::<Route> {}

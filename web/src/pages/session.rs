@@ -28,7 +28,7 @@ fn scroll_to_bottom() {
 
 #[component]
 pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> Element {
-    let app = use_app();
+    let mut app = use_app();
     let socket = use_coroutine_handle::<SocketCmd>();
     let restore = use_signal(|| None::<String>);
     let mut stick = use_signal(|| true);
@@ -136,6 +136,8 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
         document::Title { "{title} · Confab" }
         section { class: "session-page", "data-phase": "{phase_name(&phase)}",
             header { class: "session-head",
+                button { class: "drawer-toggle", id: "drawer-toggle", r#type: "button", aria_label: "Sessions",
+                    onclick: move |_| app.drawer.toggle(), "☰" }
                 h1 { id: "session-title", "{title}" }
                 if let Some(s) = &summary {
                     {

@@ -62,6 +62,8 @@ pub struct AppState {
     pub default_mode: Signal<PermissionMode>,
     /// A message for the user that is not about one session.
     pub notice: Signal<Option<String>>,
+    /// On a phone's width: the session list is open over the page.
+    pub drawer: Signal<bool>,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             config: Signal::new(None),
             default_mode: Signal::new(load_default_mode()),
             notice: Signal::new(None),
+            drawer: Signal::new(false),
         }
     }
 }
