@@ -154,6 +154,28 @@ impl Window {
         input.send_keys("\u{E007}").await.expect("enter");
     }
 
+    /// Puts `text` in the message box at once (as a paste would, newlines
+    /// and all) and presses Enter.
+    pub async fn paste_and_send(&self, text: &str) {
+        self.until(
+            "an enabled message box",
+            "const t = document.querySelector('#composer-input'); return !!t && !t.disabled;",
+        )
+        .await;
+        self.js(&format!(
+            "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
+            serde_json::to_string(text).expect("a string")
+        ))
+        .await;
+        self.client
+            .find(Locator::Css("#composer-input"))
+            .await
+            .expect("message box")
+            .send_keys("\u{E007}")
+            .await
+            .expect("enter");
+    }
+
     pub async fn click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))

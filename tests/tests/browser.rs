@@ -316,14 +316,7 @@ async fn a_refused_first_message_comes_back_and_the_retry_creates_the_session() 
     wait_ready(&w).await;
     let sid = session_path_id(&w.path().await);
     // A first message over the 32 KiB limit, typed (pasted) into the box.
-    w.js("const t = document.querySelector('#composer-input'); t.value = 'x'.repeat(33000); t.dispatchEvent(new Event('input', { bubbles: true })); return null;").await;
-    w.client
-        .find(fantoccini::Locator::Css("#composer-input"))
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    w.paste_and_send(&"x".repeat(33000)).await;
     w.until("the refusal shown", "return !!document.querySelector('.banner-bad') && document.querySelector('.banner-bad').innerText.includes('limit')").await;
     w.until(
         "the text given back",
@@ -337,14 +330,7 @@ async fn a_refused_first_message_comes_back_and_the_retry_creates_the_session() 
     );
     let _ = w.screenshot("8-refused-first-message").await;
     // The user shortens it and sends again: the session is created.
-    w.js("const t = document.querySelector('#composer-input'); t.value = 'x'.repeat(100); t.dispatchEvent(new Event('input', { bubbles: true })); return null;").await;
-    w.client
-        .find(fantoccini::Locator::Css("#composer-input"))
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    w.paste_and_send(&"x".repeat(100)).await;
     w.until(
         "the reply",
         "return !!document.querySelector('article.msg-agent[data-status=stored]')",
@@ -511,18 +497,7 @@ async fn markdown_links_tables_and_task_lists_render_and_pathological_input_does
     wait_ready(&w).await;
     // The demo agent quotes the message back, so the reply renders it too.
     let text = "See [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language)) and www.rust-lang.org.\n\n| a | b |\n|---|:-:|\n| `x` | ~~y~~ |\n\n- [x] done\n- [ ] to do";
-    w.js(&format!(
-        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
-        serde_json::to_string(text).unwrap()
-    ))
-    .await;
-    w.client
-        .find(fantoccini::Locator::Css("#composer-input"))
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    w.paste_and_send(text).await;
     let reply = "document.querySelector('article.msg-agent[data-status=stored] .msg-body')";
     w.until("the reply", &format!("return !!{reply}")).await;
     assert_eq!(
@@ -552,23 +527,12 @@ async fn markdown_links_tables_and_task_lists_render_and_pathological_input_does
     let _ = w.screenshot("11-markdown").await;
     // Inputs that were quadratic: the tab keeps working and shows them.
     for evil in [format!("a {}", "* ".repeat(16000)), "[".repeat(32000)] {
-        w.js(&format!(
-            "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
-            serde_json::to_string(&evil).unwrap()
-        ))
-        .await;
         let before = w
             .js("return document.querySelectorAll('article.msg-agent[data-status=stored]').length")
             .await
             .as_u64()
             .unwrap();
-        w.client
-            .find(fantoccini::Locator::Css("#composer-input"))
-            .await
-            .unwrap()
-            .send_keys("\u{E007}")
-            .await
-            .unwrap();
+        w.paste_and_send(&evil).await;
         w.until(
             "the reply to a pathological input",
             &format!("return document.querySelectorAll('article.msg-agent[data-status=stored]').length === {}", before + 1),
@@ -589,18 +553,7 @@ async fn code_is_highlighted_once_the_highlighter_loads_and_copy_copies_it() {
     assert_eq!(w.js(loaded).await, 0, "no highlighter before a code block");
     let code = "fn main() {\n    let greeting = \"hi\"; // say it\n}\n";
     let text = format!("Here:\n\n```rust\n{code}```");
-    w.js(&format!(
-        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
-        serde_json::to_string(&text).unwrap()
-    ))
-    .await;
-    w.client
-        .find(fantoccini::Locator::Css("#composer-input"))
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    w.paste_and_send(&text).await;
     let block = "document.querySelector('article.msg-agent[data-status=stored] .code')";
     w.until(
         "the code highlighted",
@@ -893,18 +846,7 @@ async fn on_a_phone_the_session_list_is_a_drawer() {
             .collect::<Vec<_>>()
             .join(" | ")
     );
-    w.js(&format!(
-        "const t = document.querySelector('#composer-input'); t.value = {}; t.dispatchEvent(new Event('input', {{ bubbles: true }})); return null;",
-        serde_json::to_string(&wide).unwrap()
-    ))
-    .await;
-    w.client
-        .find(fantoccini::Locator::Css("#composer-input"))
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    w.paste_and_send(&wide).await;
     w.until(
         "the reply",
         "return !!document.querySelector('article.msg-agent[data-status=stored] table')",

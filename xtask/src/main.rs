@@ -179,38 +179,32 @@ fn ensure_wasm_opt() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The CommonMark spec (npm `commonmark-spec`), whose examples the web
-/// app's Markdown test runs, under target/tools.
-fn ensure_commonmark_spec() -> Result<()> {
+/// An npm package at `version` under target/tools (its `file` there
+/// tells that it is installed).
+fn ensure_npm(package: &str, version: &str, file: &str) -> Result<()> {
     let tools = root().join("target/tools");
-    let spec = tools.join("node_modules/commonmark-spec");
-    let version = std::fs::read_to_string(spec.join("package.json")).unwrap_or_default();
-    if spec.join("spec.txt").is_file() && version.contains("\"version\": \"0.31.2\"") {
+    let dir = tools.join("node_modules").join(package);
+    let installed = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+    if dir.join(file).is_file() && installed.contains(&format!("\"version\": \"{version}\"")) {
         return Ok(());
     }
     std::fs::create_dir_all(&tools)?;
     run(Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
         .arg(&tools)
-        .arg("commonmark-spec@0.31.2"))
-    .context("installing the CommonMark spec from npm (needs node and npm)")
+        .arg(format!("{package}@{version}")))
+    .with_context(|| format!("installing {package} {version} from npm (needs node and npm)"))
 }
 
-/// highlight.js (npm `@highlightjs/cdn-assets`), which the web app loads
-/// when a code block first appears; Trunk copies it from target/tools.
+/// The CommonMark spec, whose examples the web app's Markdown test runs.
+fn ensure_commonmark_spec() -> Result<()> {
+    ensure_npm("commonmark-spec", "0.31.2", "spec.txt")
+}
+
+/// highlight.js, which the web app loads when a code block first appears;
+/// Trunk copies it from target/tools.
 fn ensure_highlighter() -> Result<()> {
-    let tools = root().join("target/tools");
-    let hl = tools.join("node_modules/@highlightjs/cdn-assets");
-    let version = std::fs::read_to_string(hl.join("package.json")).unwrap_or_default();
-    if hl.join("highlight.min.js").is_file() && version.contains("\"version\": \"11.11.1\"") {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&tools)?;
-    run(Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&tools)
-        .arg("@highlightjs/cdn-assets@11.11.1"))
-    .context("installing highlight.js from npm (needs node and npm)")
+    ensure_npm("@highlightjs/cdn-assets", "11.11.1", "highlight.min.js")
 }
 
 /// Builds the web app into web/dist (optimised by wasm-opt).

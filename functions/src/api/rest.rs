@@ -86,15 +86,9 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        state
-            .auth
-            .owner_from_header(header)
-            .map(Caller)
-            .map_err(refused)
+        Bearer::from_request_parts(parts, state)
+            .await
+            .map(|Bearer(who)| Caller(who.owner))
     }
 }
 

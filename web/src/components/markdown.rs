@@ -824,6 +824,12 @@ pub mod html {
         }
     }
 
+    fn inline(out: &mut String, tag: &str, ch: &[Md]) {
+        out.push_str(&format!("<{tag}>"));
+        children(out, ch, false);
+        out.push_str(&format!("</{tag}>"));
+    }
+
     fn align(a: &Align) -> &'static str {
         match a {
             Align::None => "",
@@ -899,21 +905,9 @@ pub mod html {
                     children(out, ch, true);
                     out.push_str("</li>\n");
                 }
-                Kind::Em => {
-                    out.push_str("<em>");
-                    children(out, ch, false);
-                    out.push_str("</em>");
-                }
-                Kind::Strong => {
-                    out.push_str("<strong>");
-                    children(out, ch, false);
-                    out.push_str("</strong>");
-                }
-                Kind::Del => {
-                    out.push_str("<del>");
-                    children(out, ch, false);
-                    out.push_str("</del>");
-                }
+                Kind::Em => inline(out, "em", ch),
+                Kind::Strong => inline(out, "strong", ch),
+                Kind::Del => inline(out, "del", ch),
                 Kind::Link { href: u, title } => {
                     out.push_str("<a href=\"");
                     href(out, u);
