@@ -603,11 +603,9 @@ async fn code_is_highlighted_once_the_highlighter_loads_and_copy_copies_it() {
     w.close().await;
 }
 
-/// Claude Code's tools as cards, from a fixture of its stream-json (the
-/// stand-in `claude` replays it): each call with its result, its status,
-/// and its own renderer. A screenshot of each card is saved.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tool_calls_show_as_cards_with_their_results() {
+/// A gateway serving the web app with the Claude Code agent, whose
+/// stand-in `claude` replays fixtures of its stream-json.
+async fn claude_web_gateway() -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("projects");
     let log = dir.path().join("log");
@@ -621,6 +619,46 @@ async fn tool_calls_show_as_cards_with_their_results() {
         ("CONFAB_CLAUDE_ENV", "FAKE_CLAUDE_LOG"),
     ])
     .await;
+    (gw, dir)
+}
+
+/// The README's screenshot (`target/screenshots/readme.png`): a reply with
+/// an edit as a diff, a command with its output, highlighted code and a
+/// table, all as a person sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coding_reply_reads_as_in_the_readme() {
+    let (gw, _dir) = claude_web_gateway().await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    w.client.set_window_size(1280, 1100).await.unwrap();
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    w.send_message("Greet by name (readme-tour)").await;
+    let reply = "document.querySelector('article.msg-agent[data-status=stored]')";
+    w.until(
+        "the reply, highlighted",
+        &format!("const r = {reply}; return !!r && !!r.querySelector('.tool-card[data-tool=Edit] tr.add') && !!r.querySelector('.code .hljs-keyword') && !!r.querySelector('table')"),
+    )
+    .await;
+    assert_eq!(
+        w.js(&format!(
+            "return {reply}.querySelector('.tool-card[data-tool=Bash] .output').innerText"
+        ))
+        .await,
+        "hello, Confab"
+    );
+    w.js("document.querySelector('.messages').scrollTop = 0; return null;")
+        .await;
+    let _ = w.screenshot("readme").await;
+    w.close().await;
+}
+
+/// Claude Code's tools as cards, from a fixture of its stream-json (the
+/// stand-in `claude` replays it): each call with its result, its status,
+/// and its own renderer. A screenshot of each card is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_show_as_cards_with_their_results() {
+    let (gw, _dir) = claude_web_gateway().await;
     let driver = Driver::start().await;
     let w = driver.window().await;
     open(&w, &gw, "/").await;
@@ -647,7 +685,7 @@ async fn tool_calls_show_as_cards_with_their_results() {
     let edit = card("Edit");
     assert_eq!(
         js(format!(
-            "return {edit}.querySelector('.diff-path').innerText"
+            "return {edit}.querySelector('.tool-summary').innerText"
         ))
         .await,
         "/work/app/src/main.rs"

@@ -180,11 +180,11 @@ pub fn diff(old: &str, new: &str) -> Vec<Line> {
     out
 }
 
+/// Edits as a diff (the card's head names the file).
 #[component]
-fn Diff(path: String, hunks: Vec<(String, String)>) -> Element {
+fn Diff(hunks: Vec<(String, String)>) -> Element {
     rsx! {
         div { class: "diff",
-            div { class: "diff-path", "{path}" }
             for (h, (old, new)) in hunks.iter().enumerate() {
                 table { key: "{h}", class: "diff-hunk",
                     tbody {
@@ -301,9 +301,8 @@ fn body(name: &str, input: &Value, content: &str, is_error: bool, has_result: bo
                 field(input, "old_string").to_string(),
                 field(input, "new_string").to_string(),
             )];
-            let path = field(input, "file_path").to_string();
             rsx! {
-                Diff { path, hunks }
+                Diff { hunks }
                 if is_error { {result} }
             }
         }
@@ -322,17 +321,15 @@ fn body(name: &str, input: &Value, content: &str, is_error: bool, has_result: bo
                         .collect()
                 })
                 .unwrap_or_default();
-            let path = field(input, "file_path").to_string();
             rsx! {
-                Diff { path, hunks }
+                Diff { hunks }
                 if is_error { {result} }
             }
         }
         "Write" => {
             let hunks = vec![(String::new(), field(input, "content").to_string())];
-            let path = field(input, "file_path").to_string();
             rsx! {
-                Diff { path, hunks }
+                Diff { hunks }
                 if is_error { {result} }
             }
         }
