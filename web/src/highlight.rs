@@ -60,24 +60,29 @@ async fn load_script(src: &str) -> Result<(), JsValue> {
         .map(|_| ())
 }
 
-/// Loads the highlighter once; true when it can be used.
+/// Loads the highlighter once; true when it can be used. The loading runs
+/// on its own, not in the asking component's task: a code block that goes
+/// away meanwhile (a streamed reply becoming a stored one) must not leave
+/// it half done for the others.
 pub async fn ready() -> bool {
+    if state() == State::NotLoaded {
+        set_state(State::Loading);
+        wasm_bindgen_futures::spawn_local(async {
+            let mut ok = true;
+            for src in SCRIPTS {
+                if load_script(src).await.is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            set_state(if ok { State::Ready } else { State::Failed });
+        });
+    }
     loop {
         match state() {
             State::Ready => return true,
             State::Failed => return false,
-            State::Loading => gloo_timers::future::TimeoutFuture::new(20).await,
-            State::NotLoaded => {
-                set_state(State::Loading);
-                let mut ok = true;
-                for src in SCRIPTS {
-                    if load_script(src).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-                set_state(if ok { State::Ready } else { State::Failed });
-            }
+            _ => gloo_timers::future::TimeoutFuture::new(20).await,
         }
     }
 }
