@@ -47,6 +47,12 @@ pub fn token_expiring(sub: &str, exp: i64) -> String {
     .expect("token")
 }
 
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Waits, if need be, for the next clock minute, so that `needed` fits in
 /// the current one: per-minute limits are counted in clock minutes.
 pub async fn within_one_minute(needed: Duration) {
@@ -137,14 +143,7 @@ impl Gateway {
     }
 
     async fn start_in(env: &[(&str, &str)], aws: bool) -> Gateway {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if !env.iter().any(|(k, _)| k == "CONFAB_DEMO_DELAY_MS") {
-            env.push(("CONFAB_DEMO_DELAY_MS".into(), "1".into()));
-        }
+        let mut env = owned(env);
         if aws {
             // Tables of its own, kept across restarts like a data directory.
             let t = crate::moto::fresh_tables();
@@ -156,6 +155,16 @@ impl Gateway {
             env.push(("CONFAB_MESSAGES_TABLE".into(), t.messages));
             env.push(("CONFAB_CONNECTIONS_TABLE".into(), t.connections));
         }
+        Gateway::launch(env, aws).await
+    }
+
+    /// Starts a gateway with a new data directory and `env`
+    /// (`CONFAB_DEMO_DELAY_MS` defaults to 1 here).
+    async fn launch(mut env: Vec<(String, String)>, aws: bool) -> Gateway {
+        if !env.iter().any(|(k, _)| k == "CONFAB_DEMO_DELAY_MS") {
+            env.push(("CONFAB_DEMO_DELAY_MS".into(), "1".into()));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut gw = Gateway {
             child: None,
             base: String::new(),
@@ -262,29 +271,14 @@ impl Gateway {
     /// the table settings of this one.
     pub async fn sharing_tables(&self, env: &[(&str, &str)]) -> Gateway {
         assert!(self.aws, "only emulated-AWS gateways share tables");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut all: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut all = owned(env);
         all.extend(
             self.env
                 .iter()
                 .filter(|(k, _)| k == "CONFAB_AWS_ENDPOINT" || k.ends_with("_TABLE"))
                 .cloned(),
         );
-        let mut gw = Gateway {
-            child: None,
-            base: String::new(),
-            data: dir.path().to_path_buf(),
-            env: all,
-            web_dir: PathBuf::from("/nonexistent"),
-            keep_port: false,
-            aws: true,
-            _dir: Some(dir),
-        };
-        gw.spawn().await;
-        gw
+        Gateway::launch(all, true).await
     }
 
     /// Starts the process again on the same data directory (a new port).

@@ -70,13 +70,18 @@ async fn per_minute(
     {
         return Ok(());
     }
-    let retry_after_secs = ((ends - now + 999) / 1000).max(1) as u64;
+    let retry_after_secs = secs_until(ends, now);
     Err(ServiceError::RateLimited {
         message: format!(
             "{what}: at most {max} a minute ({setting}); try again in {retry_after_secs} s"
         ),
         retry_after_secs,
     })
+}
+
+/// Whole seconds from `now` to `end` (ms), at least one: a `Retry-After`.
+fn secs_until(end: i64, now: i64) -> u64 {
+    ((end - now + 999) / 1000).max(1) as u64
 }
 
 /// A place among the owner's running turns, taken for a turn about to be
@@ -162,7 +167,7 @@ pub async fn check_tokens(ports: &Ports, owner: &str) -> Result<(), ServiceError
     if used < budget {
         return Ok(());
     }
-    let retry_after_secs = (((day + 1) * DAY_MS - now + 999) / 1000).max(1) as u64;
+    let retry_after_secs = secs_until((day + 1) * DAY_MS, now);
     Err(ServiceError::RateLimited {
         message: format!(
             "you have used {used} tokens today, your daily budget of {budget} (CONFAB_DAILY_TOKENS); it renews at midnight UTC"

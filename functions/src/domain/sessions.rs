@@ -442,6 +442,8 @@ pub async fn send_message(
     // The mode the turn runs in, given or kept, is within this server's.
     ports.permit(req.permission_mode.unwrap_or(rec.summary.permission_mode))?;
     room_for_a_turn(ports)?;
+    // A send that would be refused as running is not counted against the
+    // owner's limits (the store still decides, below, under races).
     if rec.turn.is_some() {
         return Err(ServiceError::TurnRunning);
     }

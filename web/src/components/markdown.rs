@@ -152,15 +152,12 @@ fn build<'a>(events: impl Iterator<Item = Event<'a>>, autolinks: bool) -> Vec<Md
             text.push_str(t);
             continue;
         }
-        if !text.is_empty() {
-            let children = &mut stack.last_mut().expect("the root").children;
-            if autolinks && code_depth == 0 && link_depth == 0 {
-                autolink(children, &text);
-            } else {
-                push_text(children, &text);
-            }
-            text.clear();
-        }
+        let linking = autolinks && code_depth == 0 && link_depth == 0;
+        flush_text(
+            &mut stack.last_mut().expect("the root").children,
+            &mut text,
+            linking,
+        );
         let top = stack.len() - 1;
         match ev {
             Event::Start(tag) => {
@@ -280,14 +277,12 @@ fn build<'a>(events: impl Iterator<Item = Event<'a>>, autolinks: bool) -> Vec<Md
             Event::FootnoteReference(t) => push_text(&mut stack[top].children, &format!("[^{t}]")),
         }
     }
-    if !text.is_empty() {
-        let children = &mut stack.last_mut().expect("the root").children;
-        if autolinks && code_depth == 0 && link_depth == 0 {
-            autolink(children, &text);
-        } else {
-            push_text(children, &text);
-        }
-    }
+    let linking = autolinks && code_depth == 0 && link_depth == 0;
+    flush_text(
+        &mut stack.last_mut().expect("the root").children,
+        &mut text,
+        linking,
+    );
     // Whatever is still open (never, from a parser) closes here.
     while stack.len() > 1 {
         let open = stack.pop().expect("an open element");
@@ -318,6 +313,19 @@ fn align(a: Alignment) -> Align {
         Alignment::Center => Align::Center,
         Alignment::Right => Align::Right,
     }
+}
+
+/// Appends the gathered text, with its URLs made links when `linking`.
+fn flush_text(children: &mut Vec<Md>, text: &mut String, linking: bool) {
+    if text.is_empty() {
+        return;
+    }
+    if linking {
+        autolink(children, text);
+    } else {
+        push_text(children, text);
+    }
+    text.clear();
 }
 
 /// Appends text, joining it to text just before.
@@ -795,9 +803,7 @@ pub mod html {
 
     pub fn to_html(nodes: &[Md]) -> String {
         let mut out = String::new();
-        for n in nodes {
-            node(&mut out, n, false);
-        }
+        children(&mut out, nodes);
         out
     }
 
@@ -818,16 +824,17 @@ pub mod html {
         escape_href(&mut *out, u).expect("writing to a string");
     }
 
-    fn children(out: &mut String, ch: &[Md], tight: bool) {
+    fn children(out: &mut String, ch: &[Md]) {
         for c in ch {
-            node(out, c, tight);
+            node(out, c);
         }
     }
 
-    fn inline(out: &mut String, tag: &str, ch: &[Md]) {
-        out.push_str(&format!("<{tag}>"));
-        children(out, ch, false);
-        out.push_str(&format!("</{tag}>"));
+    /// `open`, the children, `close`.
+    fn element(out: &mut String, open: &str, ch: &[Md], close: &str) {
+        out.push_str(open);
+        children(out, ch);
+        out.push_str(close);
     }
 
     fn align(a: &Align) -> &'static str {
@@ -839,12 +846,10 @@ pub mod html {
         }
     }
 
-    fn node(out: &mut String, n: &Md, tight: bool) {
-        let _ = tight;
+    fn node(out: &mut String, n: &Md) {
         match n {
-            Md::Text(t) => text(out, t),
             // Raw HTML is shown as text, deliberately.
-            Md::Html(t) => text(out, t),
+            Md::Text(t) | Md::Html(t) => text(out, t),
             Md::Code(t) => {
                 out.push_str("<code>");
                 text(out, t);
@@ -859,21 +864,9 @@ pub mod html {
                 "<input disabled=\"\" type=\"checkbox\"> "
             }),
             Md::Node(kind, ch) => match kind {
-                Kind::P => {
-                    out.push_str("<p>");
-                    children(out, ch, false);
-                    out.push_str("</p>\n");
-                }
-                Kind::H(l) => {
-                    out.push_str(&format!("<h{l}>"));
-                    children(out, ch, false);
-                    out.push_str(&format!("</h{l}>\n"));
-                }
-                Kind::Quote => {
-                    out.push_str("<blockquote>\n");
-                    children(out, ch, false);
-                    out.push_str("</blockquote>\n");
-                }
+                Kind::P => element(out, "<p>", ch, "</p>\n"),
+                Kind::H(l) => element(out, &format!("<h{l}>"), ch, &format!("</h{l}>\n")),
+                Kind::Quote => element(out, "<blockquote>\n", ch, "</blockquote>\n"),
                 Kind::Pre(info) => {
                     let lang = info.split_whitespace().next().unwrap_or("");
                     if lang.is_empty() {
@@ -886,28 +879,20 @@ pub mod html {
                     text(out, &plain(ch));
                     out.push_str("</code></pre>\n");
                 }
-                Kind::Ul => {
-                    out.push_str("<ul>\n");
-                    children(out, ch, false);
-                    out.push_str("</ul>\n");
-                }
+                Kind::Ul => element(out, "<ul>\n", ch, "</ul>\n"),
                 Kind::Ol(start) => {
                     if *start == 1 {
                         out.push_str("<ol>\n");
                     } else {
                         out.push_str(&format!("<ol start=\"{start}\">\n"));
                     }
-                    children(out, ch, false);
+                    children(out, ch);
                     out.push_str("</ol>\n");
                 }
-                Kind::Li => {
-                    out.push_str("<li>");
-                    children(out, ch, true);
-                    out.push_str("</li>\n");
-                }
-                Kind::Em => inline(out, "em", ch),
-                Kind::Strong => inline(out, "strong", ch),
-                Kind::Del => inline(out, "del", ch),
+                Kind::Li => element(out, "<li>", ch, "</li>\n"),
+                Kind::Em => element(out, "<em>", ch, "</em>"),
+                Kind::Strong => element(out, "<strong>", ch, "</strong>"),
+                Kind::Del => element(out, "<del>", ch, "</del>"),
                 Kind::Link { href: u, title } => {
                     out.push_str("<a href=\"");
                     href(out, u);
@@ -916,7 +901,7 @@ pub mod html {
                         text(out, title);
                     }
                     out.push_str("\">");
-                    children(out, ch, false);
+                    children(out, ch);
                     out.push_str("</a>");
                 }
                 Kind::Image { src, title } => {
@@ -930,36 +915,12 @@ pub mod html {
                     }
                     out.push_str("\" />");
                 }
-                Kind::Table(_) => {
-                    out.push_str("<table>\n");
-                    children(out, ch, false);
-                    out.push_str("</table>\n");
-                }
-                Kind::THead => {
-                    out.push_str("<thead>\n<tr>\n");
-                    children(out, ch, false);
-                    out.push_str("</tr>\n</thead>\n");
-                }
-                Kind::TBody => {
-                    out.push_str("<tbody>\n");
-                    children(out, ch, false);
-                    out.push_str("</tbody>\n");
-                }
-                Kind::Tr => {
-                    out.push_str("<tr>\n");
-                    children(out, ch, false);
-                    out.push_str("</tr>\n");
-                }
-                Kind::Th(a) => {
-                    out.push_str(&format!("<th{}>", align(a)));
-                    children(out, ch, false);
-                    out.push_str("</th>\n");
-                }
-                Kind::Td(a) => {
-                    out.push_str(&format!("<td{}>", align(a)));
-                    children(out, ch, false);
-                    out.push_str("</td>\n");
-                }
+                Kind::Table(_) => element(out, "<table>\n", ch, "</table>\n"),
+                Kind::THead => element(out, "<thead>\n<tr>\n", ch, "</tr>\n</thead>\n"),
+                Kind::TBody => element(out, "<tbody>\n", ch, "</tbody>\n"),
+                Kind::Tr => element(out, "<tr>\n", ch, "</tr>\n"),
+                Kind::Th(a) => element(out, &format!("<th{}>", align(a)), ch, "</th>\n"),
+                Kind::Td(a) => element(out, &format!("<td{}>", align(a)), ch, "</td>\n"),
             },
         }
     }

@@ -19,6 +19,13 @@ fn ticket_key(ticket: &str) -> String {
 }
 const TICKET_SK: &str = "ticket";
 
+/// When the token a connection or ticket stands for expires, if it does.
+fn auth_exp(item: &super::Item) -> Result<Option<i64>, StoreError> {
+    item.get("authExp")
+        .map(|_| get_n(item, "authExp"))
+        .transpose()
+}
+
 impl DynamoStore {
     /// Removes one subscription row and takes it off its connection's
     /// count, in one transaction; a row that is not there changes nothing.
@@ -112,7 +119,7 @@ impl ConnectionStore for DynamoStore {
         .map(|i| {
             Ok(Principal {
                 owner: get_s(i, "owner")?.to_string(),
-                auth_expires_ms: i.get("authExp").map(|_| get_n(i, "authExp")).transpose()?,
+                auth_expires_ms: auth_exp(i)?,
             })
         })
         .transpose()
@@ -171,10 +178,7 @@ impl ConnectionStore for DynamoStore {
                 };
                 Ok(Some(Principal {
                     owner: get_s(&old, "ticketOwner")?.to_string(),
-                    auth_expires_ms: old
-                        .get("authExp")
-                        .map(|_| get_n(&old, "authExp"))
-                        .transpose()?,
+                    auth_expires_ms: auth_exp(&old)?,
                 }))
             }
             Err(e) if super::errors::is_condition_failed(&e) => {

@@ -8,6 +8,8 @@ use super::codec::{get_n, n, s};
 use super::errors::{backend, is_condition_failed};
 use crate::ports::{Held, LimitStore, StoreError};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 
 fn partition(owner: &str) -> String {
@@ -24,6 +26,30 @@ fn ttl(expires_ms: i64) -> AttributeValue {
 }
 
 impl DynamoStore {
+    /// Sends an `UpdateItem` of one small item and counts it: its output, or
+    /// None when its condition failed.
+    async fn conditional_update(
+        &self,
+        update: UpdateItemFluentBuilder,
+    ) -> Result<Option<UpdateItemOutput>, StoreError> {
+        let result = update
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                DynamoStore::count(self, "dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats.estimate(1.0);
+                Ok(Some(out))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(None)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     fn members(item: Option<&super::Item>) -> Vec<String> {
         item.and_then(|i| i.get("members"))
             .and_then(|v| v.as_ss().ok())
@@ -46,7 +72,7 @@ impl LimitStore for DynamoStore {
         let Some(room) = max.checked_sub(amount) else {
             return Ok(false);
         };
-        let result = self
+        let update = self
             .client
             .update_item()
             .table_name(&self.tables.connections)
@@ -57,22 +83,8 @@ impl LimitStore for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":amount", n(amount))
             .expression_attribute_values(":room", n(room))
-            .expression_attribute_values(":exp", ttl(expires_ms))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                DynamoStore::count(self, "dynamodb:UpdateItem", out.consumed_capacity());
-                self.stats.estimate(1.0);
-                Ok(true)
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.stats.request("dynamodb:UpdateItem");
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+            .expression_attribute_values(":exp", ttl(expires_ms));
+        Ok(self.conditional_update(update).await?.is_some())
     }
 
     async fn counted(&self, owner: &str, key: &str, now_ms: i64) -> Result<u64, StoreError> {
@@ -103,7 +115,7 @@ impl LimitStore for DynamoStore {
     ) -> Result<Held, StoreError> {
         let pk = partition(owner);
         let sk = set_sk(key);
-        let result = self
+        let update = self
             .client
             .update_item()
             .table_name(&self.tables.connections)
@@ -117,14 +129,9 @@ impl LimitStore for DynamoStore {
             .expression_attribute_values(":one", s(member))
             .expression_attribute_values(":max", n(max))
             .expression_attribute_values(":exp", ttl(expires_ms))
-            .return_values(ReturnValue::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                DynamoStore::count(self, "dynamodb:UpdateItem", out.consumed_capacity());
-                self.stats.estimate(1.0);
+            .return_values(ReturnValue::AllOld);
+        match self.conditional_update(update).await? {
+            Some(out) => {
                 let before = DynamoStore::members(out.attributes.as_ref());
                 Ok(if before.iter().any(|m| m == member) {
                     Held::Already
@@ -132,8 +139,7 @@ impl LimitStore for DynamoStore {
                     Held::Added
                 })
             }
-            Err(e) if is_condition_failed(&e) => {
-                self.stats.request("dynamodb:UpdateItem");
+            None => {
                 let item = self
                     .get(
                         &self.tables.connections,
@@ -143,12 +149,12 @@ impl LimitStore for DynamoStore {
                     .await?;
                 Ok(Held::Full(DynamoStore::members(item.as_ref())))
             }
-            Err(e) => Err(backend(e)),
         }
     }
 
     async fn release(&self, owner: &str, key: &str, member: &str) -> Result<(), StoreError> {
-        let out = self
+        // No set: nothing to take out (and nothing made).
+        let update = self
             .client
             .update_item()
             .table_name(&self.tables.connections)
@@ -156,22 +162,7 @@ impl LimitStore for DynamoStore {
             .key("sk", s(set_sk(key)))
             .update_expression("DELETE members :m")
             .condition_expression("attribute_exists(sk)")
-            .expression_attribute_values(":m", AttributeValue::Ss(vec![member.to_string()]))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                DynamoStore::count(self, "dynamodb:UpdateItem", out.consumed_capacity());
-                self.stats.estimate(1.0);
-                Ok(())
-            }
-            // No set: nothing to take out (and nothing made).
-            Err(e) if is_condition_failed(&e) => {
-                self.stats.request("dynamodb:UpdateItem");
-                Ok(())
-            }
-            Err(e) => Err(backend(e)),
-        }
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member.to_string()]));
+        self.conditional_update(update).await.map(|_| ())
     }
 }
