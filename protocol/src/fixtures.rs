@@ -66,6 +66,7 @@ pub fn message() -> Message {
                 tool_use_id: "tu1".into(),
                 content: "out".into(),
                 is_error: true,
+                duration_ms: Some(1200),
             },
         ],
         status: MessageStatus::Stopped,

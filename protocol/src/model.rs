@@ -164,6 +164,15 @@ pub enum Block {
         content: String,
         #[serde(rename = "isError")]
         is_error: bool,
+        /// How long the tool ran: from its `tool_use` to this result as the
+        /// server saw them. Absent when unknown (replies stored before it
+        /// was recorded).
+        #[serde(
+            rename = "durationMs",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        duration_ms: Option<u64>,
     },
 }
 

@@ -174,6 +174,7 @@ fn build(turns: &[Turn]) -> Model {
                             tool_use_id: id,
                             content: "ok".into(),
                             is_error: false,
+                            duration_ms: None,
                         });
                     }
                 }

@@ -142,10 +142,14 @@ async fn each_turn_ends_with_one_reply_and_one_idle_update() {
             .any(|b| matches!(b, confab_protocol::Block::ToolUse { .. }))
     );
     assert!(
-        stored[3]
-            .content
-            .iter()
-            .any(|b| matches!(b, confab_protocol::Block::ToolResult { .. }))
+        stored[3].content.iter().any(|b| matches!(
+            b,
+            confab_protocol::Block::ToolResult {
+                duration_ms: Some(_),
+                ..
+            }
+        )),
+        "the result carries how long its tool ran"
     );
     assert_eq!(v.current.stored().cloned().collect::<Vec<_>>(), stored);
     assert_eq!(v.resubscribes, 0, "every delta fitted: nothing was missed");

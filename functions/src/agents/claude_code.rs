@@ -254,6 +254,7 @@ fn parse_line(line: &str) -> Result<(Vec<AgentEvent>, bool), AgentError> {
                         tool_use_id: b["tool_use_id"].as_str().unwrap_or_default().to_string(),
                         content: tool_result_text(&b["content"]),
                         is_error: b["is_error"].as_bool().unwrap_or(false),
+                        duration_ms: None,
                     }));
                 }
             }
@@ -445,7 +446,8 @@ mod tests {
             vec![AgentEvent::Block(Block::ToolResult {
                 tool_use_id: "t1".into(),
                 content: "a\nb".into(),
-                is_error: true
+                is_error: true,
+                duration_ms: None,
             })]
         );
         let (e, done) = parse_line(r#"{"type":"result","subtype":"success","is_error":false,"session_id":"abc","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":5}}"#).unwrap();

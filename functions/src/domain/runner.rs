@@ -82,6 +82,10 @@ struct Reply {
     pending_bytes: usize,
     /// Content changed since the last checkpoint.
     unsaved: bool,
+    /// Tool calls waiting for their result: when each was seen. An entry
+    /// goes when its result comes; the blocks they stand for are already
+    /// bounded by the reply's size.
+    tools_started: std::collections::HashMap<String, Instant>,
 }
 
 impl Reply {
@@ -96,7 +100,22 @@ impl Reply {
         self.touch(t.len());
     }
 
-    fn push_block(&mut self, b: Block) {
+    fn push_block(&mut self, mut b: Block) {
+        match &mut b {
+            Block::ToolUse { id, .. } => {
+                self.tools_started.insert(id.clone(), Instant::now());
+            }
+            Block::ToolResult {
+                tool_use_id,
+                duration_ms,
+                ..
+            } => {
+                if let Some(t) = self.tools_started.remove(tool_use_id.as_str()) {
+                    duration_ms.get_or_insert(t.elapsed().as_millis() as u64);
+                }
+            }
+            Block::Text { .. } => {}
+        }
         let n = serde_json::to_vec(&b).map(|v| v.len()).unwrap_or(0);
         self.content.push(b);
         self.touch(n);
@@ -203,6 +222,7 @@ pub async fn run_turn(
         pending_since: None,
         pending_bytes: 0,
         unsaved: false,
+        tools_started: Default::default(),
     };
     // Connection -> the subscription token it last got a snapshot for.
     let mut seen: HashMap<String, String> = HashMap::new();

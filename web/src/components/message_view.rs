@@ -44,7 +44,7 @@ pub fn MessageView(
                     match item {
                         Item::Text(text) if role == Role::User => rsx! { p { key: "{i}", class: "user-text", "{text}" } },
                         Item::Text(text) => rsx! { Markdown { key: "{i}", text } },
-                        Item::Tool { name, input, result, .. } => rsx! { ToolCard { key: "{i}", name, input, result, live } },
+                        Item::Tool { name, input, result, took, .. } => rsx! { ToolCard { key: "{i}", name, input, result, took, live } },
                         Item::Result { content, is_error } => rsx! { LoneResult { key: "{i}", content, is_error } },
                     }
                 }

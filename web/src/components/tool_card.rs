@@ -28,6 +28,8 @@ pub enum Item {
         name: String,
         input: Value,
         result: Option<(String, bool)>,
+        /// How long it ran, when the server recorded it.
+        took: Option<u64>,
     },
     Result {
         content: String,
@@ -46,20 +48,25 @@ pub fn items(blocks: &[Block]) -> Vec<Item> {
                 name: name.clone(),
                 input: input.clone(),
                 result: None,
+                took: None,
             }),
             Block::ToolResult {
                 tool_use_id,
                 content,
                 is_error,
+                duration_ms,
             } => {
                 let call = out.iter_mut().rev().find_map(|i| match i {
-                    Item::Tool { id, result, .. } if id == tool_use_id && result.is_none() => {
-                        Some(result)
-                    }
+                    Item::Tool {
+                        id, result, took, ..
+                    } if id == tool_use_id && result.is_none() => Some((result, took)),
                     _ => None,
                 });
                 match call {
-                    Some(slot) => *slot = Some((content.clone(), *is_error)),
+                    Some((slot, took)) => {
+                        *slot = Some((content.clone(), *is_error));
+                        *took = *duration_ms;
+                    }
                     None => out.push(Item::Result {
                         content: content.clone(),
                         is_error: *is_error,
@@ -239,9 +246,24 @@ fn Output(text: String, #[props(default)] error: bool) -> Element {
 
 // ---- the card ------------------------------------------------------------------
 
+/// A tool's running time as people read it: "80 ms", "4.2 s", "2 m 5 s".
+pub fn took_label(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{}.{} s", ms / 1000, ms % 1000 / 100),
+        _ => format!("{} m {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
 /// One tool call with its result.
 #[component]
-pub fn ToolCard(name: String, input: Value, result: Option<(String, bool)>, live: bool) -> Element {
+pub fn ToolCard(
+    name: String,
+    input: Value,
+    result: Option<(String, bool)>,
+    took: Option<u64>,
+    live: bool,
+) -> Element {
     let st = status(result.as_ref(), live);
     let (content, is_error) = result.clone().unwrap_or_default();
     let summary = summary(&name, &input);
@@ -251,6 +273,9 @@ pub fn ToolCard(name: String, input: Value, result: Option<(String, bool)>, live
             div { class: "tool-head",
                 span { class: "tool-name", "{name}" }
                 span { class: "tool-summary", "{summary}" }
+                if let Some(ms) = took {
+                    span { class: "tool-took", title: "How long the tool ran", "{took_label(ms)}" }
+                }
                 span { class: "tool-status status-{st.label()}", "{st.label()}" }
             }
             div { class: "tool-body", {body} }
@@ -482,16 +507,19 @@ mod tests {
                 tool_use_id: "b".into(),
                 content: "read".into(),
                 is_error: false,
+                duration_ms: Some(40),
             },
             Block::ToolResult {
                 tool_use_id: "a".into(),
                 content: "boom".into(),
                 is_error: true,
+                duration_ms: None,
             },
             Block::ToolResult {
                 tool_use_id: "zz".into(),
                 content: "orphan".into(),
                 is_error: false,
+                duration_ms: Some(5),
             },
         ];
         let it = items(&blocks);
@@ -500,9 +528,17 @@ mod tests {
             matches!(&it[1], Item::Tool { id, result: Some((c, true)), .. } if id == "a" && c == "boom")
         );
         assert!(
-            matches!(&it[2], Item::Tool { id, result: Some((c, false)), .. } if id == "b" && c == "read")
+            matches!(&it[2], Item::Tool { id, result: Some((c, false)), took: Some(40), .. } if id == "b" && c == "read")
         );
+        assert!(matches!(&it[1], Item::Tool { took: None, .. }));
         assert!(matches!(&it[3], Item::Result { content, .. } if content == "orphan"));
+    }
+
+    #[test]
+    fn running_times_read_as_people_say_them() {
+        assert_eq!(took_label(80), "80 ms");
+        assert_eq!(took_label(4_250), "4.2 s");
+        assert_eq!(took_label(125_000), "2 m 5 s");
     }
 
     #[test]
