@@ -271,6 +271,101 @@ async fn time_to_interactive(l: &Local, runs: usize) -> (Duration, Duration) {
     (out[out.len() / 2], out[out.len() - 1])
 }
 
+/// Put in the page before the app starts: for every socket frame, the time
+/// from its arrival until the app has handled it, rendered it into the DOM
+/// and the browser has laid the page out again (read after the frame's task
+/// and the microtasks it queued, where Dioxus renders, have all run).
+const FRAME_TIMER: &str = r#"
+window.__frames = [];
+const timed = (h) => function (ev) {
+  const t0 = performance.now();
+  const r = h.call(this, ev);
+  const ch = new MessageChannel();
+  ch.port1.onmessage = () => {
+    void document.body.offsetHeight;
+    const head = typeof ev.data === 'string' ? ev.data.slice(0, 48) : '';
+    const type = (head.match(/"type":"([a-z.]+)"/) || [])[1] || '';
+    window.__frames.push([type, ev.data.length || 0, performance.now() - t0]);
+  };
+  ch.port2.postMessage(0);
+  return r;
+};
+const d = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+Object.defineProperty(WebSocket.prototype, 'onmessage', {
+  configurable: true,
+  get() { return d.get.call(this); },
+  set(h) { d.set.call(this, h ? timed(h) : h); },
+});
+const add = WebSocket.prototype.addEventListener;
+WebSocket.prototype.addEventListener = function (t, h, o) {
+  return add.call(this, t, t === 'message' && typeof h === 'function' ? timed(h) : h, o);
+};
+"#;
+
+/// One timed frame: its type, its size in bytes and its render time.
+#[derive(serde::Deserialize)]
+struct Frame(String, usize, f64);
+
+/// Sends `text` in a fresh window with the frame timer on and returns the
+/// frames the window received until the reply was stored.
+async fn timed_reply(driver: &confab_tests::browser::Driver, base: &str, text: &str) -> Vec<Frame> {
+    let w = driver.window().await;
+    w.on_new_document(FRAME_TIMER).await;
+    w.goto(&format!("{base}/projects/default/sessions/{}", id()))
+        .await;
+    w.until(
+        "the socket ready",
+        "const t = document.querySelector('#composer-input'); return !!t && !t.disabled && !document.querySelector('#banner-connecting, #banner-reconnecting');",
+    )
+    .await;
+    w.js("window.__frames.length = 0; return null;").await;
+    // CONFAB_BENCH_PROFILE=<dir> keeps a CPU profile of each reply there,
+    // to open in Chromium's DevTools (build the app with names to read it).
+    let profile = std::env::var_os("CONFAB_BENCH_PROFILE");
+    if profile.is_some() {
+        w.cdp("Profiler.enable", serde_json::json!({})).await;
+        w.cdp(
+            "Profiler.setSamplingInterval",
+            serde_json::json!({ "interval": 100 }),
+        )
+        .await;
+        w.cdp("Profiler.start", serde_json::json!({})).await;
+    }
+    w.paste_and_send(text).await;
+    // Polled slowly, so that the polling itself is not what is measured.
+    for _ in 0..1200 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let done = w
+            .js("return !!document.querySelector('article.msg-agent[data-status=stored]') && document.querySelector('#session-status')?.innerText !== 'running';")
+            .await;
+        if done == serde_json::Value::Bool(true) {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(dir) = profile {
+        let p = w.cdp("Profiler.stop", serde_json::json!({})).await;
+        let name: String = text
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        let path = std::path::Path::new(&dir).join(format!("{name}-{}.cpuprofile", id()));
+        std::fs::write(&path, p["profile"].to_string()).expect("writing the profile");
+        eprintln!("bench: profile in {}", path.display());
+    }
+    let frames = w.js("return window.__frames;").await;
+    w.close().await;
+    serde_json::from_value(frames).expect("timed frames")
+}
+
+/// Median and slowest of some times in milliseconds.
+fn median_max(mut v: Vec<f64>) -> (f64, f64) {
+    assert!(!v.is_empty(), "no frames were timed");
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -349,6 +444,25 @@ async fn main() {
     let web = start_with(0, Some(confab_tests::harness::web_dist())).await;
     let (wasm, js, highlighter) = bundle_gzipped();
     let (i50, imax) = time_to_interactive(&web, 10).await;
+    eprintln!("bench: rendering a 200 KB reply as it streams");
+    let paced_web = start_with(120, Some(confab_tests::harness::web_dist())).await;
+    let driver = confab_tests::browser::Driver::start().await;
+    let frames = timed_reply(&driver, &paced_web.api.base, "/markdown 200").await;
+    let deltas: Vec<&Frame> = frames.iter().filter(|f| f.0 == "message.delta").collect();
+    let (d50, dmax) = median_max(deltas.iter().map(|f| f.2).collect());
+    let slowest_at = deltas.iter().position(|f| f.2 == dmax).unwrap_or(0) + 1;
+    let (_, dmax_later) = median_max(deltas.iter().skip(1).map(|f| f.2).collect());
+    let (size50, _) = median_max(deltas.iter().map(|f| f.1 as f64).collect());
+    let stored = frames
+        .iter()
+        .filter(|f| f.0 == "message.created" || f.0 == "frame.part")
+        .map(|f| f.2)
+        .fold(0.0, f64::max);
+    let mut evil_max = Vec::new();
+    for evil in [format!("a {}", "* ".repeat(16000)), "[".repeat(32000)] {
+        let frames = timed_reply(&driver, &web.api.base, &evil).await;
+        evil_max.push(median_max(frames.iter().map(|f| f.2).collect()).1);
+    }
     let kib = |b: u64| b as f64 / 1024.0;
     rows.extend([
         (
@@ -375,6 +489,40 @@ async fn main() {
             "Navigation to an interactive session page (headless Chromium), slowest of 10",
             ms(imax),
             "",
+        ),
+        (
+            "Render per delta of a 200 KB Markdown reply, median",
+            format!(
+                "{d50:.2} ms ({} deltas, median {:.1} KB)",
+                deltas.len(),
+                size50 / 1000.0
+            ),
+            "< 8 ms",
+        ),
+        (
+            "Render per delta of a 200 KB Markdown reply, slowest",
+            format!("{dmax:.2} ms (delta {slowest_at})"),
+            "< 8 ms",
+        ),
+        (
+            "Render per delta of a 200 KB Markdown reply, slowest after the first",
+            format!("{dmax_later:.2} ms"),
+            "< 8 ms",
+        ),
+        (
+            "The same reply's stored message (in 32 KiB parts) replacing the stream, slowest part",
+            format!("{stored:.2} ms"),
+            "",
+        ),
+        (
+            "Slowest frame of the reply to `a * * * …` (16,000 stars)",
+            format!("{:.2} ms", evil_max[0]),
+            "< 50 ms",
+        ),
+        (
+            "Slowest frame of the reply to `[[[…` (32,000 brackets)",
+            format!("{:.2} ms", evil_max[1]),
+            "< 50 ms",
         ),
     ]);
     let mut table = String::from("| measure | result | target |\n|---|---|---|\n");

@@ -186,7 +186,53 @@ impl Window {
             .expect("click");
     }
 
+    /// Runs `script` in every document this window loads from now on,
+    /// before the page's own scripts (Chromium's DevTools protocol, through
+    /// ChromeDriver).
+    pub async fn on_new_document(&self, script: &str) {
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": script }),
+        )
+        .await;
+    }
+
+    /// Sends one command of Chromium's DevTools protocol and returns its
+    /// result.
+    pub async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        self.client
+            .issue_cmd(Cdp { cmd, params })
+            .await
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
+    }
+}
+
+/// A DevTools protocol command sent through ChromeDriver's
+/// `goog/cdp/execute` endpoint.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }

@@ -190,6 +190,97 @@ async fn a_reply_larger_than_a_frame_is_shown_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_reply_keeps_its_elements_when_it_is_stored() {
+    // Ten 2 KiB pieces, 300 ms apart.
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "300")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let sid = session_path_id(&w.path().await);
+    w.send_message("/markdown 20").await;
+    // The first heading, while the reply is still being written.
+    w.until(
+        "a heading in the reply being written",
+        "window.__first = document.querySelector('article.msg-agent[data-status=live] .md h4'); return !!window.__first;",
+    )
+    .await;
+    w.until(
+        "the stored reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    // The same element, not a copy drawn again: what the reader selected
+    // or scrolled to stays put.
+    assert_eq!(
+        w.js("return window.__first.isConnected && !!window.__first.closest('article.msg-agent[data-status=stored]');").await,
+        true,
+        "the reply's first heading was drawn again when the reply was stored"
+    );
+    assert_eq!(
+        w.js("return document.querySelectorAll('article.msg-agent').length")
+            .await,
+        1
+    );
+    let stored = gw.api(None).all_messages(&sid).await;
+    assert_eq!(stored[1].plain_text().len(), 20 * 1024);
+    assert_eq!(
+        w.js("return document.querySelectorAll('article.msg-agent .md h4').length")
+            .await,
+        serde_json::json!(stored[1].plain_text().matches("\n## Part").count() + 1),
+        "every part's heading is shown"
+    );
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_forward_and_reload_follow_the_address() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    let first = w.path().await;
+    session_path_id(&first);
+    w.send_message("the first session").await;
+    w.until(
+        "the first reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    w.click("#new-session").await;
+    w.until(
+        "a new address",
+        &format!("return location.pathname !== {first:?} && !!document.querySelector('#composer-input') && !document.querySelector('article.msg')"),
+    )
+    .await;
+    let second = w.path().await;
+    session_path_id(&second);
+    w.client.back().await.expect("back");
+    w.until(
+        "the first session again",
+        &format!("return location.pathname === {first:?} && document.querySelector('article.msg-user')?.innerText.includes('the first session')"),
+    )
+    .await;
+    w.client.forward().await.expect("forward");
+    w.until(
+        "the second session again",
+        &format!(
+            "return location.pathname === {second:?} && !document.querySelector('article.msg')"
+        ),
+    )
+    .await;
+    w.client.back().await.expect("back");
+    w.client.refresh().await.expect("reload");
+    w.until(
+        "the first session after a reload",
+        &format!("return location.pathname === {first:?} && !!document.querySelector('article.msg-agent[data-status=stored]')"),
+    )
+    .await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_shows_reconnecting_then_recovers() {
     let mut gw = Gateway::start_with_web(&[]).await;
     let driver = Driver::start().await;
@@ -712,6 +803,14 @@ async fn tool_calls_show_as_cards_with_their_results() {
         "    let name = \"Confab\";|    println!(\"hello, {name}\");"
     );
     assert_eq!(js(format!("return {edit}.dataset.status")).await, "done");
+    assert_eq!(
+        js(format!(
+            "return /^\\d+ ms$/.test({edit}.querySelector('.tool-took')?.innerText ?? '')"
+        ))
+        .await,
+        true,
+        "the card says how long the tool ran"
+    );
     assert_eq!(
         js(format!(
             "return {}.querySelectorAll('.diff-hunk').length",

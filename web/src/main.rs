@@ -4,6 +4,7 @@ mod actions;
 mod api;
 mod components;
 mod highlight;
+mod history;
 mod pages;
 mod socket;
 mod state;
@@ -40,6 +41,17 @@ pub fn focus(id: &str) {
     }
 }
 
+/// Sets the tab's title ("Confab" alone when `page` is empty).
+pub fn set_title(page: &str) {
+    if let Some(d) = web_sys::window().and_then(|w| w.document()) {
+        if page.is_empty() {
+            d.set_title("Confab");
+        } else {
+            d.set_title(&format!("{page} · Confab"));
+        }
+    }
+}
+
 fn main() {
     console_error_panic_hook::set_once();
     dioxus::launch(App);
@@ -47,6 +59,11 @@ fn main() {
 
 #[component]
 fn App() -> Element {
+    use_hook(|| {
+        if let Some(h) = history::BrowserHistory::new() {
+            dioxus_history::provide_history_context(std::rc::Rc::new(h));
+        }
+    });
     let mut app = use_context_provider(AppState::new);
     // The socket coroutine lives here, above the router, for the app's life.
     socket::use_socket(app);

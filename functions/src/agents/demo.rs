@@ -1,7 +1,8 @@
 //! The demo agent: offline and deterministic. It streams a short reply to
-//! ordinary text and obeys three commands at the start of a message:
-//! `/words N` streams N words, `/tool` adds a tool_use and a tool_result
-//! block, `/fail` fails after a few words.
+//! ordinary text and obeys four commands at the start of a message:
+//! `/words N` streams N words, `/markdown N` streams N KiB of Markdown
+//! (headings, lists, a table, code) in 2 KiB pieces, `/tool` adds a
+//! tool_use and a tool_result block, `/fail` fails after a few words.
 
 use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
 use async_trait::async_trait;
@@ -12,6 +13,90 @@ use std::time::Duration;
 
 /// Most words `/words` will stream.
 pub const MAX_WORDS: usize = 200_000;
+
+/// Most KiB `/markdown` will stream.
+pub const MAX_MARKDOWN_KIB: usize = 1024;
+
+/// `/markdown` streams its document in pieces of this many bytes (cut
+/// anywhere, as a model's deltas are), one piece per pause.
+pub const MARKDOWN_PIECE: usize = 2048;
+
+/// What `/markdown` repeats: the constructs agents write most.
+const SHOWCASE: &str = r#"## Part {n}: what the demo agent can show
+
+Replies are **Markdown**: *emphasis*, `inline code`, ~~struck text~~ and links
+such as [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language)) or
+https://www.rust-lang.org. A list with a nested one:
+
+1. Read the file
+   - find the function
+   - note its callers
+2. Change it
+3. Run the tests
+
+- [x] parse the input
+- [ ] handle the error
+
+| language | typing | first release |
+|---|:-:|--:|
+| Rust | static | 2015 |
+| Python | dynamic | 1991 |
+| `Go` | static | 2012 |
+
+> A quotation, with **bold** inside it,
+> over two lines.
+
+```rust
+fn fib(n: u64) -> u64 {
+    // Iterative, so no stack to overflow.
+    let (mut a, mut b) = (0, 1);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    a
+}
+```
+
+```python
+def words(path: str) -> dict[str, int]:
+    counts = {}
+    with open(path) as f:
+        for word in f.read().split():
+            counts[word] = counts.get(word, 0) + 1
+    return counts
+```
+
+That is the end of part {n}; the next one repeats it.
+
+"#;
+
+/// `kib` KiB of the showcase, cut in [`MARKDOWN_PIECE`] pieces.
+fn markdown(kib: usize) -> Vec<String> {
+    let target = kib * 1024;
+    let mut doc = String::with_capacity(target + SHOWCASE.len());
+    let mut n = 1;
+    while doc.len() < target {
+        doc.push_str(&SHOWCASE.replace("{n}", &n.to_string()));
+        n += 1;
+    }
+    let mut end = target.min(doc.len());
+    while !doc.is_char_boundary(end) {
+        end -= 1;
+    }
+    doc.truncate(end);
+    let mut pieces = Vec::with_capacity(doc.len() / MARKDOWN_PIECE + 1);
+    let mut rest = doc.as_str();
+    while !rest.is_empty() {
+        let mut cut = MARKDOWN_PIECE.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece.to_string());
+        rest = tail;
+    }
+    pieces
+}
 
 const LOREM: &[&str] = &[
     "lorem",
@@ -84,6 +169,19 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         }
         return (steps, n);
     }
+    if let Some(rest) = text.strip_prefix("/markdown") {
+        let kib = rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(4)
+            .clamp(1, MAX_MARKDOWN_KIB);
+        for piece in markdown(kib) {
+            out_words += piece.split_whitespace().count();
+            steps.push(Step::Emit(AgentEvent::Text(piece)));
+        }
+        return (steps, out_words);
+    }
     if text.starts_with("/tool") {
         say(&mut steps, "Let me look at the project first. ");
         steps.push(Step::Emit(AgentEvent::Block(Block::ToolUse {
@@ -95,6 +193,7 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
             tool_use_id: "toolu_demo_1".into(),
             content: "Cargo.toml\nREADME.md\nprotocol/\nfunctions/\nlocal/".into(),
             is_error: false,
+            duration_ms: None,
         })));
         steps.push(Step::Emit(AgentEvent::Block(Block::text(""))));
         say(&mut steps, "The workspace has three crates and a README.");
@@ -110,7 +209,7 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         return (steps, 5);
     }
     let reply = format!(
-        "This is the demo agent, answering offline. You wrote: {text}\n\nTry /words 200 for a long reply, /tool for a tool call, or /fail for a failure."
+        "This is the demo agent, answering offline. You wrote: {text}\n\nTry /words 200 for a long reply, /markdown 8 for formatted text, /tool for a tool call, or /fail for a failure."
     );
     say(&mut steps, &reply);
     (steps, out_words)
@@ -228,6 +327,18 @@ mod tests {
         assert_eq!(t.split_whitespace().count(), 1000);
         assert!(err.is_none());
         assert_eq!(usage.unwrap().output_tokens, 1000);
+    }
+
+    #[tokio::test]
+    async fn markdown_streams_the_size_asked_for_in_pieces() {
+        let (t, _, err, usage) = run("/markdown 9").await;
+        assert!(err.is_none());
+        assert_eq!(t.len(), 9 * 1024, "the size asked for");
+        assert!(t.starts_with("## Part 1") && t.contains("## Part 2") && t.contains("```rust"));
+        assert!(usage.unwrap().output_tokens > 500);
+        let pieces = markdown(9);
+        assert_eq!(pieces.len(), 5, "2 KiB pieces");
+        assert!(pieces[..4].iter().all(|p| p.len() == MARKDOWN_PIECE));
     }
 
     #[tokio::test]

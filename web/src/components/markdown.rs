@@ -652,12 +652,22 @@ pub struct Blocks {
     /// The definitions the finished blocks were parsed with: those of the
     /// whole text as it was then.
     parsed_with: HashMap<String, (String, String)>,
+    /// The finished blocks in groups of [`CHUNK`], each made once, so a
+    /// render compares a few groups rather than every block.
+    chunks: Vec<Rc<[Rc<Md>]>>,
 }
+
+/// Finished blocks per group on screen.
+const CHUNK: usize = 32;
 
 type Refs = HashMap<String, (String, String)>;
 
 /// The link definitions of `src`, by normalized label.
 fn refs_of(src: &str) -> Refs {
+    // A definition needs `]:`; most text has none and is not parsed twice.
+    if !src.contains("]:") {
+        return Refs::new();
+    }
     let parser = Parser::new_ext(src, options());
     parser
         .reference_definitions()
@@ -695,6 +705,7 @@ impl Blocks {
             if self.tail_from > 0 {
                 let again = parse_with(&text[..self.tail_from], &all);
                 self.done = again.into_iter().map(Rc::new).collect();
+                self.chunks.clear();
             }
             self.parsed_with = all.clone();
         }
@@ -738,13 +749,44 @@ impl Blocks {
     }
 
     /// Every block, finished ones first.
+    #[cfg(test)]
     pub fn all(&self) -> impl Iterator<Item = &Rc<Md>> {
         self.done.iter().chain(self.tail.iter())
+    }
+
+    /// What is on screen: every block in groups of [`CHUNK`] by position.
+    /// A group of finished blocks is made once and stays the same `Rc`;
+    /// only the last one or two groups are made again as the text grows.
+    fn shown(&mut self) -> Shown {
+        while (self.chunks.len() + 1) * CHUNK <= self.done.len() {
+            let from = self.chunks.len() * CHUNK;
+            self.chunks.push(self.done[from..from + CHUNK].into());
+        }
+        let open: Vec<Rc<Md>> = self.done[self.chunks.len() * CHUNK..]
+            .iter()
+            .chain(self.tail.iter())
+            .cloned()
+            .collect();
+        let mut groups = self.chunks.clone();
+        groups.extend(open.chunks(CHUNK).map(Rc::from));
+        Shown(groups)
     }
 
     #[cfg(test)]
     pub fn finished(&self) -> usize {
         self.done.len()
+    }
+}
+
+/// A group of blocks as a prop, compared by identity: a group of finished
+/// blocks is the same `Rc` from render to render, so the page's render
+/// compares a few groups rather than every block.
+#[derive(Clone)]
+pub struct Chunk(Rc<[Rc<Md>]>);
+
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -765,9 +807,20 @@ fn MdBlock(block: Shared) -> Element {
     node(&block.0)
 }
 
-/// The blocks on screen, compared by identity.
+/// A group of blocks; those that are the same `Rc` as last time are
+/// neither rendered nor diffed again.
+#[component]
+fn MdGroup(blocks: Chunk) -> Element {
+    rsx! {
+        for (i, block) in blocks.0.iter().enumerate() {
+            MdBlock { key: "{i}", block: Shared(block.clone()) }
+        }
+    }
+}
+
+/// The groups on screen, compared by identity.
 #[derive(Clone)]
-struct Shown(Vec<Rc<Md>>);
+struct Shown(Vec<Rc<[Rc<Md>]>>);
 
 impl PartialEq for Shown {
     fn eq(&self, other: &Self) -> bool {
@@ -782,13 +835,13 @@ pub fn Markdown(text: ReadSignal<String>) -> Element {
         let t = text.read();
         let mut c = cache.borrow_mut();
         c.update(&t);
-        Shown(c.all().cloned().collect())
+        c.shown()
     });
     let shown = shown.read();
     rsx! {
         div { class: "md",
-            for (i, block) in shown.0.iter().enumerate() {
-                MdBlock { key: "{i}", block: Shared(block.clone()) }
+            for (g, group) in shown.0.iter().enumerate() {
+                MdGroup { key: "{g}", blocks: Chunk(group.clone()) }
             }
         }
     }
@@ -1124,6 +1177,40 @@ mod tests {
         "# Plan\n\nFirst a paragraph with *emphasis* and a [link][ref].\n\n[ref]: https://example.com\n\n- one\n- two\n\n  still two\n\n1. a\n2. b\n\n```rust\nfn main() {\n\n    println!(\"hi\");\n}\n```\n\n> quoted\n> more\n\nSetext\n======\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nThe end, see [link][ref].",
         "para one\n\npara two\nstill two\n\n---\n\n    indented code\n\n    more code\n\nlast",
     ];
+
+    #[test]
+    fn finished_blocks_are_shown_in_groups_made_once() {
+        let part = "A paragraph.\n\n- a list\n\n```rust\nfn x() {}\n```\n\n";
+        let doc = part.repeat(40);
+        let mut blocks = Blocks::default();
+        let mut first: Option<Rc<[Rc<Md>]>> = None;
+        let mut end = 0;
+        while end < doc.len() {
+            end = (end + 50).min(doc.len());
+            blocks.update(&doc[..end]);
+            let shown = blocks.shown();
+            let all: Vec<&Rc<Md>> = blocks.all().collect();
+            let in_groups: Vec<&Rc<Md>> = shown.0.iter().flat_map(|g| g.iter()).collect();
+            assert_eq!(in_groups.len(), all.len(), "every block is shown once");
+            assert!(
+                in_groups.iter().zip(&all).all(|(a, b)| Rc::ptr_eq(a, b)),
+                "in order"
+            );
+            assert!(shown.0.iter().all(|g| g.len() <= CHUNK));
+            match (
+                &first,
+                shown
+                    .0
+                    .first()
+                    .filter(|g| g.len() == CHUNK && blocks.finished() >= CHUNK),
+            ) {
+                (Some(a), Some(b)) => assert!(Rc::ptr_eq(a, b), "a group was made again"),
+                (None, Some(b)) => first = Some(b.clone()),
+                _ => {}
+            }
+        }
+        assert!(blocks.shown().0.len() >= 3);
+    }
 
     #[test]
     fn a_streamed_reply_parses_as_the_whole_and_keeps_finished_blocks() {

@@ -132,8 +132,44 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
         .map(|m| (m.seq, m.plain_text()))
         .collect();
 
+    use_effect(use_reactive((&title,), |(title,)| crate::set_title(&title)));
+    use_drop(|| crate::set_title(""));
+    let mut entries: Vec<Entry> = stored
+        .iter()
+        .map(|m| Entry {
+            key: m.id.to_string(),
+            role: m.role,
+            content: m.content.clone(),
+            status: m.status,
+            error: m.error.clone(),
+            live: false,
+            pending: false,
+            retry: (m.status == MessageStatus::Failed && !running)
+                .then(|| asked.get(&(m.seq.saturating_sub(1))).cloned())
+                .flatten(),
+        })
+        .collect();
+    entries.extend(pending.iter().map(|m| Entry {
+        key: m.id.to_string(),
+        role: Role::User,
+        content: m.content.clone(),
+        status: m.status,
+        error: None,
+        live: false,
+        pending: true,
+        retry: None,
+    }));
+    entries.extend(live.map(|l| Entry {
+        key: l.message_id.to_string(),
+        role: Role::Assistant,
+        content: l.content,
+        status: MessageStatus::Complete,
+        error: None,
+        live: true,
+        pending: false,
+        retry: None,
+    }));
     rsx! {
-        document::Title { "{title} · Confab" }
         section { class: "session-page", "data-phase": "{phase_name(&phase)}",
             header { class: "session-head",
                 button { class: "drawer-toggle", id: "drawer-toggle", r#type: "button", aria_label: "Sessions",
@@ -189,26 +225,19 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                         p { "The session is saved when you send the first message." }
                     }
                 }
-                for m in stored.iter() {
+                // One keyed list, so that a reply keeps its place and its
+                // rendered blocks when the stream becomes the stored message.
+                for e in entries {
                     MessageView {
-                        key: "{m.id}",
-                        role: m.role,
-                        content: m.content.clone(),
-                        status: m.status,
-                        error: m.error.clone(),
-                        live: false,
-                        pending: false,
-                        on_retry: (m.status == MessageStatus::Failed && !running)
-                            .then(|| asked.get(&(m.seq.saturating_sub(1))).cloned())
-                            .flatten()
-                            .map(|text| EventHandler::new(move |_| send(text.clone()))),
+                        key: "{e.key}",
+                        role: e.role,
+                        content: e.content,
+                        status: e.status,
+                        error: e.error,
+                        live: e.live,
+                        pending: e.pending,
+                        on_retry: e.retry.map(|text| EventHandler::new(move |_| send(text.clone()))),
                     }
-                }
-                for m in pending.iter() {
-                    MessageView { key: "{m.id}", role: Role::User, content: m.content.clone(), status: m.status, error: None, live: false, pending: true, on_retry: None }
-                }
-                if let Some(l) = live {
-                    MessageView { key: "{l.message_id}", role: Role::Assistant, content: l.content.clone(), status: MessageStatus::Complete, error: None, live: true, pending: false, on_retry: None }
                 }
             }
             Composer {
@@ -221,6 +250,20 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
             }
         }
     }
+}
+
+/// One message in the list: stored, waiting for the server, or the reply
+/// being written.
+struct Entry {
+    key: String,
+    role: Role,
+    content: Vec<confab_protocol::model::Block>,
+    status: MessageStatus,
+    error: Option<String>,
+    live: bool,
+    pending: bool,
+    /// For "Try again": the text to send again.
+    retry: Option<String>,
 }
 
 fn phase_name(p: &Phase) -> &'static str {
