@@ -105,6 +105,10 @@ pub struct Config {
     /// A local socket that sends nothing for this long is closed
     /// (`CONFAB_SOCKET_IDLE_SECS`, default 600, as API Gateway's).
     pub socket_idle_secs: u64,
+    /// A request to the person (a tool to approve, a question) nobody
+    /// answers is denied after this long (`CONFAB_REQUEST_TIMEOUT_SECS`,
+    /// default 1,800: 30 minutes).
+    pub request_timeout_secs: u64,
     /// The most a session's permission mode may allow
     /// (`CONFAB_MAX_PERMISSION_MODE`, default `default`).
     pub max_permission_mode: confab_protocol::model::PermissionMode,
@@ -285,6 +289,13 @@ impl Config {
             1,
             86_400,
         )?;
+        let request_timeout_secs = number(
+            get("CONFAB_REQUEST_TIMEOUT_SECS"),
+            "CONFAB_REQUEST_TIMEOUT_SECS",
+            1_800,
+            1,
+            7 * 86_400,
+        )?;
         let header_read_secs = number(
             get("CONFAB_HEADER_TIMEOUT_SECS"),
             "CONFAB_HEADER_TIMEOUT_SECS",
@@ -307,6 +318,7 @@ impl Config {
             max_sockets_per_owner,
             max_turns,
             socket_idle_secs,
+            request_timeout_secs,
             agent: AgentConfig {
                 kind,
                 model: get("CONFAB_AGENT_MODEL"),

@@ -5,14 +5,15 @@
 //! `confab-local`.
 
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal, Resolved,
     SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
     Subscriber, TurnEnd,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
 use confab_protocol::model::{
-    Block, LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary, Usage,
+    Block, LiveReply, Message, PendingRequest, PermissionMode, ProjectSummary, Question,
+    RequestKind, Resolution, SessionSummary, Usage,
 };
 use confab_protocol::{ProjectId, SessionId, TurnId};
 use futures::stream::BoxStream;
@@ -123,6 +124,26 @@ pub trait TurnStore: Send + Sync + 'static {
         turn_id: &str,
         end: &TurnEnd,
     ) -> Result<Option<(Message, SessionSummary)>, StoreError>;
+    /// Adds a request to the running turn `turn_id` and shows the session
+    /// waiting (`records::ask`), in one write; None when `turn_id` is no
+    /// longer the session's turn.
+    async fn add_request(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        request: &PendingRequest,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError>;
+    /// Answers a request of the owner's session's running turn
+    /// (`records::answer`), in one write: however many answers race, the
+    /// first wins and every later one gets `Already`.
+    async fn answer_request(
+        &self,
+        owner: &str,
+        session_id: &str,
+        request_id: &str,
+        resolution: &Resolution,
+    ) -> Result<Resolved, StoreError>;
     /// Every session with a running turn: (owner, session id, turn).
     async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError>;
 }
@@ -277,6 +298,50 @@ pub struct AgentRequest {
     pub agent_session_id: Option<String>,
 }
 
+/// What an agent asks the person; the runner stores it as a
+/// [`PendingRequest`] and sends the answer through `answer`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ask {
+    pub kind: RequestKind,
+    pub tool: Option<String>,
+    pub input: Option<serde_json::Value>,
+    pub reason: Option<String>,
+    pub questions: Vec<Question>,
+    pub answer: AnswerSlot,
+}
+
+/// Where the answer to an [`Ask`] goes: taken once.
+#[derive(Clone)]
+pub struct AnswerSlot(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Resolution>>>>);
+
+impl AnswerSlot {
+    /// A slot and the receiver its answer arrives on.
+    pub fn new() -> (AnswerSlot, tokio::sync::oneshot::Receiver<Resolution>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (AnswerSlot(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Sends the answer; later calls do nothing.
+    pub fn send(&self, r: Resolution) {
+        let tx = self.0.lock().ok().and_then(|mut s| s.take());
+        if let Some(tx) = tx {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerSlot")
+    }
+}
+
+impl PartialEq for AnswerSlot {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// What an agent yields while it works.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentEvent {
@@ -287,6 +352,9 @@ pub enum AgentEvent {
     Usage(Usage),
     /// The provider's session id, stored for resume.
     SessionId(String),
+    /// The agent waits for the person: a tool to approve, questions to
+    /// answer.
+    Ask(Ask),
 }
 
 /// Why an agent failed. The message is shown to the user, so it carries no

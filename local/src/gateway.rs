@@ -141,6 +141,7 @@ fn refused(message: &str) -> Response {
             code: confab_protocol::rest::ErrorCode::Unauthorized,
             message: message.to_string(),
         },
+        request: None,
     };
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }

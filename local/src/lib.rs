@@ -162,10 +162,13 @@ pub async fn run(
         runner_parts.1,
         agent.clone(),
         // Emulated AWS streams at the cadence the worker uses on AWS.
-        if opts.aws_emulated {
-            RunnerConfig::serverless()
-        } else {
-            RunnerConfig::default()
+        RunnerConfig {
+            request_timeout: std::time::Duration::from_secs(config.request_timeout_secs),
+            ..if opts.aws_emulated {
+                RunnerConfig::serverless()
+            } else {
+                RunnerConfig::default()
+            }
         },
         config.max_turns,
     ));

@@ -4,14 +4,15 @@
 
 use confab_protocol::Timestamp;
 use confab_protocol::model::{
-    Block, LastTurn, Message, MessageStatus, PermissionMode, Role, SessionStatus, SessionSummary,
-    TurnOutcome, Usage,
+    Block, LastTurn, Message, MessageStatus, PendingRequest, PermissionMode, Question,
+    QuestionOption, RequestKind, Role, SessionStatus, SessionSummary, TurnOutcome, Usage,
 };
 use serde_json::json;
 
 pub const SID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f70";
 pub const MID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f71";
 pub const TID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f72";
+pub const RID: &str = "0192f0c1-7e3a-7cc0-8a8e-0d3c4b5a6f73";
 
 /// A valid id of whichever kind is wanted.
 pub fn id<T: std::str::FromStr>(s: &str) -> T
@@ -72,5 +73,30 @@ pub fn message() -> Message {
         status: MessageStatus::Stopped,
         error: None,
         usage: Some(Usage::default()),
+    }
+}
+
+/// A tool request that also carries a question, so that every field shows.
+pub fn request() -> PendingRequest {
+    PendingRequest {
+        id: id(RID),
+        session_id: id(SID),
+        turn_id: id(TID),
+        kind: RequestKind::Tool,
+        tool: Some("Bash".into()),
+        input: Some(json!({"command": "rm -rf target"})),
+        reason: Some("to clean the build".into()),
+        questions: vec![Question {
+            question: "Which one?".into(),
+            header: Some("Pick".into()),
+            options: vec![QuestionOption {
+                label: "a".into(),
+                description: None,
+            }],
+            multi_select: false,
+        }],
+        created_at: Timestamp::from_millis(1),
+        expires_at: Timestamp::from_millis(1_800_001),
+        resolution: None,
     }
 }

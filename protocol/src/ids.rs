@@ -156,6 +156,11 @@ uuid_type!(
     TurnId,
     "turn id"
 );
+uuid_type!(
+    /// A pending request's id: a UUID the server makes.
+    RequestId,
+    "request id"
+);
 string_type!(
     /// A socket connection's id: API Gateway's (base64, such as
     /// `L0SM9cOFvHcCIhw=`) or the local gateway's (a UUID): 1 to 128 of

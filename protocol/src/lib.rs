@@ -18,7 +18,7 @@ pub mod socket;
 pub mod time;
 pub mod validate;
 
-pub use ids::{ConnectionId, MessageId, MessageText, ProjectId, SessionId, TurnId};
+pub use ids::{ConnectionId, MessageId, MessageText, ProjectId, RequestId, SessionId, TurnId};
 pub use model::{
     Block, LastTurn, LiveReply, Message, MessageStatus, PermissionMode, Role, SessionStatus,
     SessionSummary, TurnOutcome, Usage,

@@ -1,6 +1,6 @@
 //! The objects of the contract: session summaries, messages and their blocks.
 
-use crate::ids::{MessageId, ProjectId, SessionId, TurnId};
+use crate::ids::{MessageId, ProjectId, RequestId, SessionId, TurnId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 pub enum SessionStatus {
     Idle,
     Running,
+    /// A turn is paused on the person: a tool to approve or a question to
+    /// answer ("needs you").
+    Waiting,
+}
+
+impl SessionStatus {
+    /// A turn is on: running or waiting for the person.
+    pub fn is_active(self) -> bool {
+        !matches!(self, SessionStatus::Idle)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,4 +252,101 @@ pub struct ProjectSummary {
     pub session_count: u64,
     pub last_session_id: SessionId,
     pub last_activity_at: Timestamp,
+}
+
+/// What a paused turn asks the person: to let a tool run, or to answer
+/// questions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Tool,
+    Question,
+}
+
+/// One option of a question.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionOption {
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A question with its options, as Claude Code's `AskUserQuestion` asks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    pub question: String,
+    /// A short label for the question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    pub options: Vec<QuestionOption>,
+    #[serde(default)]
+    pub multi_select: bool,
+}
+
+/// How a request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Run the tool (or: these are the answers).
+    Allow,
+    /// Run it, and this tool again in this session without asking.
+    AllowSession,
+    Deny,
+}
+
+impl Decision {
+    pub fn allows(self) -> bool {
+        !matches!(self, Decision::Deny)
+    }
+}
+
+/// The answer a request got, first answer wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Resolution {
+    pub decision: Decision,
+    /// Said to the agent with a denial (or why the server denied it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For a question: the chosen option's label, by question text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub answers: std::collections::BTreeMap<String, String>,
+    pub resolved_at: Timestamp,
+}
+
+/// A turn paused on the person: a tool to approve or questions to answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRequest {
+    pub id: RequestId,
+    pub session_id: SessionId,
+    pub turn_id: TurnId,
+    pub kind: RequestKind,
+    /// The tool's name (a tool request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The tool's input (a tool request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Why the agent wants it, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The questions (a question request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<Question>,
+    pub created_at: Timestamp,
+    /// Denied by the server if nobody answers by then.
+    pub expires_at: Timestamp,
+    /// Set once answered (or denied by the server); then it is no longer
+    /// pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
 }

@@ -1,7 +1,9 @@
 //! Request and response bodies of the REST API (`/api`).
 
 use crate::ids::{MessageId, MessageText, ProjectId, SessionId};
-use crate::model::{LiveReply, Message, PermissionMode, ProjectSummary, SessionSummary};
+use crate::model::{
+    Decision, LiveReply, Message, PendingRequest, PermissionMode, ProjectSummary, SessionSummary,
+};
 use serde::{Deserialize, Serialize};
 
 /// A message as the user sends it: the client chooses the id.
@@ -60,6 +62,32 @@ pub struct SessionDetail {
     pub messages: Vec<Message>,
     pub has_more: bool,
     pub live: Option<LiveReply>,
+    /// What the running turn waits for the person to answer.
+    #[serde(default)]
+    pub pending: Vec<PendingRequest>,
+}
+
+/// `POST /api/sessions/{id}/requests/{requestId}`: the person's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnswerRequest {
+    pub decision: Decision,
+    /// Said to the agent with a denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For a question: the chosen option's label, by question text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub answers: std::collections::BTreeMap<String, String>,
+}
+
+/// `200` of `POST /api/sessions/{id}/requests/{requestId}`, and the body of
+/// its `409` with the answer that came first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RequestEnvelope {
+    pub request: PendingRequest,
 }
 
 /// `GET /api/sessions/{id}/messages`
@@ -232,9 +260,12 @@ pub struct SocketTicket {
     pub expires_at: crate::Timestamp,
 }
 
-/// `{"error": {"code", "message"}}`
+/// `{"error": {"code", "message"}}`; a `409` for a request answered
+/// already also holds `request`, as it was answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<PendingRequest>,
 }

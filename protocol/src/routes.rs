@@ -17,6 +17,8 @@ pub const SESSION: &str = "/api/sessions/{id}";
 pub const MESSAGES: &str = "/api/sessions/{id}/messages";
 /// `POST`: stop the running turn.
 pub const STOP: &str = "/api/sessions/{id}/stop";
+/// `POST`: answer a request the running turn waits on.
+pub const REQUEST: &str = "/api/sessions/{id}/requests/{requestId}";
 /// `GET ?format=md|json`: the whole session as a file.
 pub const EXPORT: &str = "/api/sessions/{id}/export";
 /// `POST`: a one-use ticket that opens a socket (`/ws?ticket=`) as the
@@ -44,6 +46,11 @@ pub fn messages(id: &str) -> String {
 /// [`STOP`] of `id`.
 pub fn stop(id: &str) -> String {
     fill(STOP, id)
+}
+
+/// [`REQUEST`] of session `id`.
+pub fn request(id: &str, request_id: &str) -> String {
+    fill(REQUEST, id).replace("{requestId}", request_id)
 }
 
 /// [`EXPORT`] of `id` in `format` (`md` or `json`).

@@ -1,8 +1,8 @@
 //! Socket frames: what a client sends (`ClientFrame`, routed on `action`) and
 //! what the server pushes (`ServerEvent`, tagged by `type`).
 
-use crate::ids::{ConnectionId, MessageId, SessionId, TurnId};
-use crate::model::{Block, LiveReply, Message, SessionSummary};
+use crate::ids::{ConnectionId, MessageId, RequestId, SessionId, TurnId};
+use crate::model::{Block, Decision, LiveReply, Message, PendingRequest, SessionSummary};
 use crate::rest::ErrorCode;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,9 @@ server_event! {
         messages: Vec<Message>,
         has_more: bool,
         live: Option<LiveReply>,
+        /// What the running turn waits for the person to answer.
+        #[serde(default)]
+        pending: Vec<PendingRequest>,
     },
     #[serde(rename = "unsubscribed", rename_all = "camelCase")]
     Unsubscribed { session_id: SessionId },
@@ -114,6 +117,26 @@ server_event! {
         index: usize,
         block: Block,
     },
+    /// The running turn asks the person: every subscriber shows it until
+    /// `request.resolved`.
+    #[serde(rename = "request.created", rename_all = "camelCase")]
+    RequestCreated {
+        session_id: SessionId,
+        request: PendingRequest,
+    },
+    /// A request was answered (first answer wins) or denied by the server
+    /// (stopped, or nobody answered in time).
+    #[serde(rename = "request.resolved", rename_all = "camelCase")]
+    RequestResolved {
+        session_id: SessionId,
+        request_id: RequestId,
+        decision: Decision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        answers: std::collections::BTreeMap<String, String>,
+        resolved_at: Timestamp,
+    },
     /// One piece of an event too large for a frame (a long stored reply in
     /// `message.created` or `subscribed`). The pieces of one event share
     /// `id`, come in order (`part` 0 to `parts - 1`), and their `data`
@@ -137,7 +160,9 @@ impl ServerEvent {
             | ServerEvent::MessageCreated { session_id, .. }
             | ServerEvent::MessageSnapshot { session_id, .. }
             | ServerEvent::MessageDelta { session_id, .. }
-            | ServerEvent::MessageBlock { session_id, .. } => Some(session_id),
+            | ServerEvent::MessageBlock { session_id, .. }
+            | ServerEvent::RequestCreated { session_id, .. }
+            | ServerEvent::RequestResolved { session_id, .. } => Some(session_id),
             ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
                 Some(&session.id)
             }
@@ -195,6 +220,7 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 messages: take(m, "messages")?,
                 has_more: take(m, "hasMore")?,
                 live: opt(m, "live")?,
+                pending: opt(m, "pending")?.unwrap_or_default(),
             },
             "unsubscribed" => ServerEvent::Unsubscribed {
                 session_id: take(m, "sessionId")?,
@@ -238,6 +264,18 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 index: take(m, "index")?,
                 block: take(m, "block")?,
             },
+            "request.created" => ServerEvent::RequestCreated {
+                session_id: take(m, "sessionId")?,
+                request: take(m, "request")?,
+            },
+            "request.resolved" => ServerEvent::RequestResolved {
+                session_id: take(m, "sessionId")?,
+                request_id: take(m, "requestId")?,
+                decision: take(m, "decision")?,
+                message: opt(m, "message")?,
+                answers: opt(m, "answers")?.unwrap_or_default(),
+                resolved_at: take(m, "resolvedAt")?,
+            },
             "frame.part" => ServerEvent::FramePart {
                 id: take(m, "id")?,
                 part: take(m, "part")?,
@@ -262,6 +300,8 @@ const SERVER_EVENT_TYPES: &[&str] = &[
     "message.snapshot",
     "message.delta",
     "message.block",
+    "request.created",
+    "request.resolved",
     "frame.part",
 ];
 
@@ -435,6 +475,8 @@ mod tests {
             ServerEvent::MessageSnapshot { .. } => "message.snapshot",
             ServerEvent::MessageDelta { .. } => "message.delta",
             ServerEvent::MessageBlock { .. } => "message.block",
+            ServerEvent::RequestCreated { .. } => "request.created",
+            ServerEvent::RequestResolved { .. } => "request.resolved",
             ServerEvent::FramePart { .. } => "frame.part",
         }
     }
@@ -457,6 +499,7 @@ mod tests {
                 messages: vec![message()],
                 has_more: true,
                 live: Some(live.clone()),
+                pending: vec![crate::fixtures::request()],
             },
             ServerEvent::Unsubscribed {
                 session_id: sid.clone(),
@@ -491,10 +534,22 @@ mod tests {
                 text: "é".into(),
             },
             ServerEvent::MessageBlock {
-                session_id: sid,
+                session_id: sid.clone(),
                 message_id: live.message_id,
                 index: 1,
                 block: Block::text(""),
+            },
+            ServerEvent::RequestCreated {
+                session_id: sid.clone(),
+                request: crate::fixtures::request(),
+            },
+            ServerEvent::RequestResolved {
+                session_id: sid,
+                request_id: crate::fixtures::request().id,
+                decision: crate::model::Decision::Deny,
+                message: Some("not that file".into()),
+                answers: Default::default(),
+                resolved_at: Timestamp::from_millis(5),
             },
             ServerEvent::FramePart {
                 id: "e1".into(),

@@ -342,6 +342,7 @@ fn resubscribe(model: &Model, i: usize, after_seq: u64, lag: usize) -> Vec<Serve
             .collect(),
         has_more: false,
         live: checkpoint,
+        pending: vec![],
     }];
     if let Some(l) = &st.live {
         out.push(ServerEvent::MessageSnapshot {
@@ -482,7 +483,7 @@ proptest! {
         client.apply_event(&ServerEvent::Subscribed {
             session_id: sid(),
             session: { let mut s = model.states[0].summary.clone(); s.version = 0; s.status = SessionStatus::Idle; s.message_count = 0; s },
-            messages: vec![], has_more: false, live: None,
+            messages: vec![], has_more: false, live: None, pending: vec![],
         });
 
         while i < n || !queue.is_empty() || pending_resub.is_some() {
@@ -681,6 +682,7 @@ fn a_refused_renewal_and_a_long_catch_up_wait_their_turn() {
         messages: last.messages[..1].to_vec(),
         has_more: true,
         live: None,
+        pending: vec![],
     };
     assert_eq!(
         c.apply_event(&page),

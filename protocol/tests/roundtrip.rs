@@ -100,12 +100,24 @@ fn rest_bodies_round_trip() {
         sessions: vec![summary()],
         next_cursor: Some("c".into()),
     });
-    rt(&SessionDetail {
+    let d = rt(&SessionDetail {
         session: summary(),
         messages: vec![],
         has_more: false,
         live: None,
+        pending: vec![fixtures::request()],
     });
+    assert_eq!(d["pending"][0]["kind"], "tool");
+    assert_eq!(d["pending"][0]["expiresAt"], "1970-01-01T00:30:00.001Z");
+    let a = rt(&AnswerRequest {
+        decision: Decision::AllowSession,
+        message: None,
+        answers: [("Which one?".to_string(), "a".to_string())].into(),
+    });
+    assert_eq!(a["decision"], "allow_session");
+    assert!(
+        serde_json::from_value::<AnswerRequest>(serde_json::json!({"decision": "maybe"})).is_err()
+    );
     rt(&MessagePage {
         messages: vec![message()],
         has_more: true,
@@ -159,8 +171,10 @@ fn rest_bodies_round_trip() {
             code: ErrorCode::TurnRunning,
             message: "m".into(),
         },
+        request: None,
     });
     assert_eq!(e["error"]["code"], "turn_running");
+    assert!(e.get("request").is_none());
 }
 
 #[test]

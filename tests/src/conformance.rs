@@ -29,6 +29,7 @@ pub fn turn() -> ActiveTurn {
         stop_requested: false,
         claimed: false,
         live: None,
+        requests: Vec::new(),
     }
 }
 
@@ -788,6 +789,150 @@ pub async fn a_turn_is_claimed_once(store: Arc<dyn Store>) {
     assert!(!store.claim_turn(sid, tid, now_ms()).await.unwrap());
 }
 
+/// A request is stored with its turn and shows the session waiting; of
+/// many racing answers exactly one wins, every other learns the winner's;
+/// another owner's answer finds nothing; the session runs again once
+/// nothing is pending, and the requests go with the turn.
+pub async fn the_first_answer_to_a_request_wins(store: Arc<dyn Store>) {
+    use confab_functions::domain::records::Resolved;
+    use confab_protocol::model::{Decision, PendingRequest, RequestKind, Resolution};
+    let n = new_session("alice", "default", "t", "go", now_ms());
+    store.create_session(&n).await.unwrap();
+    let (sid, tid) = (&n.summary.id, &n.turn.turn_id);
+    let request = |tool: &str| PendingRequest {
+        id: new_id(),
+        session_id: sid.clone(),
+        turn_id: tid.clone(),
+        kind: RequestKind::Tool,
+        tool: Some(tool.into()),
+        input: Some(serde_json::json!({"command": "ls", "nested": {"list": [1, "two", null]}})),
+        reason: None,
+        questions: vec![],
+        created_at: confab_protocol::Timestamp::from_millis(now_ms()),
+        expires_at: confab_protocol::Timestamp::from_millis(now_ms() + 60_000),
+        resolution: None,
+    };
+    let (first, second) = (request("Bash"), request("Edit"));
+    assert!(
+        store
+            .add_request(sid, &new_id::<confab_protocol::TurnId>(), &first, now_ms())
+            .await
+            .unwrap()
+            .is_none(),
+        "not this turn"
+    );
+    let s = store
+        .add_request(sid, tid, &first, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, SessionStatus::Waiting);
+    store
+        .add_request(sid, tid, &second, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    let rec = store.get_session(sid).await.unwrap().unwrap();
+    assert_eq!(rec.summary.status, SessionStatus::Waiting);
+    assert_eq!(
+        rec.turn.as_ref().unwrap().requests,
+        vec![first.clone(), second.clone()],
+        "stored whole"
+    );
+
+    let answer = |d: Decision| Resolution {
+        decision: d,
+        message: None,
+        answers: Default::default(),
+        resolved_at: confab_protocol::Timestamp::from_millis(now_ms()),
+    };
+    assert_eq!(
+        store
+            .answer_request("mallory", sid, first.id.as_str(), &answer(Decision::Allow))
+            .await
+            .unwrap(),
+        Resolved::NotFound
+    );
+    let outcomes = futures::future::join_all((0..8).map(|i| {
+        let d = if i % 2 == 0 {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        };
+        let store = store.clone();
+        let (sid, rid) = (sid.clone(), first.id.clone());
+        async move {
+            store
+                .answer_request("alice", &sid, rid.as_str(), &answer(d))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let won: Vec<&PendingRequest> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Resolved::Now(r, summary) => {
+                assert_eq!(
+                    summary.status,
+                    SessionStatus::Waiting,
+                    "the second still waits"
+                );
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one answer wins: {outcomes:?}");
+    let winner = won[0].resolution.clone().unwrap();
+    for o in &outcomes {
+        if let Resolved::Already(r) = o {
+            assert_eq!(
+                r.resolution.as_ref(),
+                Some(&winner),
+                "a late answer learns the first"
+            );
+        }
+    }
+    match store
+        .answer_request("alice", sid, second.id.as_str(), &answer(Decision::Allow))
+        .await
+        .unwrap()
+    {
+        Resolved::Now(_, summary) => assert_eq!(
+            summary.status,
+            SessionStatus::Running,
+            "nothing pending: running again"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .answer_request(
+                "alice",
+                sid,
+                new_id::<confab_protocol::RequestId>().as_str(),
+                &answer(Decision::Allow)
+            )
+            .await
+            .unwrap(),
+        Resolved::NotFound
+    );
+    store
+        .finish_turn(sid, tid, &end(sid, &n.turn, "done", TurnOutcome::Completed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .answer_request("alice", sid, first.id.as_str(), &answer(Decision::Deny))
+            .await
+            .unwrap(),
+        Resolved::NotFound,
+        "the requests went with the turn"
+    );
+}
+
 /// The cap on a connection's subscriptions holds when many subscribes race,
 /// and a subscription taken off frees its place.
 pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
@@ -1460,6 +1605,7 @@ macro_rules! store_conformance {
             patch_and_delete,
             connections_and_subscriptions,
             a_turn_is_claimed_once,
+            the_first_answer_to_a_request_wins,
             subscription_cap_holds_under_a_burst,
             subscriptions_name_their_incarnation,
             long_history_is_whole,

@@ -123,6 +123,28 @@ impl TurnStore for Faulty {
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.request_stop(owner, session_id).await
     }
+    async fn add_request(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        request: &confab_protocol::model::PendingRequest,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        self.inner
+            .add_request(session_id, turn_id, request, now_ms)
+            .await
+    }
+    async fn answer_request(
+        &self,
+        owner: &str,
+        session_id: &str,
+        request_id: &str,
+        resolution: &confab_protocol::model::Resolution,
+    ) -> Result<confab_functions::domain::records::Resolved, StoreError> {
+        self.inner
+            .answer_request(owner, session_id, request_id, resolution)
+            .await
+    }
     async fn finish_turn(
         &self,
         session_id: &str,

@@ -128,6 +128,7 @@ async fn run(agent: &dyn Agent) -> Outcome {
             Ok(AgentEvent::Block(b)) => out.content.push(b),
             Ok(AgentEvent::Usage(u)) => out.usage = Some(u),
             Ok(AgentEvent::SessionId(_)) => {}
+            Ok(AgentEvent::Ask(a)) => panic!("the HTTP agents do not ask: {a:?}"),
             Err(e) => {
                 out.error = Some(e);
                 break;

@@ -281,6 +281,95 @@ async fn back_forward_and_reload_follow_the_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_shows_in_every_window_and_one_answer_resolves_it_everywhere() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let (a, b) = two_windows(&driver, &gw).await;
+    a.send_message("/approve").await;
+    let card = "document.querySelector('.request-card[data-kind=tool]')";
+    a.until("the approval card", &format!("return !!{card}"))
+        .await;
+    let path = a.path().await;
+    open(&b, &gw, &path).await;
+    b.until(
+        "the approval card in the other window",
+        &format!("return !!{card}"),
+    )
+    .await;
+    assert_eq!(
+        b.js(&format!(
+            "return {card}.querySelector('.request-title').innerText"
+        ))
+        .await,
+        "Allow demo_tool?"
+    );
+    for w in [&a, &b] {
+        w.until(
+            "a title that counts the session waiting",
+            "return document.title.startsWith('(1) ')",
+        )
+        .await;
+    }
+    assert_eq!(
+        b.js("return document.querySelector('.sidebar .badge-waiting')?.innerText")
+            .await,
+        "needs you"
+    );
+    for w in [&a, &b] {
+        w.until(
+            "what the agent said before it asked",
+            "return (document.querySelector('article.msg-agent[data-status=live]')?.innerText ?? '').includes('I would like to run demo_tool')",
+        )
+        .await;
+    }
+    let _ = a.screenshot("13-approval").await;
+    b.click(".request-card .request-allow").await;
+    for w in [&a, &b] {
+        w.until(
+            "the card gone and the reply carried on",
+            &format!("return !{card} && (document.querySelector('article.msg-agent[data-status=stored]')?.innerText ?? '').includes('You allowed demo_tool')"),
+        )
+        .await;
+        w.until(
+            "a title without the count",
+            "return !document.title.startsWith('(')",
+        )
+        .await;
+    }
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_answered_by_choosing_an_option() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    w.send_message("/ask").await;
+    w.until(
+        "the question",
+        "return !!document.querySelector('.request-card[data-kind=question]')",
+    )
+    .await;
+    assert_eq!(
+        w.js("return document.querySelector('.request-card .request-allow').disabled")
+            .await,
+        true,
+        "nothing chosen yet"
+    );
+    w.click(".request-card input[value=no]").await;
+    w.click(".request-card .request-allow").await;
+    w.until(
+        "the answer in the reply",
+        "return (document.querySelector('article.msg-agent[data-status=stored]')?.innerText ?? '').includes('You answered: no.')",
+    )
+    .await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_shows_reconnecting_then_recovers() {
     let mut gw = Gateway::start_with_web(&[]).await;
     let driver = Driver::start().await;

@@ -622,3 +622,264 @@ async fn the_typed_client_drives_a_session_through_the_contract() {
     client.delete(&sid).await.unwrap();
     assert_eq!(client.session(&sid).await, Err(RestError::NotFound));
 }
+
+// ---- requests to the person ---------------------------------------------------
+
+fn request_path(sid: &str, rid: &str) -> String {
+    format!("/api/sessions/{sid}/requests/{rid}")
+}
+
+/// A socket of `token`'s owner subscribed to `sid`.
+async fn subscribed(gw: &Gateway, token: Option<&str>, sid: &str) -> confab_tests::harness::Socket {
+    let mut s = gw.socket(token).await;
+    s.hello().await;
+    s.subscribe(sid, 0).await;
+    s.expect("subscribed", |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await;
+    s
+}
+
+#[tokio::test]
+async fn a_tool_request_reaches_every_tab_of_its_owner_and_the_first_answer_wins() {
+    use confab_tests::harness::token;
+    let gw = Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let (alice, mallory) = (token("alice"), token("mallory"));
+    let api = gw.api(Some(&alice));
+    let sid = id();
+    assert_eq!(api.create(&sid, &id(), "/approve").await.status, 201);
+    let mut a = subscribed(&gw, Some(&alice), &sid).await;
+    let mut b = subscribed(&gw, Some(&alice), &sid).await;
+    let mut m = gw.socket(Some(&mallory)).await;
+    m.hello().await;
+    // The session waits on the person, in the detail too (a reload).
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let pending: Vec<confab_protocol::model::PendingRequest> =
+        serde_json::from_value(detail["pending"].clone()).unwrap();
+    assert_eq!(pending.len(), 1);
+    let req = &pending[0];
+    assert_eq!(req.tool.as_deref(), Some("demo_tool"));
+    assert!(req.expires_at.millis() - req.created_at.millis() == 30 * 60 * 1000);
+    // A tab subscribing now gets it in `subscribed`.
+    let mut c = gw.socket(Some(&alice)).await;
+    c.hello().await;
+    c.subscribe(&sid, 0).await;
+    let (sub, _) = c
+        .expect("subscribed", |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+    assert!(
+        matches!(sub, ServerEvent::Subscribed { pending, .. } if pending.len() == 1 && pending[0].id == req.id)
+    );
+
+    // Another owner can neither see nor answer it.
+    let theirs = gw
+        .api(Some(&mallory))
+        .call(
+            "POST",
+            &request_path(&sid, req.id.as_str()),
+            Some(serde_json::json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text);
+    // Bad answers change nothing.
+    for bad in [
+        serde_json::json!({"decision": "maybe"}),
+        serde_json::json!({"decision": "allow", "extra": 1}),
+        serde_json::json!({"decision": "deny", "message": "x".repeat(5000)}),
+    ] {
+        let r = api
+            .call("POST", &request_path(&sid, req.id.as_str()), Some(bad))
+            .await;
+        assert!(
+            r.status == 400 || r.status == 413,
+            "{} {}",
+            r.status,
+            r.text
+        );
+    }
+    let r = api
+        .call(
+            "POST",
+            &request_path(&sid, "not-an-id"),
+            Some(serde_json::json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    // Two answers race: one wins, the other gets 409 with the winner's.
+    let path = request_path(&sid, req.id.as_str());
+    let (x, y) = tokio::join!(
+        api.call(
+            "POST",
+            &path,
+            Some(serde_json::json!({"decision": "allow"}))
+        ),
+        api.call(
+            "POST",
+            &path,
+            Some(serde_json::json!({"decision": "deny", "message": "no"}))
+        ),
+    );
+    let mut statuses = [x.status, y.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", x.text, y.text);
+    let (won, lost) = if x.status == 200 { (&x, &y) } else { (&y, &x) };
+    assert_eq!(lost.body["error"]["code"], "conflict");
+    assert_eq!(
+        lost.body["request"]["resolution"]["decision"],
+        won.body["request"]["resolution"]["decision"],
+        "the 409 says what the first answer was"
+    );
+    let decision = won.body["request"]["resolution"]["decision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Both tabs see it resolved, then the turn carries on as answered.
+    for s in [&mut a, &mut b] {
+        let (e, _) = s
+            .expect("request.resolved", |e| {
+                matches!(e, ServerEvent::RequestResolved { .. })
+            })
+            .await;
+        assert!(
+            matches!(e, ServerEvent::RequestResolved { request_id, .. } if request_id == req.id)
+        );
+    }
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let stored = api.all_messages(&sid).await;
+    let text = stored[1].plain_text();
+    if decision == "allow" {
+        assert!(text.contains("You allowed demo_tool"), "{text}");
+    } else {
+        assert!(text.contains("denied") && text.contains("no"), "{text}");
+    }
+    // The other owner's socket heard nothing of it.
+    let theirs = m.drain(Duration::from_millis(300)).await;
+    assert!(
+        theirs
+            .iter()
+            .all(|e| e.session_id().is_none_or(|s| s != sid)),
+        "{theirs:?}"
+    );
+    // A late answer after the turn ended: 404, nothing changes.
+    let late = api
+        .call("POST", &path, Some(serde_json::json!({"decision": "deny"})))
+        .await;
+    assert_eq!(late.status, 404, "{}", late.text);
+}
+
+#[tokio::test]
+async fn a_question_is_answered_with_an_option() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/ask").await;
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let rid = detail["pending"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(detail["pending"][0]["kind"], "question");
+    assert_eq!(
+        detail["pending"][0]["questions"][0]["options"][1]["label"],
+        "no"
+    );
+    // Every question must be answered.
+    let r = api
+        .call(
+            "POST",
+            &request_path(&sid, &rid),
+            Some(serde_json::json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = api
+        .call(
+            "POST",
+            &request_path(&sid, &rid),
+            Some(serde_json::json!({"decision": "allow", "answers": {"Shall I go on?": "yes"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert!(
+        api.all_messages(&sid).await[1]
+            .plain_text()
+            .ends_with("You answered: yes.")
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_request_is_denied_in_time_and_stop_while_waiting_denies_and_stops() {
+    let gw = Gateway::start(&[
+        ("CONFAB_DEMO_DELAY_MS", "0"),
+        ("CONFAB_REQUEST_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/approve").await;
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] != "running")
+        .await;
+    let rid = detail["pending"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let reply = &api.all_messages(&sid).await[1];
+    assert_eq!(reply.status, MessageStatus::Complete);
+    let text = reply.plain_text();
+    assert!(
+        text.contains("denied") && text.contains("Nobody answered in time"),
+        "the agent was told why: {text}"
+    );
+    // An answer after the server denied it: 404 (the turn is over).
+    let late = api
+        .call(
+            "POST",
+            &request_path(&sid, &rid),
+            Some(serde_json::json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(late.status, 404, "{}", late.text);
+
+    // Stop while waiting: the request is denied and the turn ends stopped.
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/approve").await;
+    let mut s = subscribed(&gw, None, &sid).await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let r = api.stop(&sid).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        summary(&r.body).last_turn.unwrap().outcome,
+        TurnOutcome::Stopped
+    );
+    let (e, _) = s
+        .expect("the denial on stop", |e| {
+            matches!(e, ServerEvent::RequestResolved { .. })
+        })
+        .await;
+    assert!(matches!(
+        e,
+        ServerEvent::RequestResolved {
+            decision: confab_protocol::model::Decision::Deny,
+            ..
+        }
+    ));
+    assert_eq!(
+        api.all_messages(&sid).await[1].status,
+        MessageStatus::Stopped
+    );
+}

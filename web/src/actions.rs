@@ -161,6 +161,27 @@ impl AppState {
         });
     }
 
+    /// Answers a request the running turn waits on. Every tab hears the
+    /// outcome as `request.resolved`; answered already elsewhere, the card
+    /// goes when that event comes, so a 409 needs no word here.
+    pub fn answer_request(
+        mut self,
+        sid: SessionId,
+        request_id: confab_protocol::RequestId,
+        answer: confab_protocol::rest::AnswerRequest,
+    ) {
+        spawn(async move {
+            match api::answer_request(&sid, &request_id, &answer).await {
+                Ok(_) => {}
+                Err(ApiError::Refused {
+                    code: Some(confab_protocol::rest::ErrorCode::Conflict),
+                    ..
+                }) => {}
+                Err(e) => self.notice.set(Some(e.to_string())),
+            }
+        });
+    }
+
     /// Changes the permission mode of `sid`.
     pub fn set_mode(mut self, socket: Coroutine<SocketCmd>, sid: SessionId, mode: PermissionMode) {
         spawn(async move {

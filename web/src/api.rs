@@ -215,6 +215,14 @@ pub async fn update(
     client().update(id, &request).await
 }
 
+pub async fn answer_request(
+    id: &SessionId,
+    request_id: &confab_protocol::RequestId,
+    answer: &confab_protocol::rest::AnswerRequest,
+) -> Result<confab_protocol::model::PendingRequest, ApiError> {
+    client().answer_request(id, request_id, answer).await
+}
+
 pub async fn delete(id: &SessionId) -> Result<(), ApiError> {
     client().delete(id).await
 }

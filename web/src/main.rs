@@ -41,15 +41,41 @@ pub fn focus(id: &str) {
     }
 }
 
-/// Sets the tab's title ("Confab" alone when `page` is empty).
+thread_local! {
+    /// The tab title's parts: the page's own, and how many sessions wait
+    /// for the person.
+    static TITLE: std::cell::RefCell<(String, usize)> = Default::default();
+}
+
+/// Sets the page's part of the tab's title ("Confab" alone when empty).
 pub fn set_title(page: &str) {
-    if let Some(d) = web_sys::window().and_then(|w| w.document()) {
-        if page.is_empty() {
-            d.set_title("Confab");
-        } else {
-            d.set_title(&format!("{page} · Confab"));
+    TITLE.with(|t| t.borrow_mut().0 = page.to_string());
+    show_title();
+}
+
+/// Sets how many sessions wait for the person; the title leads with it.
+fn set_waiting(n: usize) {
+    TITLE.with(|t| t.borrow_mut().1 = n);
+    show_title();
+}
+
+fn show_title() {
+    let Some(d) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    TITLE.with(|t| {
+        let (page, waiting) = &*t.borrow();
+        let mut title = String::new();
+        if *waiting > 0 {
+            title.push_str(&format!("({waiting}) "));
         }
-    }
+        if !page.is_empty() {
+            title.push_str(page);
+            title.push_str(" · ");
+        }
+        title.push_str("Confab");
+        d.set_title(&title);
+    });
 }
 
 fn main() {
@@ -84,6 +110,17 @@ fn Shell() -> Element {
     let mut app = state::use_app();
     let route = use_route::<Route>();
     use_effect(use_reactive((&route,), move |_| app.drawer.set(false)));
+    // The tab says how many sessions need the person.
+    use_effect(move || {
+        let waiting = app
+            .sessions
+            .read()
+            .sorted()
+            .iter()
+            .filter(|s| s.status == confab_protocol::model::SessionStatus::Waiting)
+            .count();
+        set_waiting(waiting);
+    });
     let open = (app.drawer)();
     rsx! {
         div { class: if open { "shell drawer-open" } else { "shell" },

@@ -1,12 +1,14 @@
 //! The demo agent: offline and deterministic. It streams a short reply to
-//! ordinary text and obeys four commands at the start of a message:
-//! `/words N` streams N words, `/markdown N` streams N KiB of Markdown
-//! (headings, lists, a table, code) in 2 KiB pieces, `/tool` adds a
-//! tool_use and a tool_result block, `/fail` fails after a few words.
+//! ordinary text and obeys commands at the start of a message: `/words N`
+//! streams N words, `/markdown N` streams N KiB of Markdown (headings,
+//! lists, a table, code) in 2 KiB pieces, `/tool` adds a tool_use and a
+//! tool_result block, `/approve` asks the person to let a pretend tool run,
+//! `/ask` asks a question with options, `/fail` fails after a few words.
 
-use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
+use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest, AnswerSlot, Ask};
 use async_trait::async_trait;
 use confab_protocol::model::{Block, Role, Usage};
+use confab_protocol::model::{Question, QuestionOption, RequestKind, Resolution};
 use futures::stream::{self, BoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -131,9 +133,108 @@ impl DemoAgent {
     }
 }
 
+/// What the demo does with an answer: the steps that follow it.
+type Then = Box<dyn FnOnce(&Resolution) -> Vec<Step> + Send>;
+
 enum Step {
     Emit(AgentEvent),
     Fail(String),
+    /// Asks the person (`answer` is filled in when it is asked), then goes
+    /// on as the answer says.
+    Ask(Ask, Then),
+}
+
+fn text(s: impl Into<String>) -> Step {
+    Step::Emit(AgentEvent::Text(s.into()))
+}
+
+/// `/approve`: asks to run `demo_tool`, and runs it if allowed.
+fn approve(steps: &mut Vec<Step>) {
+    steps.push(text(
+        "I would like to run demo_tool, a pretend tool that changes nothing.",
+    ));
+    let input = serde_json::json!({ "action": "touch", "path": "demo.txt" });
+    let (answer, _) = AnswerSlot::new();
+    let ask = Ask {
+        kind: RequestKind::Tool,
+        tool: Some("demo_tool".into()),
+        input: Some(input.clone()),
+        reason: Some("To show how Confab asks before a tool runs.".into()),
+        questions: Vec::new(),
+        answer,
+    };
+    steps.push(Step::Ask(
+        ask,
+        Box::new(move |r: &Resolution| {
+            if r.decision.allows() {
+                let how = if r.decision == confab_protocol::model::Decision::AllowSession {
+                    "You allowed demo_tool for the rest of the session, so it ran."
+                } else {
+                    "You allowed demo_tool, so it ran."
+                };
+                vec![
+                    Step::Emit(AgentEvent::Block(Block::ToolUse {
+                        id: "toolu_demo_approve".into(),
+                        name: "demo_tool".into(),
+                        input,
+                    })),
+                    Step::Emit(AgentEvent::Block(Block::ToolResult {
+                        tool_use_id: "toolu_demo_approve".into(),
+                        content: "Touched demo.txt (pretend).".into(),
+                        is_error: false,
+                        duration_ms: None,
+                    })),
+                    Step::Emit(AgentEvent::Block(Block::text(""))),
+                    text(how),
+                ]
+            } else {
+                let why = r
+                    .message
+                    .as_deref()
+                    .map(|m| format!(" You said: {m}"))
+                    .unwrap_or_default();
+                vec![text(format!(
+                    "\n\ndemo_tool was denied, so it did not run.{why}"
+                ))]
+            }
+        }),
+    ));
+}
+
+/// `/ask`: one question with the options yes and no.
+fn ask_question(steps: &mut Vec<Step>) {
+    const Q: &str = "Shall I go on?";
+    steps.push(text("I have a question before I go on."));
+    let (answer, _) = AnswerSlot::new();
+    let ask = Ask {
+        kind: RequestKind::Question,
+        tool: None,
+        input: None,
+        reason: None,
+        questions: vec![Question {
+            question: Q.into(),
+            header: Some("Go on?".into()),
+            options: vec![
+                QuestionOption {
+                    label: "yes".into(),
+                    description: Some("Carry on with the task.".into()),
+                },
+                QuestionOption {
+                    label: "no".into(),
+                    description: Some("Stop here.".into()),
+                },
+            ],
+            multi_select: false,
+        }],
+        answer,
+    };
+    steps.push(Step::Ask(
+        ask,
+        Box::new(|r: &Resolution| match r.answers.get(Q) {
+            Some(a) if r.decision.allows() => vec![text(format!("\n\nYou answered: {a}."))],
+            _ => vec![text("\n\nYou did not answer, so I stop here.")],
+        }),
+    ));
 }
 
 fn words(n: usize, from: usize) -> impl Iterator<Item = String> {
@@ -182,6 +283,14 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         }
         return (steps, out_words);
     }
+    if text.starts_with("/approve") {
+        approve(&mut steps);
+        return (steps, 20);
+    }
+    if text.starts_with("/ask") {
+        ask_question(&mut steps);
+        return (steps, 12);
+    }
     if text.starts_with("/tool") {
         say(&mut steps, "Let me look at the project first. ");
         steps.push(Step::Emit(AgentEvent::Block(Block::ToolUse {
@@ -209,7 +318,7 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         return (steps, 5);
     }
     let reply = format!(
-        "This is the demo agent, answering offline. You wrote: {text}\n\nTry /words 200 for a long reply, /markdown 8 for formatted text, /tool for a tool call, or /fail for a failure."
+        "This is the demo agent, answering offline. You wrote: {text}\n\nTry /words 200 for a long reply, /markdown 8 for formatted text, /tool for a tool call, /approve to approve one, /ask for a question, or /fail for a failure."
     );
     say(&mut steps, &reply);
     (steps, out_words)
@@ -254,21 +363,39 @@ impl Agent for DemoAgent {
         // Paced against the start, a word every `delay` on average: sleeping
         // `delay` per word would add the timer's rounding to every word.
         let started = tokio::time::Instant::now();
-        let s = stream::unfold((queue, 0usize), move |(mut q, n)| async move {
-            let step = q.pop_front()?;
-            if matches!(step, Step::Emit(AgentEvent::Text(_)) | Step::Fail(_)) {
-                if n % 64 == 63 {
-                    tokio::task::yield_now().await;
+        let waiting: Option<(tokio::sync::oneshot::Receiver<Resolution>, Then)> = None;
+        let s = stream::unfold(
+            (queue, 0usize, waiting),
+            move |(mut q, n, waiting)| async move {
+                if let Some((rx, then)) = waiting {
+                    // The turn waits for the person; gone, the reply ends.
+                    let answer = rx.await.ok()?;
+                    for step in then(&answer).into_iter().rev() {
+                        q.push_front(step);
+                    }
                 }
-                if !delay.is_zero() {
-                    tokio::time::sleep_until(started + delay * (n as u32 + 1)).await;
+                let step = q.pop_front()?;
+                if matches!(step, Step::Emit(AgentEvent::Text(_)) | Step::Fail(_)) {
+                    if n % 64 == 63 {
+                        tokio::task::yield_now().await;
+                    }
+                    if !delay.is_zero() {
+                        tokio::time::sleep_until(started + delay * (n as u32 + 1)).await;
+                    }
                 }
-            }
-            match step {
-                Step::Emit(e) => Some((Ok(e), (q, n + 1))),
-                Step::Fail(m) => Some((Err(AgentError::new(m)), (VecDeque::new(), n + 1))),
-            }
-        });
+                match step {
+                    Step::Emit(e) => Some((Ok(e), (q, n + 1, None))),
+                    Step::Fail(m) => {
+                        Some((Err(AgentError::new(m)), (VecDeque::new(), n + 1, None)))
+                    }
+                    Step::Ask(mut ask, then) => {
+                        let (slot, rx) = AnswerSlot::new();
+                        ask.answer = slot;
+                        Some((Ok(AgentEvent::Ask(ask)), (q, n, Some((rx, then)))))
+                    }
+                }
+            },
+        );
         Ok(s.boxed())
     }
 }
@@ -304,6 +431,14 @@ mod tests {
     }
 
     async fn run(text: &str) -> (String, Vec<Block>, Option<String>, Option<Usage>) {
+        run_answering(text, |_| panic!("the demo asked unasked")).await
+    }
+
+    /// Runs a message, answering what the demo asks with `answer`.
+    async fn run_answering(
+        text: &str,
+        answer: impl Fn(&Ask) -> Resolution,
+    ) -> (String, Vec<Block>, Option<String>, Option<Usage>) {
         let mut s = DemoAgent::new(Duration::ZERO)
             .start(req(text))
             .await
@@ -315,10 +450,73 @@ mod tests {
                 Ok(AgentEvent::Block(b)) => blocks.push(b),
                 Ok(AgentEvent::Usage(u)) => usage = Some(u),
                 Ok(AgentEvent::SessionId(_)) => {}
+                Ok(AgentEvent::Ask(a)) => a.answer.send(answer(&a)),
                 Err(e) => err = Some(e.message),
             }
         }
         (t, blocks, err, usage)
+    }
+
+    fn resolution(
+        decision: confab_protocol::model::Decision,
+        answers: &[(&str, &str)],
+    ) -> Resolution {
+        Resolution {
+            decision,
+            message: Some("not now".into()),
+            answers: answers
+                .iter()
+                .map(|(q, a)| (q.to_string(), a.to_string()))
+                .collect(),
+            resolved_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn approve_runs_the_tool_only_when_allowed() {
+        use confab_protocol::model::Decision;
+        let (t, blocks, err, _) = run_answering("/approve", |a| {
+            assert_eq!(
+                (a.kind, a.tool.as_deref()),
+                (RequestKind::Tool, Some("demo_tool"))
+            );
+            resolution(Decision::Allow, &[])
+        })
+        .await;
+        assert!(err.is_none());
+        assert!(matches!(&blocks[0], Block::ToolUse { name, .. } if name == "demo_tool"));
+        assert!(t.contains("You allowed demo_tool, so it ran."), "{t}");
+        let (t, blocks, _, _) =
+            run_answering("/approve", |_| resolution(Decision::Deny, &[])).await;
+        assert!(blocks.is_empty(), "a denied tool does not run");
+        assert!(t.contains("denied") && t.contains("not now"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn ask_reports_the_chosen_option() {
+        use confab_protocol::model::Decision;
+        let (t, _, _, _) = run_answering("/ask", |a| {
+            assert_eq!(a.questions[0].options.len(), 2);
+            resolution(Decision::Allow, &[("Shall I go on?", "no")])
+        })
+        .await;
+        assert!(t.ends_with("You answered: no."), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_reply_waiting_for_an_answer_ends_when_nobody_can_answer() {
+        let mut s = DemoAgent::new(Duration::ZERO)
+            .start(req("/approve"))
+            .await
+            .unwrap();
+        let mut asked = false;
+        while let Some(e) = s.next().await {
+            if let Ok(AgentEvent::Ask(a)) = e {
+                asked = true;
+                drop(a); // the slot, and with it the only sender, goes
+            }
+        }
+        assert!(asked);
     }
 
     #[tokio::test]

@@ -234,6 +234,35 @@ pub fn openapi() -> Value {
         ],
         vec![],
     );
+    let answer_request = op(
+        &error,
+        "answerRequest",
+        "Answer a request the running turn waits on (allow, allow for the session, deny, or the chosen options); the first answer wins",
+        Some(schema::<confab_protocol::rest::AnswerRequest>(g)),
+        &[
+            (
+                "200",
+                answer(
+                    "This answer came first: the request as answered",
+                    schema::<confab_protocol::rest::RequestEnvelope>(g),
+                ),
+            ),
+            (
+                "409",
+                answer(
+                    "Answered already: `conflict`, with `request` as it was answered",
+                    error.clone(),
+                ),
+            ),
+        ],
+        vec![],
+    );
+    let request_id = json!({
+        "name": "requestId",
+        "in": "path",
+        "required": true,
+        "schema": schema::<confab_protocol::RequestId>(g),
+    });
     let export_json = json!({
         "type": "object",
         "required": ["session", "messages"],
@@ -294,6 +323,7 @@ pub fn openapi() -> Value {
         routes::SESSION: { "parameters": [sid.clone()], "get": detail, "patch": update, "delete": delete },
         routes::MESSAGES: { "parameters": [sid.clone()], "post": send, "get": messages },
         routes::STOP: { "parameters": [sid.clone()], "post": stop },
+        routes::REQUEST: { "parameters": [sid.clone(), request_id], "post": answer_request },
         routes::EXPORT: { "parameters": [sid], "get": export },
         routes::SOCKET_TICKET: { "post": socket_ticket },
     });
@@ -397,6 +427,7 @@ mod tests {
             routes::SESSION,
             routes::MESSAGES,
             routes::STOP,
+            routes::REQUEST,
             routes::EXPORT,
             routes::SOCKET_TICKET,
         ] {
@@ -411,7 +442,14 @@ mod tests {
         let doc = asyncapi();
         assert_refs_resolve(&doc, &doc);
         let events = serde_json::to_string(&doc["components"]).unwrap();
-        for ty in ["message.delta", "session.updated", "subscribe", "hello"] {
+        for ty in [
+            "message.delta",
+            "session.updated",
+            "request.created",
+            "request.resolved",
+            "subscribe",
+            "hello",
+        ] {
             assert!(events.contains(ty), "{ty}");
         }
         kept_in_docs("asyncapi.json", &doc);

@@ -3,6 +3,7 @@
 
 use super::auth::{Auth, AuthError};
 use crate::domain::records::Principal;
+use crate::domain::requests::{self, Answered};
 use crate::domain::sessions::ExportFormat;
 use crate::domain::sessions::{self, Created, Sent, Stopped};
 use crate::error::ServiceError;
@@ -14,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use confab_protocol::rest::{
-    AgentInfo, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorDetail, Health,
-    Limits, SendMessageRequest, SessionEnvelope, UpdateSessionRequest,
+    AgentInfo, AnswerRequest, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorCode,
+    ErrorDetail, Health, Limits, RequestEnvelope, SendMessageRequest, SessionEnvelope,
+    UpdateSessionRequest,
 };
-use confab_protocol::{SessionId, routes, validate};
+use confab_protocol::{RequestId, SessionId, routes, validate};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -60,6 +62,7 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 error: ErrorDetail { code, message },
+                request: None,
             }),
         )
             .into_response();
@@ -180,6 +183,23 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
     }
 }
 
+/// The session and request ids of `/api/sessions/{id}/requests/{requestId}`,
+/// checked.
+pub struct RequestPath(pub SessionId, pub RequestId);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((sid, rid)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError(ServiceError::Invalid("the path is not valid".into())))?;
+        let sid = SessionId::parse(sid).map_err(|e| ApiError(e.into()))?;
+        let rid = RequestId::parse(rid).map_err(|e| ApiError(e.into()))?;
+        Ok(RequestPath(sid, rid))
+    }
+}
+
 /// Query parameters as strings; parsed by each handler with clear errors.
 pub struct Params(HashMap<String, String>);
 
@@ -231,6 +251,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(routes::SESSION, get(detail).patch(update).delete(remove))
         .route(routes::MESSAGES, post(send).get(messages))
         .route(routes::STOP, post(stop))
+        .route(routes::REQUEST, post(answer_request))
         .route(routes::EXPORT, get(export_session))
         .route(routes::SOCKET_TICKET, post(socket_ticket))
         // Unknown API paths stay JSON 404s even where a web app serves `/`.
@@ -250,6 +271,7 @@ async fn method_not_allowed() -> Response {
             code: confab_protocol::rest::ErrorCode::InvalidRequest,
             message: "this method is not allowed here".into(),
         },
+        request: None,
     };
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
@@ -397,6 +419,34 @@ async fn stop(
         Stopped::WasIdle(session) => (StatusCode::OK, session),
     };
     Ok((status, Json(SessionEnvelope { session })).into_response())
+}
+
+/// `POST /api/sessions/{id}/requests/{requestId}`: 200 with the request as
+/// answered; 409 with the answer that came first.
+async fn answer_request(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    RequestPath(id, request_id): RequestPath,
+    Body64(body): Body64<AnswerRequest>,
+) -> ApiResult<Response> {
+    Ok(
+        match requests::answer(&st.ports, &owner, &id, &request_id, body).await? {
+            Answered::Now(request) => {
+                (StatusCode::OK, Json(RequestEnvelope { request })).into_response()
+            }
+            Answered::Already(request) => (
+                StatusCode::CONFLICT,
+                Json(ErrorBody {
+                    error: ErrorDetail {
+                        code: ErrorCode::Conflict,
+                        message: "this request was answered already".into(),
+                    },
+                    request: Some(request),
+                }),
+            )
+                .into_response(),
+        },
+    )
 }
 
 async fn export_session(

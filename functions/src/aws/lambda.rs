@@ -323,7 +323,10 @@ pub async fn turn_worker() -> Result<(), Error> {
     let shared = start(Role::Worker).await?;
     let push = shared.configured_push()?;
     let agent = shared.agent()?;
-    let runner = RunnerConfig::serverless();
+    let runner = RunnerConfig {
+        request_timeout: std::time::Duration::from_secs(shared.config.request_timeout_secs),
+        ..RunnerConfig::serverless()
+    };
     let store: Arc<dyn Store> = shared.store.clone();
     lambda_runtime::run(service_fn(|ev: LambdaEvent<worker::WorkerEvent>| {
         let (store, push, agent, runner) =

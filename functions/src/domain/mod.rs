@@ -6,6 +6,7 @@ pub mod frames;
 pub mod limits;
 pub mod notify;
 pub mod records;
+pub mod requests;
 pub mod runner;
 pub mod sessions;
 pub mod subscriptions;

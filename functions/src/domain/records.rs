@@ -3,7 +3,8 @@
 //! rules are written once, here.
 
 use confab_protocol::model::{
-    LastTurn, LiveReply, Message, PermissionMode, SessionStatus, SessionSummary, Usage,
+    LastTurn, LiveReply, Message, PendingRequest, PermissionMode, Resolution, SessionStatus,
+    SessionSummary, Usage,
 };
 use confab_protocol::{MessageId, ProjectId, SessionId, TurnId};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,92 @@ pub struct ActiveTurn {
     pub claimed: bool,
     /// The in-flight reply at the last checkpoint.
     pub live: Option<LiveReply>,
+    /// What the turn asked the person, pending and answered (the newest
+    /// [`MAX_REQUESTS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<PendingRequest>,
+}
+
+/// Requests a turn keeps: every pending one, and the newest answered ones
+/// (so a late second answer still learns what the first was).
+pub const MAX_REQUESTS_KEPT: usize = 32;
+
+impl ActiveTurn {
+    /// The requests still waiting for an answer.
+    pub fn pending(&self) -> impl Iterator<Item = &PendingRequest> {
+        self.requests.iter().filter(|r| r.resolution.is_none())
+    }
+
+    /// Adds a request, dropping the oldest answered ones past the cap.
+    pub fn add_request(&mut self, r: PendingRequest) {
+        self.requests.push(r);
+        while self.requests.len() > MAX_REQUESTS_KEPT {
+            match self.requests.iter().position(|r| r.resolution.is_some()) {
+                Some(i) => {
+                    self.requests.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The status a session with this turn shows.
+    pub fn status(&self) -> SessionStatus {
+        if self.pending().next().is_some() {
+            SessionStatus::Waiting
+        } else {
+            SessionStatus::Running
+        }
+    }
+}
+
+/// Adds `request` to `turn` and shows the session waiting (the rule both
+/// stores apply in the write that stores the request).
+pub fn ask(turn: &mut ActiveTurn, s: &mut SessionSummary, request: &PendingRequest, now_ms: i64) {
+    turn.add_request(request.clone());
+    s.status = turn.status();
+    s.updated_at = confab_protocol::Timestamp::from_millis(now_ms);
+    s.version += 1;
+}
+
+/// Answers request `request_id` of `turn` unless it was answered already;
+/// the session shows running again once nothing is pending.
+pub fn answer(
+    turn: &mut ActiveTurn,
+    s: &mut SessionSummary,
+    request_id: &str,
+    resolution: &Resolution,
+) -> Resolved {
+    let Some(r) = turn
+        .requests
+        .iter_mut()
+        .find(|r| r.id.as_str() == request_id)
+    else {
+        return Resolved::NotFound;
+    };
+    if r.resolution.is_some() {
+        return Resolved::Already(r.clone());
+    }
+    r.resolution = Some(resolution.clone());
+    let answered = r.clone();
+    s.status = turn.status();
+    s.updated_at = resolution.resolved_at;
+    s.version += 1;
+    Resolved::Now(answered, s.clone())
+}
+
+/// What answering a request did. (Short-lived: boxing would only add an
+/// allocation.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolved {
+    /// This answer was the first: the request as answered, and the
+    /// session's summary after it.
+    Now(PendingRequest, SessionSummary),
+    /// It had been answered already: the request as it was answered.
+    Already(PendingRequest),
+    /// No such request in the owner's session's running turn.
+    NotFound,
 }
 
 impl ActiveTurn {
@@ -38,6 +125,7 @@ impl ActiveTurn {
             stop_requested: false,
             claimed: false,
             live: None,
+            requests: Vec::new(),
         }
     }
 }

@@ -5,13 +5,14 @@
 use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
 use super::notify::{send_all, subscribers_of};
 use super::records::{SessionRef, TurnEnd};
+use super::requests;
 use super::sessions::{SAVE_FAILED, finish_and_announce, history};
 use crate::clock::now_ms;
 use crate::error::ServiceError;
-use crate::ports::{Agent, AgentEvent, AgentRequest, Push, Store, TurnJob};
+use crate::ports::{Agent, AgentEvent, AgentRequest, AnswerSlot, Push, Store, TurnJob};
 use bytes::Bytes;
 use confab_protocol::model::{Block, LastTurn, LiveReply, Message, Role, TurnOutcome, Usage};
-use confab_protocol::{MessageId, ServerEvent, SessionId, Timestamp, TurnId};
+use confab_protocol::{MessageId, RequestId, ServerEvent, SessionId, Timestamp, TurnId};
 use futures::StreamExt;
 use futures::future::join_all;
 use std::collections::HashMap;
@@ -37,8 +38,10 @@ pub struct RunnerConfig {
     /// (a heartbeat). A 30 s reply costs five checkpoints, a minute's eight.
     pub heartbeat_interval: Duration,
     /// Stop requests and new subscribers are looked for this often when no
-    /// output is waiting.
+    /// output is waiting (and answers, while the turn waits for one).
     pub poll_interval: Duration,
+    /// A request to the person nobody answers is denied after this long.
+    pub request_timeout: Duration,
 }
 
 impl RunnerConfig {
@@ -65,6 +68,7 @@ impl Default for RunnerConfig {
             checkpoint_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -234,6 +238,10 @@ pub async fn run_turn(
     let mut checkpoint_every = cfg.checkpoint_interval;
     let mut flush_every = cfg.flush_interval;
     let mut last_poll = Instant::now();
+    // Requests the agent waits on: their id, where the answer goes, and
+    // when the server denies them.
+    let mut asks: Vec<(RequestId, AnswerSlot, i64)> = Vec::new();
+    let timeout_ms = i64::try_from(cfg.request_timeout.as_millis()).unwrap_or(i64::MAX);
 
     match agent.start(request).await {
         Err(e) => {
@@ -273,6 +281,27 @@ pub async fn run_turn(
                             agent_session_id = Some(id);
                             Flow::Continue
                         }
+                        Some(Ok(AgentEvent::Ask(a))) => {
+                            // What the agent said before it asked is shown first.
+                            if reply.pending_since.is_some()
+                                && let Err(e) = push_frames(store, push, &mut reply, &mut seen).await
+                            {
+                                tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "frames before a request not sent");
+                            }
+                            let req = requests::from_ask(&a, &job.session_id, &job.turn_id, now_ms(), timeout_ms);
+                            match store.add_request(&job.session_id, &job.turn_id, &req, now_ms()).await {
+                                Ok(Some(summary)) => {
+                                    requests::announce_created(store, push, &reply.session, &req, &summary).await;
+                                    asks.push((req.id, a.answer, req.expires_at.millis()));
+                                    Flow::Continue
+                                }
+                                Ok(None) => Flow::Abandon,
+                                Err(e) => {
+                                    tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "storing a request failed");
+                                    Flow::Broken
+                                }
+                            }
+                        }
                         Some(Err(e)) => {
                             tracing::info!(error = &e as &dyn std::error::Error, session = %job.session_id, "agent failed");
                             outcome = TurnOutcome::Failed;
@@ -289,7 +318,12 @@ pub async fn run_turn(
                             if due_output {
                                 flush_every = (flush_every * 2).min(cfg.max_flush_interval.max(cfg.flush_interval));
                             }
-                            flush(store, push, &mut reply, &mut seen).await
+                            match flush(store, push, &mut reply, &mut seen).await {
+                                Flow::Continue if due_poll && !asks.is_empty() => {
+                                    answers(store, push, &reply, &mut asks).await
+                                }
+                                other => other,
+                            }
                         } else {
                             Flow::Continue
                         }
@@ -299,6 +333,24 @@ pub async fn run_turn(
                     Flow::Continue => {}
                     Flow::Stop => {
                         outcome = TurnOutcome::Stopped;
+                        // Stop while waiting is a denial of what waits.
+                        for (id, slot, _) in asks.drain(..) {
+                            match requests::deny_for_server(
+                                store,
+                                push,
+                                &reply.session,
+                                &id,
+                                "Stopped by the person.",
+                            )
+                            .await
+                            {
+                                Ok(Some(r)) => slot.send(r),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "denying a request on stop failed")
+                                }
+                            }
+                        }
                         break;
                     }
                     Flow::Abandon => return Ok(()),
@@ -364,6 +416,50 @@ pub async fn run_turn(
     };
     finish_and_announce(store, push, &reply.session, &job.turn_id, &end).await;
     Ok(())
+}
+
+/// While the agent waits: hands it the answers that came, and denies what
+/// nobody answered in time.
+async fn answers(
+    store: &dyn Store,
+    push: &dyn Push,
+    reply: &Reply,
+    asks: &mut Vec<(RequestId, AnswerSlot, i64)>,
+) -> Flow {
+    let turn = match store.active_turn(&reply.session_id, &reply.turn_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Flow::Abandon,
+        Err(e) => {
+            tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "reading the turn failed");
+            return Flow::Broken;
+        }
+    };
+    let now = now_ms();
+    let mut still = Vec::with_capacity(asks.len());
+    for (id, slot, expires) in asks.drain(..) {
+        let answered = turn
+            .requests
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.resolution.clone());
+        if let Some(r) = answered {
+            slot.send(r);
+        } else if now >= expires {
+            let why = "Nobody answered in time, so it was denied.";
+            match requests::deny_for_server(store, push, &reply.session, &id, why).await {
+                Ok(Some(r)) => slot.send(r),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "denying a request failed");
+                    still.push((id, slot, expires));
+                }
+            }
+        } else {
+            still.push((id, slot, expires));
+        }
+    }
+    *asks = still;
+    Flow::Continue
 }
 
 /// One flush: is the turn still wanted, then push what waits.

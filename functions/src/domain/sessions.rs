@@ -599,12 +599,18 @@ pub async fn detail(
             },
         )
         .await?;
+    let pending = rec
+        .turn
+        .as_ref()
+        .map(|t| t.pending().cloned().collect())
+        .unwrap_or_default();
     let live = rec.turn.and_then(|t| t.live);
     Ok(SessionDetail {
         session: rec.summary,
         messages,
         has_more,
         live,
+        pending,
     })
 }
 

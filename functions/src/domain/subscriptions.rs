@@ -8,7 +8,7 @@ use super::sessions::reap_if_stale;
 use crate::clock::{new_token, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{Push, Store};
-use confab_protocol::model::{LiveReply, Message, SessionSummary};
+use confab_protocol::model::{LiveReply, Message, PendingRequest, SessionSummary};
 use confab_protocol::socket::{MAX_SERVER_FRAME_BYTES, MAX_SUBSCRIPTIONS};
 use confab_protocol::{ConnectionId, ServerEvent, SessionId, validate};
 
@@ -71,6 +71,11 @@ pub async fn subscribe(
             },
         )
         .await?;
+    let pending: Vec<PendingRequest> = rec
+        .turn
+        .as_ref()
+        .map(|t| t.pending().cloned().collect())
+        .unwrap_or_default();
     let live = rec.turn.and_then(|t| t.live);
     Ok(fit_subscribed(
         session_id,
@@ -78,6 +83,7 @@ pub async fn subscribe(
         messages,
         has_more,
         live,
+        pending,
     ))
 }
 
@@ -91,6 +97,7 @@ fn fit_subscribed(
     mut messages: Vec<Message>,
     mut has_more: bool,
     mut live: Option<LiveReply>,
+    pending: Vec<PendingRequest>,
 ) -> ServerEvent {
     loop {
         let event = ServerEvent::Subscribed {
@@ -99,6 +106,7 @@ fn fit_subscribed(
             messages: messages.clone(),
             has_more,
             live: live.clone(),
+            pending: pending.clone(),
         };
         let size = encode(&event).len();
         if size <= MAX_SERVER_FRAME_BYTES {

@@ -3,7 +3,9 @@
 //! from snapshot, block and delta frames by the offset rule.
 
 use crate::ids::{MessageId, SessionId};
-use crate::model::{Block, LiveReply, Message, Role, SessionStatus, SessionSummary};
+use crate::model::{
+    Block, LiveReply, Message, PendingRequest, Role, SessionStatus, SessionSummary,
+};
 use crate::rest::ErrorCode;
 use crate::rest::{MessagePage, SendMessageResponse, SessionDetail, SessionWithMessages};
 use crate::socket::RESUBSCRIBE_EVERY_MS;
@@ -50,6 +52,8 @@ pub struct CurrentSession {
     /// The user's messages not yet confirmed by the server, in sending order.
     pending: Vec<Message>,
     live: Option<LiveReply>,
+    /// What the running turn waits for the person to answer.
+    requests: Vec<PendingRequest>,
     has_older: bool,
     creating: bool,
     loading: bool,
@@ -72,6 +76,7 @@ impl CurrentSession {
             stored_ids: HashSet::new(),
             pending: Vec::new(),
             live: None,
+            requests: Vec::new(),
             has_older: false,
             creating: false,
             loading: false,
@@ -95,6 +100,11 @@ impl CurrentSession {
 
     pub fn summary(&self) -> Option<&SessionSummary> {
         self.summary.as_ref()
+    }
+
+    /// What the running turn waits for the person to answer, oldest first.
+    pub fn requests(&self) -> &[PendingRequest] {
+        &self.requests
     }
 
     pub fn live(&self) -> Option<&LiveReply> {
@@ -126,6 +136,7 @@ impl CurrentSession {
             Some(s) => match s.status {
                 SessionStatus::Running => Phase::Running,
                 SessionStatus::Idle => Phase::Idle,
+                SessionStatus::Waiting => Phase::Running,
             },
         }
     }
@@ -228,6 +239,7 @@ impl CurrentSession {
             self.insert_stored(m.clone());
         }
         self.merge_live(d.live.as_ref());
+        self.requests = d.pending.clone();
     }
 
     /// The answer of `POST /api/sessions/{id}/messages`.
@@ -254,6 +266,8 @@ impl CurrentSession {
         self.merge_summary(session);
         if !self.is_running() {
             self.awaiting_snapshot = false;
+            // The turn is over: nothing of it waits any more.
+            self.requests.clear();
         }
         let count = self.summary.as_ref().map_or(0, |s| s.message_count);
         if had && count > self.last_seq() {
@@ -273,8 +287,10 @@ impl CurrentSession {
                 messages,
                 live,
                 has_more,
+                pending,
                 ..
             } => {
+                self.requests = pending.clone();
                 self.resubscribing = false;
                 self.loading = false;
                 self.deleted = false;
@@ -363,6 +379,16 @@ impl CurrentSession {
                     Err(Missed) => self.gap(),
                 }
             }
+            ServerEvent::RequestCreated { request, .. } => {
+                if !self.requests.iter().any(|r| r.id == request.id) {
+                    self.requests.push(request.clone());
+                }
+                Effect::None
+            }
+            ServerEvent::RequestResolved { request_id, .. } => {
+                self.requests.retain(|r| &r.id != request_id);
+                Effect::None
+            }
             ServerEvent::Error {
                 code: ErrorCode::RateLimited,
                 ..
@@ -389,9 +415,7 @@ impl CurrentSession {
     // ---- internals -----------------------------------------------------------
 
     fn is_running(&self) -> bool {
-        self.summary
-            .as_ref()
-            .is_some_and(|s| s.status == SessionStatus::Running)
+        self.summary.as_ref().is_some_and(|s| s.status.is_active())
     }
 
     fn gap(&mut self) -> Effect {

@@ -121,7 +121,9 @@ impl<T: Transport> RestClient<T> {
             200..=299 => Ok(r),
             404 => Err(RestError::NotFound),
             status => {
-                let refusal = serde_json::from_str::<ErrorBody>(&r.body).ok();
+                let refusal = serde_json::from_str::<serde_json::Value>(&r.body)
+                    .and_then(serde_json::from_value::<ErrorBody>)
+                    .ok();
                 Err(RestError::Refused {
                     status,
                     code: refusal.as_ref().map(|b| b.error.code),
@@ -140,7 +142,11 @@ impl<T: Transport> RestClient<T> {
         body: Option<String>,
     ) -> Result<Answer<R>, RestError> {
         let r = self.exchange(method, path, body).await?;
-        let value = serde_json::from_str(&r.body).map_err(|_| RestError::Unreadable)?;
+        // Through a `Value`, as socket events are read: each type then has
+        // one reader in the web app rather than one per source.
+        let value = serde_json::from_str::<serde_json::Value>(&r.body)
+            .and_then(serde_json::from_value)
+            .map_err(|_| RestError::Unreadable)?;
         Ok(Answer {
             status: r.status,
             value,
@@ -223,6 +229,21 @@ impl<T: Transport> RestClient<T> {
             status: a.status,
             value: a.value.session,
         })
+    }
+
+    /// Answers a request the running turn waits on. A 409 (answered
+    /// already, in another tab) is `Refused` with code `conflict`.
+    pub async fn answer_request(
+        &self,
+        id: &SessionId,
+        request_id: &crate::RequestId,
+        answer: &crate::rest::AnswerRequest,
+    ) -> Result<crate::model::PendingRequest, RestError> {
+        let body = Self::json(answer)?;
+        let a: Answer<crate::rest::RequestEnvelope> = self
+            .call(Method::Post, routes::request(id, request_id), body)
+            .await?;
+        Ok(a.value.request)
     }
 
     pub async fn update(

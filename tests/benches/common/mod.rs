@@ -19,6 +19,7 @@ pub async fn in_process(
         max_sockets_per_owner: 100_000,
         max_turns: 100_000,
         socket_idle_secs: 600,
+        request_timeout_secs: 1_800,
         header_read_secs: 10,
         max_connections: 100_000,
     };

@@ -9,6 +9,7 @@ use dioxus::prelude::*;
 pub fn badge(s: &SessionSummary) -> (&'static str, &'static str) {
     match (s.status, s.last_turn.as_ref().map(|t| t.outcome)) {
         (SessionStatus::Running, _) => ("running", "badge badge-running"),
+        (SessionStatus::Waiting, _) => ("needs you", "badge badge-waiting"),
         (SessionStatus::Idle, Some(TurnOutcome::Failed)) => ("failed", "badge badge-failed"),
         (SessionStatus::Idle, Some(TurnOutcome::Stopped)) => ("stopped", "badge badge-stopped"),
         (SessionStatus::Idle, Some(TurnOutcome::Interrupted)) => {

@@ -3,10 +3,11 @@
 
 use crate::components::composer::Composer;
 use crate::components::message_view::MessageView;
+use crate::components::request_card::RequestCard;
 use crate::components::session_item::badge;
 use crate::state::{SocketCmd, use_app};
 use confab_protocol::client::Phase;
-use confab_protocol::model::{Message, MessageStatus, PermissionMode, Role, SessionStatus};
+use confab_protocol::model::{Message, MessageStatus, PermissionMode, Role};
 use confab_protocol::{ProjectId, SessionId};
 use dioxus::prelude::*;
 
@@ -100,13 +101,12 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
     let stored: Vec<Message> = c.stored().cloned().collect();
     let pending: Vec<Message> = c.pending().to_vec();
     let live = c.live().cloned();
+    let requests = c.requests().to_vec();
     let has_older = c.has_older();
     drop(current);
 
     // The server's word: a running turn keeps its Stop button whatever else is shown.
-    let running = summary
-        .as_ref()
-        .is_some_and(|s| s.status == SessionStatus::Running);
+    let running = summary.as_ref().is_some_and(|s| s.status.is_active());
     let title = summary
         .as_ref()
         .map_or_else(|| "New session".to_string(), |s| s.title.clone());
@@ -238,6 +238,9 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                         pending: e.pending,
                         on_retry: e.retry.map(|text| EventHandler::new(move |_| send(text.clone()))),
                     }
+                }
+                for r in requests {
+                    RequestCard { key: "{r.id}", session_id: id(), request: r }
                 }
             }
             Composer {

@@ -6,13 +6,58 @@ use super::errors::{Contention, backend, is_condition_failed};
 use super::parts::INLINE_MAX;
 use super::{BY_RUNNING, DynamoStore, MAX_ATTEMPTS, RUNNING};
 use crate::domain::records::{
-    ActiveTurn, MessageRange, NewTurn, SessionRecord, StartOutcome, TurnEnd,
+    self, ActiveTurn, MessageRange, NewTurn, Resolved, SessionRecord, StartOutcome, TurnEnd,
 };
 use crate::ports::{StoreError, TurnStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 use confab_protocol::SessionId;
-use confab_protocol::model::{LiveReply, Message, SessionSummary};
+use confab_protocol::model::{LiveReply, Message, PendingRequest, Resolution, SessionSummary};
+
+impl DynamoStore {
+    /// Writes a turn's requests with the summary they imply, if the row is
+    /// still at `rev` and runs `turn_id`; false when another write came
+    /// first (read again and retry).
+    async fn put_requests(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        requests: &[PendingRequest],
+        summary: &SessionSummary,
+        rev: i64,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression(
+                "SET turn.requests = :reqs, summary = :summary, activityKey = :ak, titleLc = :tlc, rev = :next",
+            )
+            .condition_expression("rev = :rev AND turn.turnId = :t")
+            .expression_attribute_values(":reqs", to_av(&requests)?)
+            .expression_attribute_values(":rev", n(rev))
+            .expression_attribute_values(":next", n(rev + 1))
+            .expression_attribute_values(":t", s(turn_id))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        for (k, v) in Self::summary_values(summary)? {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats
+                    .estimate(2.0 * units(session_size(summary, None) + 1024));
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
 
 #[async_trait]
 impl TurnStore for DynamoStore {
@@ -265,6 +310,70 @@ impl TurnStore for DynamoStore {
             }
             Err(e) => Err(backend(e)),
         }
+    }
+
+    async fn add_request(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        request: &PendingRequest,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self.load(session_id).await?
+            else {
+                return Ok(None);
+            };
+            let Some(turn) = record.turn.as_mut().filter(|t| t.turn_id == turn_id) else {
+                return Ok(None);
+            };
+            records::ask(turn, &mut record.summary, request, now_ms);
+            if self
+                .put_requests(session_id, turn_id, &turn.requests, &record.summary, rev)
+                .await?
+            {
+                return Ok(Some(record.summary));
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn answer_request(
+        &self,
+        owner: &str,
+        session_id: &str,
+        request_id: &str,
+        resolution: &Resolution,
+    ) -> Result<Resolved, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self
+                .load(session_id)
+                .await?
+                .filter(|l| l.record.owner == owner)
+            else {
+                return Ok(Resolved::NotFound);
+            };
+            let Some(turn) = record.turn.as_mut() else {
+                return Ok(Resolved::NotFound);
+            };
+            let turn_id = turn.turn_id.clone();
+            let out = records::answer(turn, &mut record.summary, request_id, resolution);
+            if !matches!(out, Resolved::Now(..)) {
+                return Ok(out);
+            }
+            // The conditional write is what makes this answer the first.
+            if self
+                .put_requests(session_id, &turn_id, &turn.requests, &record.summary, rev)
+                .await?
+            {
+                return Ok(out);
+            }
+        }
+        Err(backend(Contention))
     }
 
     async fn finish_turn(

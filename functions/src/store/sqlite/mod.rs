@@ -3,14 +3,17 @@
 //! can neither skip nor repeat.
 
 use crate::clock::now_ms;
+use crate::domain::records;
 use crate::domain::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
-    RESUBSCRIBE_EVERY_MS, SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome,
-    SubscribeOutcome, Subscriber, TurnEnd,
+    RESUBSCRIBE_EVERY_MS, Resolved, SessionPatch, SessionQuery, SessionRecord, SessionRef,
+    StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
-use confab_protocol::model::{LiveReply, Message, ProjectSummary, SessionSummary};
+use confab_protocol::model::{
+    LiveReply, Message, PendingRequest, ProjectSummary, Resolution, SessionSummary,
+};
 use confab_protocol::{SessionId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
@@ -600,6 +603,58 @@ impl TurnStore for SqliteStore {
                 .map_err(db)?;
             }
             Ok(Some(rec))
+        })
+        .await
+    }
+
+    async fn add_request(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        request: &PendingRequest,
+        now_ms: i64,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        let (session_id, turn_id, request) =
+            (session_id.to_string(), turn_id.to_string(), request.clone());
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)? else {
+                return Ok(None);
+            };
+            let Some(turn) = rec.turn.as_mut().filter(|t| t.turn_id == turn_id) else {
+                return Ok(None);
+            };
+            records::ask(turn, &mut rec.summary, &request, now_ms);
+            save_session(tx, &rec.summary, rec.turn.as_ref())?;
+            Ok(Some(rec.summary))
+        })
+        .await
+    }
+
+    async fn answer_request(
+        &self,
+        owner: &str,
+        session_id: &str,
+        request_id: &str,
+        resolution: &Resolution,
+    ) -> Result<Resolved, StoreError> {
+        let (owner, session_id, request_id, resolution) = (
+            owner.to_string(),
+            session_id.to_string(),
+            request_id.to_string(),
+            resolution.clone(),
+        );
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)?.filter(|r| r.owner == owner) else {
+                return Ok(Resolved::NotFound);
+            };
+            let Some(turn) = rec.turn.as_mut() else {
+                return Ok(Resolved::NotFound);
+            };
+            let out = records::answer(turn, &mut rec.summary, &request_id, &resolution);
+            if matches!(out, Resolved::Now(..)) {
+                save_session(tx, &rec.summary, rec.turn.as_ref())?;
+            }
+            Ok(out)
         })
         .await
     }
