@@ -442,3 +442,114 @@ async fn a_line_too_long_from_claude_code_fails_the_turn() {
     let error = done["session"]["lastTurn"]["error"].as_str().unwrap();
     assert!(error.contains("over 8 MiB"), "{error}");
 }
+
+/// Starts a Claude Code session with `text` in `default` mode and waits
+/// until it asks the person; returns the session id and the request.
+async fn claude_asks(c: &Claude, text: &str) -> (String, serde_json::Value) {
+    let api = c.gw.api(None);
+    let sid = id();
+    let body = json!({ "id": sid, "projectId": "app", "message": { "id": id(), "text": text } });
+    assert_eq!(
+        api.call("POST", routes::SESSIONS, Some(body)).await.status,
+        201
+    );
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    (sid, detail["pending"][0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_asks_before_a_tool_and_the_answer_reaches_it() {
+    let c = claude_gateway().await;
+    let api = c.gw.api(None);
+    let args = |c: &Claude| read(&c.log.join("args"));
+
+    // Allowed for the session: the CLI gets its input back and the rule it
+    // suggested, and the tool runs.
+    let (sid, req) = claude_asks(&c, "please approve a command").await;
+    assert!(args(&c).contains("--input-format stream-json --permission-prompt-tool stdio"));
+    assert_eq!(req["kind"], "tool");
+    assert_eq!(req["tool"], "Bash");
+    assert_eq!(req["input"]["command"], "touch approved.txt");
+    let path = format!(
+        "/api/sessions/{sid}/requests/{}",
+        req["id"].as_str().unwrap()
+    );
+    let r = api
+        .call("POST", &path, Some(json!({"decision": "allow_session"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let reply = &api.all_messages(&sid).await[1];
+    assert_eq!(
+        reply.content.last().and_then(Block::as_text),
+        Some("Created approved.txt.")
+    );
+    assert!(c.root.join("app/approved.txt").exists(), "the tool ran");
+    let control: Vec<serde_json::Value> = read(&c.log.join("control"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(control[0]["request"]["subtype"], "initialize");
+    let answer = &control[1]["response"];
+    assert_eq!(answer["request_id"], "req_fake_a");
+    assert_eq!(answer["response"]["behavior"], "allow");
+    assert_eq!(
+        answer["response"]["updatedInput"]["command"],
+        "touch approved.txt"
+    );
+    assert_eq!(
+        answer["response"]["updatedPermissions"][0]["rules"][0]["ruleContent"], "touch:*",
+        "allow for the session passes on the rule the CLI suggested"
+    );
+
+    // Denied with a word: the CLI gets it, and the tool does not run.
+    std::fs::remove_file(c.root.join("app/approved.txt")).unwrap();
+    let (sid, req) = claude_asks(&c, "please approve a command").await;
+    let path = format!(
+        "/api/sessions/{sid}/requests/{}",
+        req["id"].as_str().unwrap()
+    );
+    let r = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"decision": "deny", "message": "not today"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let reply = &api.all_messages(&sid).await[1];
+    assert!(
+        reply.content.iter().any(|b| matches!(b, Block::ToolResult { content, is_error: true, .. } if content.contains("not today"))),
+        "{reply:?}"
+    );
+    assert!(
+        !c.root.join("app/approved.txt").exists(),
+        "a denied tool does not run"
+    );
+
+    // A question: the chosen option goes back as the tool's answers.
+    let (sid, req) = claude_asks(&c, "a question first").await;
+    assert_eq!(req["kind"], "question");
+    assert_eq!(req["questions"][0]["options"][1]["label"], "Postgres");
+    let path = format!(
+        "/api/sessions/{sid}/requests/{}",
+        req["id"].as_str().unwrap()
+    );
+    let r = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"decision": "allow", "answers": {"Which database?": "Postgres"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let reply = &api.all_messages(&sid).await[1];
+    assert_eq!(reply.plain_text(), "Going with Postgres.");
+}

@@ -1,13 +1,20 @@
 //! The Claude Code CLI as a child process: `claude -p --output-format
-//! stream-json --verbose`, resumed with `--resume <agentSessionId>`, in the
-//! session's project folder under `CONFAB_PROJECTS_ROOT`. The child runs in
-//! its own process group; dropping the stream (stop, shutdown) kills the
-//! whole group at once.
+//! stream-json --verbose --input-format stream-json --permission-prompt-tool
+//! stdio`, resumed with `--resume <agentSessionId>`, in the session's project
+//! folder under `CONFAB_PROJECTS_ROOT`. The message goes in on stdin as a
+//! stream-json `user` line, and stdin stays open for the CLI's own control
+//! protocol (as Anthropic's Agent SDKs speak it): a permission prompt or an
+//! `AskUserQuestion` arrives as a `control_request` of subtype
+//! `can_use_tool`, becomes a request to the person, and their answer goes
+//! back as a `control_response`. The child runs in its own process group;
+//! dropping the stream (stop, shutdown) kills the whole group at once.
 
 use super::prompt::transcript;
-use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest};
+use crate::ports::{Agent, AgentError, AgentEvent, AgentRequest, AnswerSlot, Ask};
 use async_trait::async_trait;
-use confab_protocol::model::{Block, Role, Usage};
+use confab_protocol::model::{
+    Block, Decision, Question, QuestionOption, RequestKind, Resolution, Role, Usage,
+};
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -135,8 +142,194 @@ struct Run {
     lines: BufReader<ChildStdout>,
     queue: VecDeque<AgentEvent>,
     finished: bool,
-    /// Writes the prompt to the child; aborted with the run.
+    /// Lines for the child's stdin (the message, then control responses).
+    input: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Writes them; aborted with the run.
     _feed: AbortOnDrop,
+    /// Each waits for the person's answer to one request and sends it on;
+    /// aborted with the run.
+    _waiting: Vec<AbortOnDrop>,
+}
+
+impl Run {
+    /// Turns a control request into a request to the person, whose answer
+    /// a task sends back when it comes.
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::CanUseTool {
+                request_id,
+                tool,
+                input,
+                suggestions,
+                reason,
+            } => {
+                let (slot, answer) = AnswerSlot::new();
+                self.queue
+                    .push_back(AgentEvent::Ask(ask_of(&tool, &input, reason, slot)));
+                let out = self.input.clone();
+                self._waiting.push(AbortOnDrop(tokio::spawn(async move {
+                    if let Ok(r) = answer.await {
+                        let _ = out.send(permission_response(
+                            &request_id,
+                            &tool,
+                            &input,
+                            &suggestions,
+                            &r,
+                        ));
+                    }
+                })));
+            }
+            Control::Unsupported {
+                request_id,
+                subtype,
+            } => {
+                let _ = self.input.send(
+                    serde_json::json!({
+                        "type": "control_response",
+                        "response": {
+                            "subtype": "error",
+                            "request_id": request_id,
+                            "error": format!("Confab does not handle {subtype}"),
+                        },
+                    })
+                    .to_string(),
+                );
+            }
+        }
+    }
+}
+
+/// What a `control_request` from the CLI asks.
+#[derive(Debug, PartialEq)]
+enum Control {
+    /// `can_use_tool`: a tool to allow, or `AskUserQuestion`'s questions.
+    CanUseTool {
+        request_id: String,
+        tool: String,
+        input: Value,
+        /// Rules the CLI suggests for "allow for this session".
+        suggestions: Value,
+        reason: Option<String>,
+    },
+    /// Anything else (hooks, MCP): Confab registers none, so it says so.
+    Unsupported { request_id: String, subtype: String },
+}
+
+/// The questions of an `AskUserQuestion` input.
+fn questions(input: &Value) -> Vec<Question> {
+    input["questions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| Question {
+            question: q["question"].as_str().unwrap_or_default().to_string(),
+            header: q["header"].as_str().map(str::to_string),
+            options: q["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| QuestionOption {
+                    label: o["label"].as_str().unwrap_or_default().to_string(),
+                    description: o["description"].as_str().map(str::to_string),
+                })
+                .collect(),
+            multi_select: q["multiSelect"].as_bool().unwrap_or(false),
+        })
+        .collect()
+}
+
+/// The request to the person a `can_use_tool` makes.
+fn ask_of(tool: &str, input: &Value, reason: Option<String>, answer: AnswerSlot) -> Ask {
+    if tool == "AskUserQuestion" {
+        Ask {
+            kind: RequestKind::Question,
+            tool: None,
+            input: None,
+            reason,
+            questions: questions(input),
+            answer,
+        }
+    } else {
+        Ask {
+            kind: RequestKind::Tool,
+            tool: Some(tool.to_string()),
+            input: Some(input.clone()),
+            reason,
+            questions: Vec::new(),
+            answer,
+        }
+    }
+}
+
+/// The `control_response` line that carries the person's answer.
+fn permission_response(
+    request_id: &str,
+    tool: &str,
+    input: &Value,
+    suggestions: &Value,
+    r: &Resolution,
+) -> String {
+    let response = match r.decision {
+        Decision::Deny => serde_json::json!({
+            "behavior": "deny",
+            "message": r.message.clone().unwrap_or_else(|| "The person denied this.".into()),
+        }),
+        Decision::Allow | Decision::AllowSession => {
+            let mut updated = input.clone();
+            if tool == "AskUserQuestion"
+                && let Value::Object(m) = &mut updated
+            {
+                m.insert("answers".into(), serde_json::json!(r.answers));
+            }
+            let mut allow = serde_json::json!({ "behavior": "allow", "updatedInput": updated });
+            if r.decision == Decision::AllowSession {
+                allow["updatedPermissions"] = match suggestions {
+                    Value::Array(s) if !s.is_empty() => suggestions.clone(),
+                    _ => serde_json::json!([{
+                        "type": "addRules",
+                        "rules": [{ "toolName": tool }],
+                        "behavior": "allow",
+                        "destination": "session",
+                    }]),
+                };
+            }
+            allow
+        }
+    };
+    serde_json::json!({
+        "type": "control_response",
+        "response": { "subtype": "success", "request_id": request_id, "response": response },
+    })
+    .to_string()
+}
+
+/// A control request the CLI sent, if the line is one.
+fn control_of(v: &Value) -> Option<Control> {
+    if v["type"].as_str() != Some("control_request") {
+        return None;
+    }
+    let request_id = v["request_id"].as_str().unwrap_or_default().to_string();
+    let r = &v["request"];
+    Some(match r["subtype"].as_str() {
+        Some("can_use_tool") => Control::CanUseTool {
+            request_id,
+            tool: r["tool_name"].as_str().unwrap_or_default().to_string(),
+            input: r["input"].clone(),
+            suggestions: r["permission_suggestions"].clone(),
+            reason: r["decision_reason"]
+                .as_str()
+                .or_else(|| {
+                    r["blocked_path"]
+                        .as_str()
+                        .map(|_| "It touches a path outside the project.")
+                })
+                .map(str::to_string),
+        },
+        other => Control::Unsupported {
+            request_id,
+            subtype: other.unwrap_or_default().to_string(),
+        },
+    })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -316,6 +509,10 @@ impl Agent for ClaudeCode {
             "--output-format",
             "stream-json",
             "--verbose",
+            "--input-format",
+            "stream-json",
+            "--permission-prompt-tool",
+            "stdio",
             "--permission-mode",
             request.permission_mode.as_str(),
         ]);
@@ -360,24 +557,55 @@ impl Agent for ClaudeCode {
             .take()
             .ok_or_else(|| AgentError::new("Claude Code's input could not be written."))?;
         let group = Group { child };
-        let text = prompt(&request);
-        // The prompt goes on stdin: no length limit, and not visible in `ps`.
-        // A task writes it, so a child that does not read cannot hold the
-        // turn up; stopping or shutting down drops the run and the task.
+        // Stdin stays open: the message, then the answers to the CLI's
+        // control requests. A task writes the lines, so a child that does
+        // not read cannot hold the turn up; stopping or shutting down drops
+        // the run and the task.
+        let (input, mut lines_in) = tokio::sync::mpsc::unbounded_channel::<String>();
         let feed = tokio::spawn(async move {
-            if let Err(e) = stdin.write_all(text.as_bytes()).await {
-                tracing::warn!(
-                    error = &e as &dyn std::error::Error,
-                    "Claude Code did not take the message"
-                );
+            while let Some(line) = lines_in.recv().await {
+                let written = async {
+                    stdin.write_all(line.as_bytes()).await?;
+                    stdin.write_all(b"\n").await?;
+                    stdin.flush().await
+                };
+                if let Err(e) = written.await {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "Claude Code did not take its input"
+                    );
+                    return;
+                }
             }
         });
+        // The control protocol's handshake, as the Agent SDKs open it (no
+        // hooks), then the message as a stream-json `user` line: no length
+        // limit, and not visible in `ps`.
+        let _ = input.send(
+            serde_json::json!({
+                "type": "control_request",
+                "request_id": "confab_init",
+                "request": { "subtype": "initialize", "hooks": null },
+            })
+            .to_string(),
+        );
+        let _ = input.send(
+            serde_json::json!({
+                "type": "user",
+                "message": { "role": "user", "content": prompt(&request) },
+                "parent_tool_use_id": null,
+                "session_id": request.agent_session_id.clone().unwrap_or_default(),
+            })
+            .to_string(),
+        );
         let run = Run {
             group,
             lines: BufReader::new(stdout),
             queue: VecDeque::new(),
             finished: false,
+            input,
             _feed: AbortOnDrop(feed),
+            _waiting: Vec::new(),
         };
         Ok(stream::unfold(Some(run), |run| async move {
             let mut run = run?;
@@ -399,6 +627,13 @@ impl Agent for ClaudeCode {
                         ));
                     }
                     Ok(Some(line)) if line.trim().is_empty() => continue,
+                    Ok(Some(line)) if line.contains("\"control_request\"") => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&line)
+                            && let Some(c) = control_of(&v)
+                        {
+                            run.control(c);
+                        }
+                    }
                     Ok(Some(line)) => match parse_line(&line) {
                         Ok((events, done)) => {
                             run.queue.extend(events);
