@@ -156,10 +156,27 @@ pub enum MessageStatus {
     Interrupted,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Block {
+/// Defines `Block` and, for tests only, the same enum with serde's derived
+/// reader, which the hand-written reader must agree with.
+macro_rules! block {
+    ($($variants:tt)*) => {
+        /// Serialized by serde's derive; deserialized by hand (below): the
+        /// derived reader of an internally tagged enum buffers every field
+        /// and is one of the web app's largest functions.
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum Block { $($variants)* }
+
+        /// `Block` with serde's derived reader (tests only).
+        #[cfg(test)]
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub(crate) enum DerivedBlock { $($variants)* }
+    };
+}
+
+block! {
     Text {
         text: String,
     },
@@ -184,6 +201,47 @@ pub enum Block {
         )]
         duration_ms: Option<u64>,
     },
+}
+
+impl<'de> Deserialize<'de> for Block {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        type Map = serde_json::Map<String, serde_json::Value>;
+        fn take<T: serde::de::DeserializeOwned, E: Error>(
+            m: &mut Map,
+            k: &'static str,
+        ) -> Result<T, E> {
+            let v = m.remove(k).unwrap_or(serde_json::Value::Null);
+            serde_json::from_value(v).map_err(|e| E::custom(format_args!("{k}: {e}")))
+        }
+        let mut m = Map::deserialize(d)?;
+        let m = &mut m;
+        let kind: String = take(m, "type")?;
+        Ok(match kind.as_str() {
+            "text" => Block::Text {
+                text: take(m, "text")?,
+            },
+            "tool_use" => Block::ToolUse {
+                id: take(m, "id")?,
+                name: take(m, "name")?,
+                input: m
+                    .remove("input")
+                    .ok_or_else(|| D::Error::missing_field("input"))?,
+            },
+            "tool_result" => Block::ToolResult {
+                tool_use_id: take(m, "toolUseId")?,
+                content: take(m, "content")?,
+                is_error: take(m, "isError")?,
+                duration_ms: take(m, "durationMs")?,
+            },
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["text", "tool_use", "tool_result"],
+                ));
+            }
+        })
+    }
 }
 
 impl Block {
@@ -349,4 +407,73 @@ pub struct PendingRequest {
     /// pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn hand(v: &Value) -> Option<Value> {
+        serde_json::from_value::<Block>(v.clone())
+            .ok()
+            .map(|b| serde_json::to_value(b).unwrap())
+    }
+
+    fn derived(v: &Value) -> Option<Value> {
+        serde_json::from_value::<DerivedBlock>(v.clone())
+            .ok()
+            .map(|b| serde_json::to_value(b).unwrap())
+    }
+
+    #[test]
+    fn every_block_is_read_by_hand_as_serde_would_read_it() {
+        let samples = [
+            Block::text("hi"),
+            Block::ToolUse {
+                id: "t".into(),
+                name: "Bash".into(),
+                input: json!({"command": "ls"}),
+            },
+            Block::ToolResult {
+                tool_use_id: "t".into(),
+                content: "out".into(),
+                is_error: false,
+                duration_ms: Some(5),
+            },
+            Block::ToolResult {
+                tool_use_id: "t".into(),
+                content: "".into(),
+                is_error: true,
+                duration_ms: None,
+            },
+        ];
+        for b in samples {
+            let v = serde_json::to_value(&b).unwrap();
+            assert_eq!(serde_json::from_value::<Block>(v.clone()).unwrap(), b);
+            assert_eq!(derived(&v), Some(v.clone()));
+            let Value::Object(fields) = &v else {
+                unreachable!()
+            };
+            for k in fields.keys() {
+                let mut without = fields.clone();
+                without.remove(k);
+                let without = Value::Object(without);
+                assert_eq!(hand(&without), derived(&without), "{v} without {k}");
+                for wrong in [json!({"not": "this"}), Value::Null, json!(7)] {
+                    let mut w = fields.clone();
+                    w.insert(k.clone(), wrong.clone());
+                    let w = Value::Object(w);
+                    assert_eq!(hand(&w), derived(&w), "{v} with {k} = {wrong}");
+                }
+            }
+            let mut extra = fields.clone();
+            extra.insert("later".into(), json!(1));
+            let extra = Value::Object(extra);
+            assert_eq!(hand(&extra), derived(&extra));
+        }
+        let unknown = json!({"type": "image", "url": "x"});
+        assert_eq!(hand(&unknown), None);
+        assert_eq!(derived(&unknown), None);
+    }
 }
