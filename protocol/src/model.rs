@@ -160,9 +160,11 @@ pub enum MessageStatus {
 /// reader, which the hand-written reader must agree with.
 macro_rules! block {
     ($($variants:tt)*) => {
-        /// Serialized by serde's derive; deserialized by hand (below): the
-        /// derived reader of an internally tagged enum buffers every field
-        /// and is one of the web app's largest functions.
+        /// One piece of a message's content: text, a tool call, or a tool's
+        /// result.
+        // Serialized by serde's derive; deserialized by hand (below): the
+        // derived reader of an internally tagged enum buffers every field
+        // and is one of the web app's largest functions.
         #[derive(Clone, Debug, PartialEq, Serialize)]
         #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "type", rename_all = "snake_case")]

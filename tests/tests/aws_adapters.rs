@@ -509,6 +509,64 @@ async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
     assert!(rec.turn.is_some(), "a live turn is left running");
 }
 
+/// On AWS a request to the person is denied, with a message the agent
+/// sees, before the worker's invocation runs out, rather than the turn
+/// being cut off with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_denied_before_the_workers_time_runs_out() {
+    use confab_functions::aws::worker::{DEADLINE_MARGIN, Worker, WorkerEvent};
+    use confab_functions::domain::runner::RunnerConfig;
+    use confab_protocol::model::TurnOutcome;
+
+    let gw = Gateway::start(&[]).await;
+    let (push, _) = push_to(&gw).await;
+    let (store, _) = moto::dynamo_store().await;
+    let n = confab_tests::conformance::new_session(
+        "alice",
+        "p",
+        "t",
+        "/approve",
+        confab_functions::clock::now_ms(),
+    );
+    store.create_session(&n).await.unwrap();
+    let job = confab_functions::ports::TurnJob {
+        owner: "alice".into(),
+        session_id: n.summary.id.clone(),
+        turn_id: n.turn.turn_id.clone(),
+    };
+    let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
+    Worker {
+        store: &store,
+        push: &push,
+        agent: &agent,
+        runner: &RunnerConfig::default(),
+    }
+    .handle(
+        WorkerEvent::Turn(job),
+        Some(DEADLINE_MARGIN * 2 + Duration::from_secs(2)),
+    )
+    .await
+    .expect("turn");
+    let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.summary.last_turn.expect("last turn").outcome,
+        TurnOutcome::Completed,
+        "the turn carried on without the answer"
+    );
+    let (msgs, _) = store
+        .messages(
+            &n.summary.id,
+            confab_functions::domain::records::MessageRange::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert!(
+        msgs[1].plain_text().contains("Nobody answered in time"),
+        "{}",
+        msgs[1].plain_text()
+    );
+}
+
 /// An OpenAI-format reply stream of `n` words, `delay` apart.
 fn openai_words(n: usize, delay: Duration) -> Reply {
     let chunk = |delta: Value, finish: Value| {

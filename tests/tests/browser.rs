@@ -679,7 +679,14 @@ async fn markdown_links_tables_and_task_lists_render_and_pathological_input_does
     let text = "See [Rust](https://en.wikipedia.org/wiki/Rust_(programming_language)) and www.rust-lang.org.\n\n| a | b |\n|---|:-:|\n| `x` | ~~y~~ |\n\n- [x] done\n- [ ] to do";
     w.paste_and_send(text).await;
     let reply = "document.querySelector('article.msg-agent[data-status=stored] .msg-body')";
-    w.until("the reply", &format!("return !!{reply}")).await;
+    // Blocks out of view are not laid out (`content-visibility: auto`), and
+    // one just added is laid out at the next frame: until then its
+    // `innerText` is empty.
+    w.until(
+        "the reply on screen",
+        &format!("return !!{reply} && {reply}.innerText.includes('www.rust-lang.org')"),
+    )
+    .await;
     assert_eq!(
         w.js(&format!("return {reply}.querySelector('a[href=\"https://en.wikipedia.org/wiki/Rust_(programming_language)\"]')?.innerText")).await,
         "Rust",

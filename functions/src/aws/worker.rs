@@ -56,8 +56,21 @@ impl Worker<'_> {
                     let _ = tx.send(true);
                     std::future::pending::<()>().await
                 };
+                // A request to the person waits at most until just before the
+                // invocation's end: it is then denied with a message the
+                // agent sees, rather than the turn being cut off with it.
+                let runner = match remaining {
+                    Some(r) => RunnerConfig {
+                        request_timeout: self
+                            .runner
+                            .request_timeout
+                            .min(r.saturating_sub(DEADLINE_MARGIN * 2)),
+                        ..self.runner.clone()
+                    },
+                    None => self.runner.clone(),
+                };
                 tokio::select! {
-                    r = run_turn(self.store, self.push, self.agent, self.runner, &job, rx) => r,
+                    r = run_turn(self.store, self.push, self.agent, &runner, &job, rx) => r,
                     _ = deadline => unreachable!("the deadline future never ends"),
                 }
             }
