@@ -117,11 +117,102 @@ pub struct LastTurn {
     pub error: Option<String>,
 }
 
-/// What lists show and what `session.*` events carry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct SessionSummary {
+/// Readers written by hand for the types the web app reads most: through a
+/// JSON object map, field by field (the derived readers of these types were
+/// among the web app's largest functions). Each type also has a twin with
+/// serde's derived reader, for tests only, which its reader is held to.
+pub(crate) mod read {
+    use serde::de::Error;
+
+    pub type Map = serde_json::Map<String, serde_json::Value>;
+
+    /// Field `k`: required unless its type takes `null` (an `Option`).
+    pub fn take<T: serde::de::DeserializeOwned, E: Error>(
+        m: &mut Map,
+        k: &'static str,
+    ) -> Result<T, E> {
+        let v = m.remove(k).unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(v).map_err(|e| E::custom(format_args!("{k}: {e}")))
+    }
+
+    /// Field `k`, or the default when it is absent (`#[serde(default)]`).
+    pub fn or_default<T: serde::de::DeserializeOwned + Default, E: Error>(
+        m: &mut Map,
+        k: &'static str,
+    ) -> Result<T, E> {
+        if m.contains_key(k) {
+            take(m, k)
+        } else {
+            Ok(T::default())
+        }
+    }
+
+    /// A struct, and for tests only its twin with serde's derived reader.
+    macro_rules! with_twin {
+        ($(#[$m:meta])* pub struct $name:ident, $twin:ident { $($body:tt)* }) => {
+            $(#[$m])*
+            #[derive(Clone, Debug, PartialEq, Serialize)]
+            #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+            #[serde(rename_all = "camelCase")]
+            pub struct $name { $($body)* }
+
+            #[cfg(test)]
+            #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            pub(crate) struct $twin { $($body)* }
+        };
+    }
+    pub(crate) use with_twin;
+
+    /// Whether the hand-written reader `H` takes or refuses `v`, and what it
+    /// makes of it, as serde's derived reader `D` does: `v` itself, and `v`
+    /// with each field taken out, replaced by wrong values, and an unknown
+    /// field added.
+    #[cfg(test)]
+    pub fn agrees<H, D>(v: &serde_json::Value)
+    where
+        H: serde::de::DeserializeOwned + serde::Serialize,
+        D: serde::de::DeserializeOwned + serde::Serialize,
+    {
+        use serde_json::{Value, json};
+        let hand = |v: &Value| {
+            serde_json::from_value::<H>(v.clone())
+                .ok()
+                .map(|x| serde_json::to_value(x).unwrap())
+        };
+        let derived = |v: &Value| {
+            serde_json::from_value::<D>(v.clone())
+                .ok()
+                .map(|x| serde_json::to_value(x).unwrap())
+        };
+        assert_eq!(hand(v), Some(v.clone()), "the hand reader loses nothing");
+        assert_eq!(derived(v), Some(v.clone()));
+        let Value::Object(fields) = v else {
+            panic!("an object")
+        };
+        for k in fields.keys() {
+            let mut without = fields.clone();
+            without.remove(k);
+            let without = Value::Object(without);
+            assert_eq!(hand(&without), derived(&without), "{v} without {k}");
+            for wrong in [json!({"not": "this"}), Value::Null, json!(7)] {
+                let mut w = fields.clone();
+                w.insert(k.clone(), wrong.clone());
+                let w = Value::Object(w);
+                assert_eq!(hand(&w), derived(&w), "{v} with {k} = {wrong}");
+            }
+        }
+        let mut extra = fields.clone();
+        extra.insert("later".into(), json!(1));
+        let extra = Value::Object(extra);
+        assert_eq!(hand(&extra), derived(&extra));
+    }
+}
+
+read::with_twin! {
+    /// What lists show and what `session.*` events carry.
+    #[derive(Eq)]
+    pub struct SessionSummary, DerivedSessionSummary {
     pub id: SessionId,
     pub project_id: ProjectId,
     pub title: String,
@@ -136,6 +227,31 @@ pub struct SessionSummary {
     pub last_turn: Option<LastTurn>,
     pub agent_session_id: Option<String>,
     pub version: u64,
+}
+}
+
+impl<'de> Deserialize<'de> for SessionSummary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::take;
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(SessionSummary {
+            id: take(m, "id")?,
+            project_id: take(m, "projectId")?,
+            title: take(m, "title")?,
+            status: take(m, "status")?,
+            permission_mode: take(m, "permissionMode")?,
+            created_at: take(m, "createdAt")?,
+            updated_at: take(m, "updatedAt")?,
+            last_message_at: take(m, "lastMessageAt")?,
+            message_count: take(m, "messageCount")?,
+            usage: take(m, "usage")?,
+            first_message_preview: take(m, "firstMessagePreview")?,
+            last_turn: take(m, "lastTurn")?,
+            agent_session_id: take(m, "agentSessionId")?,
+            version: take(m, "version")?,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,16 +323,9 @@ block! {
 
 impl<'de> Deserialize<'de> for Block {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::take;
         use serde::de::Error;
-        type Map = serde_json::Map<String, serde_json::Value>;
-        fn take<T: serde::de::DeserializeOwned, E: Error>(
-            m: &mut Map,
-            k: &'static str,
-        ) -> Result<T, E> {
-            let v = m.remove(k).unwrap_or(serde_json::Value::Null);
-            serde_json::from_value(v).map_err(|e| E::custom(format_args!("{k}: {e}")))
-        }
-        let mut m = Map::deserialize(d)?;
+        let mut m = read::Map::deserialize(d)?;
         let m = &mut m;
         let kind: String = take(m, "type")?;
         Ok(match kind.as_str() {
@@ -260,11 +369,9 @@ impl Block {
     }
 }
 
-/// A stored message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct Message {
+read::with_twin! {
+    /// A stored message.
+    pub struct Message, DerivedMessage {
     pub id: MessageId,
     pub session_id: SessionId,
     pub seq: u64,
@@ -275,6 +382,27 @@ pub struct Message {
     pub status: MessageStatus,
     pub error: Option<String>,
     pub usage: Option<Usage>,
+}
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::take;
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(Message {
+            id: take(m, "id")?,
+            session_id: take(m, "sessionId")?,
+            seq: take(m, "seq")?,
+            role: take(m, "role")?,
+            turn_id: take(m, "turnId")?,
+            created_at: take(m, "createdAt")?,
+            content: take(m, "content")?,
+            status: take(m, "status")?,
+            error: take(m, "error")?,
+            usage: take(m, "usage")?,
+        })
+    }
 }
 
 impl Message {
@@ -381,11 +509,10 @@ pub struct Resolution {
     pub resolved_at: Timestamp,
 }
 
-/// A turn paused on the person: a tool to approve or questions to answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct PendingRequest {
+read::with_twin! {
+    /// A turn paused on the person: a tool to approve or questions to answer.
+    #[derive(Eq)]
+    pub struct PendingRequest, DerivedPendingRequest {
     pub id: RequestId,
     pub session_id: SessionId,
     pub turn_id: TurnId,
@@ -410,23 +537,66 @@ pub struct PendingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
 }
+}
+
+impl<'de> Deserialize<'de> for PendingRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::{or_default, take};
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(PendingRequest {
+            id: take(m, "id")?,
+            session_id: take(m, "sessionId")?,
+            turn_id: take(m, "turnId")?,
+            kind: take(m, "kind")?,
+            tool: take(m, "tool")?,
+            input: or_default(m, "input")?,
+            reason: take(m, "reason")?,
+            questions: or_default(m, "questions")?,
+            created_at: take(m, "createdAt")?,
+            expires_at: take(m, "expiresAt")?,
+            resolution: take(m, "resolution")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_is_read_by_hand_as_serde_would_read_it() {
+        let mut s: SessionSummary =
+            serde_json::from_value(serde_json::to_value(crate::fixtures::summary()).unwrap())
+                .unwrap();
+        read::agrees::<SessionSummary, DerivedSessionSummary>(&serde_json::to_value(&s).unwrap());
+        s.last_turn = None;
+        s.agent_session_id = None;
+        read::agrees::<SessionSummary, DerivedSessionSummary>(&serde_json::to_value(&s).unwrap());
+    }
+
+    #[test]
+    fn a_message_and_a_request_are_read_by_hand_as_serde_would_read_them() {
+        let m = crate::fixtures::message();
+        read::agrees::<Message, DerivedMessage>(&serde_json::to_value(&m).unwrap());
+        let mut r = crate::fixtures::request();
+        read::agrees::<PendingRequest, DerivedPendingRequest>(&serde_json::to_value(&r).unwrap());
+        r.resolution = Some(Resolution {
+            decision: Decision::Deny,
+            message: Some("no".into()),
+            answers: [("q".to_string(), "a".to_string())].into(),
+            resolved_at: Timestamp::from_millis(3),
+        });
+        r.input = None;
+        r.questions.clear();
+        read::agrees::<PendingRequest, DerivedPendingRequest>(&serde_json::to_value(&r).unwrap());
+    }
+}
 
 #[cfg(test)]
 mod block_tests {
     use super::*;
-    use serde_json::{Value, json};
-
-    fn hand(v: &Value) -> Option<Value> {
-        serde_json::from_value::<Block>(v.clone())
-            .ok()
-            .map(|b| serde_json::to_value(b).unwrap())
-    }
-
-    fn derived(v: &Value) -> Option<Value> {
-        serde_json::from_value::<DerivedBlock>(v.clone())
-            .ok()
-            .map(|b| serde_json::to_value(b).unwrap())
-    }
+    use serde_json::json;
 
     #[test]
     fn every_block_is_read_by_hand_as_serde_would_read_it() {
@@ -451,31 +621,10 @@ mod block_tests {
             },
         ];
         for b in samples {
-            let v = serde_json::to_value(&b).unwrap();
-            assert_eq!(serde_json::from_value::<Block>(v.clone()).unwrap(), b);
-            assert_eq!(derived(&v), Some(v.clone()));
-            let Value::Object(fields) = &v else {
-                unreachable!()
-            };
-            for k in fields.keys() {
-                let mut without = fields.clone();
-                without.remove(k);
-                let without = Value::Object(without);
-                assert_eq!(hand(&without), derived(&without), "{v} without {k}");
-                for wrong in [json!({"not": "this"}), Value::Null, json!(7)] {
-                    let mut w = fields.clone();
-                    w.insert(k.clone(), wrong.clone());
-                    let w = Value::Object(w);
-                    assert_eq!(hand(&w), derived(&w), "{v} with {k} = {wrong}");
-                }
-            }
-            let mut extra = fields.clone();
-            extra.insert("later".into(), json!(1));
-            let extra = Value::Object(extra);
-            assert_eq!(hand(&extra), derived(&extra));
+            read::agrees::<Block, DerivedBlock>(&serde_json::to_value(&b).unwrap());
         }
         let unknown = json!({"type": "image", "url": "x"});
-        assert_eq!(hand(&unknown), None);
-        assert_eq!(derived(&unknown), None);
+        assert!(serde_json::from_value::<Block>(unknown.clone()).is_err());
+        assert!(serde_json::from_value::<DerivedBlock>(unknown).is_err());
     }
 }

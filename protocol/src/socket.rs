@@ -183,15 +183,8 @@ impl ServerEvent {
 
 impl<'de> Deserialize<'de> for ServerEvent {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::read::{Map, take};
         use serde::de::Error;
-        type Map = serde_json::Map<String, serde_json::Value>;
-        fn take<T: serde::de::DeserializeOwned, E: Error>(
-            m: &mut Map,
-            k: &'static str,
-        ) -> Result<T, E> {
-            let v = m.remove(k).unwrap_or(serde_json::Value::Null);
-            serde_json::from_value(v).map_err(|e| E::custom(format_args!("{k}: {e}")))
-        }
         fn opt<T: serde::de::DeserializeOwned, E: Error>(
             m: &mut Map,
             k: &'static str,

@@ -443,6 +443,26 @@ async fn a_line_too_long_from_claude_code_fails_the_turn() {
     assert!(error.contains("over 8 MiB"), "{error}");
 }
 
+/// Answers `req` of session `sid` with `body` and waits for the turn to end;
+/// returns the reply.
+async fn answer_and_wait(
+    c: &Claude,
+    sid: &str,
+    req: &serde_json::Value,
+    body: serde_json::Value,
+) -> confab_protocol::Message {
+    let api = c.gw.api(None);
+    let path = format!(
+        "/api/sessions/{sid}/requests/{}",
+        req["id"].as_str().unwrap()
+    );
+    let r = api.call("POST", &path, Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    api.wait_session(sid, |s| s["session"]["status"] == "idle")
+        .await;
+    api.all_messages(sid).await.swap_remove(1)
+}
+
 /// Starts a Claude Code session with `text` in `default` mode and waits
 /// until it asks the person; returns the session id and the request.
 async fn claude_asks(c: &Claude, text: &str) -> (String, serde_json::Value) {
@@ -462,7 +482,6 @@ async fn claude_asks(c: &Claude, text: &str) -> (String, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_asks_before_a_tool_and_the_answer_reaches_it() {
     let c = claude_gateway().await;
-    let api = c.gw.api(None);
     let args = |c: &Claude| read(&c.log.join("args"));
 
     // Allowed for the session: the CLI gets its input back and the rule it
@@ -472,17 +491,7 @@ async fn claude_code_asks_before_a_tool_and_the_answer_reaches_it() {
     assert_eq!(req["kind"], "tool");
     assert_eq!(req["tool"], "Bash");
     assert_eq!(req["input"]["command"], "touch approved.txt");
-    let path = format!(
-        "/api/sessions/{sid}/requests/{}",
-        req["id"].as_str().unwrap()
-    );
-    let r = api
-        .call("POST", &path, Some(json!({"decision": "allow_session"})))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
-        .await;
-    let reply = &api.all_messages(&sid).await[1];
+    let reply = &answer_and_wait(&c, &sid, &req, json!({"decision": "allow_session"})).await;
     assert_eq!(
         reply.content.last().and_then(Block::as_text),
         Some("Created approved.txt.")
@@ -508,21 +517,13 @@ async fn claude_code_asks_before_a_tool_and_the_answer_reaches_it() {
     // Denied with a word: the CLI gets it, and the tool does not run.
     std::fs::remove_file(c.root.join("app/approved.txt")).unwrap();
     let (sid, req) = claude_asks(&c, "please approve a command").await;
-    let path = format!(
-        "/api/sessions/{sid}/requests/{}",
-        req["id"].as_str().unwrap()
-    );
-    let r = api
-        .call(
-            "POST",
-            &path,
-            Some(json!({"decision": "deny", "message": "not today"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
-        .await;
-    let reply = &api.all_messages(&sid).await[1];
+    let reply = &answer_and_wait(
+        &c,
+        &sid,
+        &req,
+        json!({"decision": "deny", "message": "not today"}),
+    )
+    .await;
     assert!(
         reply.content.iter().any(|b| matches!(b, Block::ToolResult { content, is_error: true, .. } if content.contains("not today"))),
         "{reply:?}"
@@ -536,20 +537,12 @@ async fn claude_code_asks_before_a_tool_and_the_answer_reaches_it() {
     let (sid, req) = claude_asks(&c, "a question first").await;
     assert_eq!(req["kind"], "question");
     assert_eq!(req["questions"][0]["options"][1]["label"], "Postgres");
-    let path = format!(
-        "/api/sessions/{sid}/requests/{}",
-        req["id"].as_str().unwrap()
-    );
-    let r = api
-        .call(
-            "POST",
-            &path,
-            Some(json!({"decision": "allow", "answers": {"Which database?": "Postgres"}})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
-        .await;
-    let reply = &api.all_messages(&sid).await[1];
+    let reply = &answer_and_wait(
+        &c,
+        &sid,
+        &req,
+        json!({"decision": "allow", "answers": {"Which database?": "Postgres"}}),
+    )
+    .await;
     assert_eq!(reply.plain_text(), "Going with Postgres.");
 }

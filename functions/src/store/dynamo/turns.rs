@@ -15,6 +15,48 @@ use confab_protocol::SessionId;
 use confab_protocol::model::{LiveReply, Message, PendingRequest, Resolution, SessionSummary};
 
 impl DynamoStore {
+    /// Reads the session (the owner's, when `owner` is given) and lets
+    /// `change` edit its turn's requests and its summary; what `change`
+    /// says changed is written back if no other write came in between, else
+    /// all again. `absent` answers for a session or turn that is not there.
+    async fn change_requests<T>(
+        &self,
+        session_id: &str,
+        owner: Option<&str>,
+        absent: impl Fn() -> T,
+        mut change: impl FnMut(&mut ActiveTurn, &mut SessionSummary) -> (T, bool),
+    ) -> Result<T, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self
+                .load(session_id)
+                .await?
+                .filter(|l| owner.is_none_or(|o| l.record.owner == o))
+            else {
+                return Ok(absent());
+            };
+            let Some(turn) = record.turn.as_mut() else {
+                return Ok(absent());
+            };
+            let (out, changed) = change(turn, &mut record.summary);
+            if !changed
+                || self
+                    .put_requests(
+                        session_id,
+                        &turn.turn_id,
+                        &turn.requests,
+                        &record.summary,
+                        rev,
+                    )
+                    .await?
+            {
+                return Ok(out);
+            }
+        }
+        Err(backend(Contention))
+    }
+
     /// Writes a turn's requests with the summary they imply, if the row is
     /// still at `rev` and runs `turn_id`; false when another write came
     /// first (read again and retry).
@@ -319,25 +361,19 @@ impl TurnStore for DynamoStore {
         request: &PendingRequest,
         now_ms: i64,
     ) -> Result<Option<SessionSummary>, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded {
-                mut record, rev, ..
-            }) = self.load(session_id).await?
-            else {
-                return Ok(None);
-            };
-            let Some(turn) = record.turn.as_mut().filter(|t| t.turn_id == turn_id) else {
-                return Ok(None);
-            };
-            records::ask(turn, &mut record.summary, request, now_ms);
-            if self
-                .put_requests(session_id, turn_id, &turn.requests, &record.summary, rev)
-                .await?
-            {
-                return Ok(Some(record.summary));
-            }
-        }
-        Err(backend(Contention))
+        self.change_requests(
+            session_id,
+            None,
+            || None,
+            |turn, summary| {
+                if turn.turn_id != turn_id {
+                    return (None, false);
+                }
+                records::ask(turn, summary, request, now_ms);
+                (Some(summary.clone()), true)
+            },
+        )
+        .await
     }
 
     async fn answer_request(
@@ -347,33 +383,18 @@ impl TurnStore for DynamoStore {
         request_id: &str,
         resolution: &Resolution,
     ) -> Result<Resolved, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded {
-                mut record, rev, ..
-            }) = self
-                .load(session_id)
-                .await?
-                .filter(|l| l.record.owner == owner)
-            else {
-                return Ok(Resolved::NotFound);
-            };
-            let Some(turn) = record.turn.as_mut() else {
-                return Ok(Resolved::NotFound);
-            };
-            let turn_id = turn.turn_id.clone();
-            let out = records::answer(turn, &mut record.summary, request_id, resolution);
-            if !matches!(out, Resolved::Now(..)) {
-                return Ok(out);
-            }
-            // The conditional write is what makes this answer the first.
-            if self
-                .put_requests(session_id, &turn_id, &turn.requests, &record.summary, rev)
-                .await?
-            {
-                return Ok(out);
-            }
-        }
-        Err(backend(Contention))
+        // The conditional write is what makes an answer the first.
+        self.change_requests(
+            session_id,
+            Some(owner),
+            || Resolved::NotFound,
+            |turn, summary| {
+                let out = records::answer(turn, summary, request_id, resolution);
+                let changed = matches!(out, Resolved::Now(..));
+                (out, changed)
+            },
+        )
+        .await
     }
 
     async fn finish_turn(
