@@ -340,6 +340,109 @@ async fn an_approval_shows_in_every_window_and_one_answer_resolves_it_everywhere
     b.close().await;
 }
 
+/// Put in the page before the app starts: the browser's Notification API
+/// as a recorder (a headless browser shows none), permission granted when
+/// asked and kept, and a tab whose `document.hidden` the test sets.
+const NOTIFICATIONS: &str = r#"
+window.__notes = [];
+window.__hidden = false;
+window.__asked = 0;
+Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get() { return window.__hidden; } });
+class RecordedNotification {
+  constructor(title, options) { this.title = title; this.options = options || {}; this.onclick = null; window.__notes.push(this); }
+  close() {}
+  // Kept across page loads, as a browser keeps a site's permission.
+  static get permission() { return localStorage.getItem('test.permission') || 'default'; }
+  static requestPermission() { window.__asked += 1; localStorage.setItem('test.permission', 'granted'); return Promise.resolve('granted'); }
+}
+window.Notification = RecordedNotification;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_tell_a_hidden_tab_what_needs_the_person_and_open_the_session() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let w = driver.window().await;
+    w.on_new_document(NOTIFICATIONS).await;
+    open(&w, &gw, "/").await;
+    wait_ready(&w).await;
+    // Off until the person turns them on; asked on their click.
+    assert_eq!(w.js("return window.__asked").await, 0);
+    w.click("#notify-toggle").await;
+    w.until(
+        "notifications on",
+        "return document.querySelector('#notify-toggle').innerText === 'Notifications on' && window.__asked === 1",
+    )
+    .await;
+    // A visible tab is not notified.
+    w.send_message("hello").await;
+    w.until(
+        "the reply",
+        "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+    )
+    .await;
+    assert_eq!(w.js("return window.__notes.length").await, 0);
+    let first = w.path().await;
+
+    // Hidden: a session that waits says so; its end too.
+    w.click("#new-session").await;
+    w.until(
+        "a fresh session",
+        &format!(
+            "return location.pathname !== {first:?} && !document.querySelector('article.msg')"
+        ),
+    )
+    .await;
+    w.js("window.__hidden = true; return null;").await;
+    w.send_message("/approve").await;
+    w.until(
+        "a notification that the session needs the person",
+        "return window.__notes.some(n => n.title === 'Needs you: /approve')",
+    )
+    .await;
+    let asking = w.path().await;
+    w.click(".request-card .request-allow").await;
+    w.until(
+        "a notification that the session is done",
+        "return window.__notes.some(n => n.title === 'Done: /approve' && n.options.body === 'The agent has finished.')",
+    )
+    .await;
+
+    // Clicking a notification opens its session.
+    w.goto(&format!("{}{first}", gw.base)).await;
+    w.until(
+        "the first session",
+        &format!(
+            "return location.pathname === {first:?} && !!document.querySelector('#composer-input')"
+        ),
+    )
+    .await;
+    w.js("window.__hidden = true; return null;").await;
+    w.send_message("/approve").await;
+    w.until(
+        "a notification for the first session",
+        "return window.__notes.some(n => n.title === 'Needs you: hello')",
+    )
+    .await;
+    w.click("#new-session").await;
+    w.until(
+        "away from it",
+        &format!("return location.pathname !== {first:?}"),
+    )
+    .await;
+    w.js(
+        "window.__notes.filter(n => n.title === 'Needs you: hello').pop().onclick(); return null;",
+    )
+    .await;
+    w.until(
+        "the session the notification named",
+        &format!("return location.pathname === {first:?}"),
+    )
+    .await;
+    assert_ne!(asking, first);
+    w.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_is_answered_by_choosing_an_option() {
     let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;

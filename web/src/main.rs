@@ -5,6 +5,7 @@ mod api;
 mod components;
 mod highlight;
 mod history;
+mod notify;
 mod pages;
 mod socket;
 mod state;
@@ -110,6 +111,15 @@ fn Shell() -> Element {
     let mut app = state::use_app();
     let route = use_route::<Route>();
     use_effect(use_reactive((&route,), move |_| app.drawer.set(false)));
+    // A session asked for from outside the router (a notification's click).
+    let nav = use_navigator();
+    use_effect(move || {
+        let wanted = app.open.read().clone();
+        if let Some((project_id, id)) = wanted {
+            app.open.set(None);
+            nav.push(Route::Session { project_id, id });
+        }
+    });
     // The tab says how many sessions need the person.
     use_effect(move || {
         let waiting = app

@@ -348,6 +348,10 @@ async fn serve(
                             return Ended::TokenExpired;
                         }
                         other => {
+                            let before = other
+                                .session_id()
+                                .and_then(|id| app.sessions.peek().get(id).map(|s| s.status));
+                            crate::notify::on_event(*app, &other, before);
                             let answer = {
                                 let mut list = app.sessions.write();
                                 let mut current = app.current.write();

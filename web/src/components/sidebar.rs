@@ -124,6 +124,19 @@ pub fn Sidebar() -> Element {
                     },
                     for m in modes { option { key: "{m.as_str()}", value: "{m.as_str()}", "{m.as_str()}" } }
                 }
+                button { class: "link", id: "notify-toggle", r#type: "button",
+                    title: "Tell me when a session needs me or finishes while this tab is in the background",
+                    onclick: move |_| {
+                        let on = !*app.notify.peek();
+                        spawn(async move {
+                            match crate::notify::toggle(on).await {
+                                Ok(now) => app.notify.set(now),
+                                Err(why) => app.notice.set(Some(why.to_string())),
+                            }
+                        });
+                    },
+                    if (app.notify)() { "Notifications on" } else { "Notify me" }
+                }
                 if let Some((provider, model)) = agent {
                     p { class: "agent", id: "agent-info",
                         if provider == "demo" { span { class: "demo-label", "Demo agent" } " · offline, for trying Confab" }

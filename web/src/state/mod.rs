@@ -64,6 +64,10 @@ pub struct AppState {
     pub notice: Signal<Option<String>>,
     /// On a phone's width: the session list is open over the page.
     pub drawer: Signal<bool>,
+    /// A session to open, asked from outside the router (a notification).
+    pub open: Signal<Option<(confab_protocol::ProjectId, confab_protocol::SessionId)>>,
+    /// Browser notifications are on.
+    pub notify: Signal<bool>,
 }
 
 impl AppState {
@@ -100,6 +104,8 @@ impl AppState {
             default_mode: Signal::new(load_default_mode()),
             notice: Signal::new(None),
             drawer: Signal::new(false),
+            open: Signal::new(None),
+            notify: Signal::new(crate::notify::enabled()),
         }
     }
 }
