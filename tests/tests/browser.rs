@@ -463,6 +463,11 @@ async fn a_question_is_answered_by_choosing_an_option() {
         "nothing chosen yet"
     );
     w.click(".request-card input[value=no]").await;
+    w.until(
+        "Answer enabled once every question has a choice",
+        "return !document.querySelector('.request-card .request-allow').disabled",
+    )
+    .await;
     w.click(".request-card .request-allow").await;
     w.until(
         "the answer in the reply",
