@@ -183,19 +183,8 @@ impl ServerEvent {
 
 impl<'de> Deserialize<'de> for ServerEvent {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use crate::model::read::{Map, take};
+        use crate::model::read::{Map, or_default, take};
         use serde::de::Error;
-        fn opt<T: serde::de::DeserializeOwned, E: Error>(
-            m: &mut Map,
-            k: &'static str,
-        ) -> Result<Option<T>, E> {
-            match m.remove(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => serde_json::from_value(v)
-                    .map(Some)
-                    .map_err(|e| E::custom(format_args!("{k}: {e}"))),
-            }
-        }
         let mut m = Map::deserialize(d)?;
         let kind = match m.remove("type") {
             Some(serde_json::Value::String(s)) => s,
@@ -212,8 +201,8 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 session: take(m, "session")?,
                 messages: take(m, "messages")?,
                 has_more: take(m, "hasMore")?,
-                live: opt(m, "live")?,
-                pending: opt(m, "pending")?.unwrap_or_default(),
+                live: take(m, "live")?,
+                pending: or_default(m, "pending")?,
             },
             "unsubscribed" => ServerEvent::Unsubscribed {
                 session_id: take(m, "sessionId")?,
@@ -222,7 +211,7 @@ impl<'de> Deserialize<'de> for ServerEvent {
             "error" => ServerEvent::Error {
                 code: take(m, "code")?,
                 message: take(m, "message")?,
-                session_id: opt(m, "sessionId")?,
+                session_id: take(m, "sessionId")?,
             },
             "session.created" => ServerEvent::SessionCreated {
                 session: take(m, "session")?,
@@ -265,8 +254,8 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 session_id: take(m, "sessionId")?,
                 request_id: take(m, "requestId")?,
                 decision: take(m, "decision")?,
-                message: opt(m, "message")?,
-                answers: opt(m, "answers")?.unwrap_or_default(),
+                message: take(m, "message")?,
+                answers: or_default(m, "answers")?,
                 resolved_at: take(m, "resolvedAt")?,
             },
             "frame.part" => ServerEvent::FramePart {

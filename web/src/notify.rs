@@ -3,7 +3,7 @@
 //! session that starts waiting for the person or finishes a turn says so,
 //! and clicking the notification opens the session here.
 
-use crate::state::AppState;
+use crate::state::{AppState, storage};
 use confab_protocol::ServerEvent;
 use confab_protocol::model::{SessionStatus, SessionSummary, TurnOutcome};
 use dioxus::prelude::*;
@@ -12,10 +12,6 @@ use wasm_bindgen::prelude::Closure;
 use web_sys::{Notification, NotificationOptions, NotificationPermission};
 
 const KEY: &str = "confab.notify";
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
-}
 
 /// Whether this browser has notifications at all (some phones' do not:
 /// touching the API there would throw).

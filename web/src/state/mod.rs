@@ -115,7 +115,8 @@ pub fn use_app() -> AppState {
     try_use_context::<AppState>().expect("AppState is provided by App at the root")
 }
 
-fn storage() -> Option<web_sys::Storage> {
+/// This browser's local storage for the app's settings, when it has one.
+pub fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
 
