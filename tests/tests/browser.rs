@@ -102,8 +102,8 @@ async fn another_window_sees_the_session_appear_run_and_go_idle() {
     .await;
     let _ = b.screenshot("2-other-window-running").await;
     b.until(
-        "the session idle",
-        &format!("const e = {item}; return !!e && e.dataset.badge === 'idle'"),
+        "the session done",
+        &format!("const e = {item}; return !!e && e.dataset.badge === 'done'"),
     )
     .await;
     let _ = b.screenshot("2-other-window-idle").await;
@@ -336,6 +336,75 @@ async fn an_approval_shows_in_every_window_and_one_answer_resolves_it_everywhere
         )
         .await;
     }
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_the_agent_works_is_queued_in_every_window_and_then_runs() {
+    let gw = Gateway::start_with_web(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let driver = Driver::start().await;
+    let (a, b) = two_windows(&driver, &gw).await;
+    a.send_message("/approve").await;
+    let card = "document.querySelector('.request-card[data-kind=tool]')";
+    a.until("the approval card", &format!("return !!{card}"))
+        .await;
+    let path = a.path().await;
+    open(&b, &gw, &path).await;
+    b.until("the approval card", &format!("return !!{card}"))
+        .await;
+    assert_eq!(
+        a.js("return document.querySelector('#send-button').innerText")
+            .await,
+        "Queue"
+    );
+    // Typing on while the agent works: the messages wait, shown as queued
+    // in both windows, not among the sent ones.
+    a.send_message("and then tell me a joke").await;
+    a.send_message("drop this one").await;
+    let queued =
+        "return [...document.querySelectorAll('#queue .queued p')].map(p => p.innerText).join('|')";
+    for w in [&a, &b] {
+        w.until(
+            "both queued, in order",
+            &format!("{queued} === 'and then tell me a joke|drop this one'"),
+        )
+        .await;
+    }
+    assert_eq!(
+        a.js("return [...document.querySelectorAll('article.msg-user')].length")
+            .await,
+        1,
+        "a queued message is not shown as sent"
+    );
+    let _ = a.screenshot("16-queued").await;
+    // Cancel one in the other window: it goes from both.
+    b.click("#queue .queued:nth-child(2) button:last-child")
+        .await;
+    for w in [&a, &b] {
+        w.until(
+            "one left",
+            &format!("{queued} === 'and then tell me a joke'"),
+        )
+        .await;
+    }
+    // The turn ends; the queued message runs as a turn of its own.
+    b.click(".request-card .request-allow").await;
+    for w in [&a, &b] {
+        w.until(
+            "the queued message sent, answered, and the queue empty",
+            "const u = [...document.querySelectorAll('article.msg-user')].map(m => m.innerText); \
+             const r = document.querySelectorAll('article.msg-agent[data-status=stored]'); \
+             return !document.querySelector('#queue') && u.length === 2 && u[1].includes('and then tell me a joke') \
+               && r.length === 2 && document.querySelector('#session-status')?.innerText === 'done';",
+        )
+        .await;
+    }
+    assert_eq!(
+        b.js("return document.querySelector('.sidebar .badge-done')?.innerText")
+            .await,
+        "done"
+    );
     a.close().await;
     b.close().await;
 }

@@ -7,7 +7,7 @@ use crate::api::{self, ApiError};
 use crate::state::{AppState, SocketCmd};
 use confab_protocol::client::{CurrentSession, Effect};
 use confab_protocol::model::{Block, Message, MessageStatus, PermissionMode, Role};
-use confab_protocol::rest::NewMessage;
+use confab_protocol::rest::{NewMessage, SendAnswer, SendMessageResponse};
 use confab_protocol::{
     MessageId, MessageText, ProjectId, SessionId, SessionSummary, Timestamp, TurnId,
 };
@@ -141,14 +141,44 @@ impl AppState {
             let sid = mine.session_id.clone();
             spawn(async move {
                 match api::send(&sid, message).await {
-                    Ok(r) => {
-                        self.with_current(&sid, |c| c.apply_sent(&r));
-                        self.sessions.write().upsert(r.session);
+                    Ok(SendAnswer::Started(r)) => self.took_sent(r),
+                    // A turn runs: it waits in the queue, shown there.
+                    Ok(SendAnswer::Queued(r)) => {
+                        self.with_current(&sid, |c| c.apply_queued(&r));
                     }
                     Err(e) => failed(e),
                 }
             });
         }
+    }
+
+    fn took_sent(mut self, r: SendMessageResponse) {
+        self.with_current(&r.session.id, |c| c.apply_sent(&r));
+        self.sessions.write().upsert(r.session);
+    }
+
+    /// "Send now": starts queued message `mid` of `sid`, stopping the
+    /// running turn first. Every tab, this one included, hears what
+    /// changed as events (`session.queue`, `message.created`).
+    pub fn start_queued(mut self, sid: SessionId, mid: MessageId) {
+        spawn(async move {
+            if let Err(e) = api::start_queued(&sid, &mid).await {
+                self.notice.set(Some(e.to_string()));
+            }
+        });
+    }
+
+    /// Cancels queued message `mid` of `sid`; `then` runs once it is gone.
+    pub fn cancel_queued(mut self, sid: SessionId, mid: MessageId, then: impl FnOnce() + 'static) {
+        spawn(async move {
+            match api::cancel_queued(&sid, &mid).await {
+                Ok(()) => {
+                    self.with_current(&sid, |c| c.apply_cancelled(&mid));
+                    then();
+                }
+                Err(e) => self.notice.set(Some(e.to_string())),
+            }
+        });
     }
 
     /// Stops the running turn of `sid`.

@@ -6,10 +6,10 @@ use confab_protocol::backoff::Backoff;
 use confab_protocol::client::rest::{HttpRequest, HttpResponse, Method, RestClient, Transport};
 use confab_protocol::model::{PermissionMode, SessionSummary};
 use confab_protocol::rest::{
-    ConfigResponse, CreateSessionRequest, ErrorCode, MessagePage, NewMessage, SendMessageResponse,
+    ConfigResponse, CreateSessionRequest, ErrorCode, MessagePage, NewMessage, SendAnswer,
     SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
 };
-use confab_protocol::{ProjectId, SessionId};
+use confab_protocol::{MessageId, ProjectId, SessionId};
 use gloo_net::http::{Request, RequestBuilder};
 use gloo_timers::future::TimeoutFuture;
 use std::cell::RefCell;
@@ -189,7 +189,7 @@ pub async fn create(
     again_while_unavailable(|| async { Ok(client().create_session(&request).await?.value) }).await
 }
 
-pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResponse, ApiError> {
+pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendAnswer, ApiError> {
     again_while_unavailable(|| async {
         Ok(client()
             .send_message(id, message.clone(), None)
@@ -197,6 +197,14 @@ pub async fn send(id: &SessionId, message: NewMessage) -> Result<SendMessageResp
             .value)
     })
     .await
+}
+
+pub async fn cancel_queued(id: &SessionId, message_id: &MessageId) -> Result<(), ApiError> {
+    client().cancel_queued(id, message_id).await
+}
+
+pub async fn start_queued(id: &SessionId, message_id: &MessageId) -> Result<u16, ApiError> {
+    client().start_queued(id, message_id).await
 }
 
 pub async fn stop(id: &SessionId) -> Result<SessionSummary, ApiError> {

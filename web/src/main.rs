@@ -19,7 +19,7 @@ use pages::not_found::NotFound;
 use pages::session::Session;
 use state::AppState;
 
-#[derive(Routable, Clone, PartialEq, Debug)]
+#[derive(Routable, Clone, PartialEq)]
 #[rustfmt::skip]
 pub enum Route {
     #[layout(Shell)]

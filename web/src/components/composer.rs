@@ -1,5 +1,5 @@
-//! The message box: Enter sends, Shift+Enter is a new line; Stop while a
-//! turn runs.
+//! The message box: Enter sends, Shift+Enter is a new line. While a turn
+//! runs, Stop stops it and a message sent waits in the queue.
 
 use dioxus::prelude::*;
 
@@ -25,7 +25,7 @@ pub fn Composer(
     });
     let mut submit = move || {
         let text = draft.peek().trim().to_string();
-        if text.is_empty() || disabled || running {
+        if text.is_empty() || disabled {
             return;
         }
         draft.set(String::new());
@@ -50,11 +50,14 @@ pub fn Composer(
                 },
             }
             div { class: "composer-actions",
-                span { class: "hint", "Enter to send · Shift+Enter for a new line" }
+                span { class: "hint",
+                    if running { "Enter to queue: it is sent when the reply ends" } else { "Enter to send · Shift+Enter for a new line" }
+                }
                 if running {
                     button { r#type: "button", class: "stop", id: "stop-button", onclick: move |_| on_stop.call(()), "Stop" }
-                } else {
-                    button { r#type: "submit", class: "send", id: "send-button", disabled: disabled || draft().trim().is_empty(), "Send" }
+                }
+                button { r#type: "submit", class: "send", id: "send-button", disabled: disabled || draft().trim().is_empty(),
+                    if running { "Queue" } else { "Send" }
                 }
             }
         }

@@ -15,7 +15,8 @@ pub fn badge(s: &SessionSummary) -> (&'static str, &'static str) {
         (SessionStatus::Idle, Some(TurnOutcome::Interrupted)) => {
             ("interrupted", "badge badge-failed")
         }
-        (SessionStatus::Idle, _) => ("idle", "badge badge-idle"),
+        (SessionStatus::Idle, Some(TurnOutcome::Completed)) => ("done", "badge badge-done"),
+        (SessionStatus::Idle, None) => ("idle", "badge badge-idle"),
     }
 }
 

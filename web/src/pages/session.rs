@@ -102,6 +102,7 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
     let pending: Vec<Message> = c.pending().to_vec();
     let live = c.live().cloned();
     let requests = c.requests().to_vec();
+    let queued = c.queued().to_vec();
     let has_older = c.has_older();
     drop(current);
 
@@ -241,6 +242,23 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                 }
                 for r in requests {
                     RequestCard { key: "{r.id}", session_id: id(), request: r }
+                }
+            }
+            if !queued.is_empty() {
+                div { class: "queue", id: "queue", aria_label: "Queued messages",
+                    for q in queued {
+                        div { key: "{q.id}", class: "queued",
+                            span { class: "badge", "queued" }
+                            p { "{q.text}" }
+                            button { class: "link", onclick: { let m = q.id.clone(); move |_| app.start_queued(id(), m.clone()) }, "Send now" }
+                            button { class: "link", onclick: {
+                                let (m, t) = (q.id.clone(), q.text.to_string());
+                                let mut restore = restore;
+                                move |_| { let t = t.clone(); app.cancel_queued(id(), m.clone(), move || restore.set(Some(t))) }
+                            }, "Edit" }
+                            button { class: "link", onclick: { let m = q.id.clone(); move |_| app.cancel_queued(id(), m.clone(), || ()) }, "Cancel" }
+                        }
+                    }
                 }
             }
             Composer {
