@@ -5,9 +5,9 @@
 //! `confab-local`.
 
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal, Resolved,
-    SessionPatch, SessionQuery, SessionRecord, SessionRef, StartOutcome, SubscribeOutcome,
-    Subscriber, TurnEnd,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    QueueChange, QueueOutcome, Resolved, SessionPatch, SessionQuery, SessionRecord, SessionRef,
+    StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -81,7 +81,8 @@ pub trait TurnStore: Send + Sync + 'static {
     ) -> Result<Option<Message>, StoreError>;
 
     /// Appends a user message with the next seq and marks the session running,
-    /// if it is the owner's and idle.
+    /// if it is the owner's and idle; a message `from_queue` leaves the
+    /// queue in the same write.
     async fn start_turn(
         &self,
         owner: &str,
@@ -144,6 +145,14 @@ pub trait TurnStore: Send + Sync + 'static {
         request_id: &str,
         resolution: &Resolution,
     ) -> Result<Resolved, StoreError>;
+    /// Changes the owner's session's queue (`QueueChange::apply`), in one
+    /// write.
+    async fn change_queue(
+        &self,
+        owner: &str,
+        session_id: &str,
+        change: &QueueChange,
+    ) -> Result<QueueOutcome, StoreError>;
     /// Every session with a running turn: (owner, session id, turn).
     async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError>;
 }

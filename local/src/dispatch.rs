@@ -71,8 +71,18 @@ impl Dispatch for LocalDispatch {
         );
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            if let Err(e) = run_turn(&*store, &*push, &*agent, &cfg, &job, shutdown).await {
-                tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "turn failed");
+            // A queued message's turn that starts as one ends runs next, in
+            // the same task (and the same place among CONFAB_MAX_TURNS).
+            let mut job = job;
+            loop {
+                match run_turn(&*store, &*push, &*agent, &cfg, &job, shutdown.clone()).await {
+                    Ok(Some(next)) => job = next,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "turn failed");
+                        break;
+                    }
+                }
             }
         });
         Ok(())

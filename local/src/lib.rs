@@ -164,6 +164,7 @@ pub async fn run(
         // Emulated AWS streams at the cadence the worker uses on AWS.
         RunnerConfig {
             request_timeout: std::time::Duration::from_secs(config.request_timeout_secs),
+            limits: config.limits,
             ..if opts.aws_emulated {
                 RunnerConfig::serverless()
             } else {

@@ -5,7 +5,8 @@
 use confab_protocol::Timestamp;
 use confab_protocol::model::{
     Block, LastTurn, Message, MessageStatus, PendingRequest, PermissionMode, Question,
-    QuestionOption, RequestKind, Role, SessionStatus, SessionSummary, TurnOutcome, Usage,
+    QuestionOption, QueuedMessage, RequestKind, Role, SessionStatus, SessionSummary, TurnOutcome,
+    Usage,
 };
 use serde_json::json;
 
@@ -98,5 +99,14 @@ pub fn request() -> PendingRequest {
         created_at: Timestamp::from_millis(1),
         expires_at: Timestamp::from_millis(1_800_001),
         resolution: None,
+    }
+}
+
+pub fn queued() -> QueuedMessage {
+    QueuedMessage {
+        id: id(MID),
+        text: id("and then this"),
+        created_at: Timestamp::from_millis(1_795_000_000_003),
+        permission_mode: Some(PermissionMode::Plan),
     }
 }

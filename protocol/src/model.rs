@@ -452,21 +452,32 @@ pub enum RequestKind {
     Question,
 }
 
-/// One option of a question.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct QuestionOption {
+read::with_twin! {
+    /// One option of a question.
+    #[derive(Eq)]
+    pub struct QuestionOption, DerivedQuestionOption {
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
+}
 
-/// A question with its options, as Claude Code's `AskUserQuestion` asks it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct Question {
+impl<'de> Deserialize<'de> for QuestionOption {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::take;
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(QuestionOption {
+            label: take(m, "label")?,
+            description: take(m, "description")?,
+        })
+    }
+}
+
+read::with_twin! {
+    /// A question with its options, as Claude Code's `AskUserQuestion` asks it.
+    #[derive(Eq)]
+    pub struct Question, DerivedQuestion {
     pub question: String,
     /// A short label for the question.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -474,6 +485,21 @@ pub struct Question {
     pub options: Vec<QuestionOption>,
     #[serde(default)]
     pub multi_select: bool,
+}
+}
+
+impl<'de> Deserialize<'de> for Question {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::{or_default, take};
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(Question {
+            question: take(m, "question")?,
+            header: take(m, "header")?,
+            options: take(m, "options")?,
+            multi_select: or_default(m, "multiSelect")?,
+        })
+    }
 }
 
 /// How a request was answered.
@@ -494,11 +520,10 @@ impl Decision {
     }
 }
 
-/// The answer a request got, first answer wins.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct Resolution {
+read::with_twin! {
+    /// The answer a request got, first answer wins.
+    #[derive(Eq)]
+    pub struct Resolution, DerivedResolution {
     pub decision: Decision,
     /// Said to the agent with a denial (or why the server denied it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -507,6 +532,21 @@ pub struct Resolution {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub answers: std::collections::BTreeMap<String, String>,
     pub resolved_at: Timestamp,
+}
+}
+
+impl<'de> Deserialize<'de> for Resolution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::{or_default, take};
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(Resolution {
+            decision: take(m, "decision")?,
+            message: take(m, "message")?,
+            answers: or_default(m, "answers")?,
+            resolved_at: take(m, "resolvedAt")?,
+        })
+    }
 }
 
 read::with_twin! {
@@ -560,6 +600,36 @@ impl<'de> Deserialize<'de> for PendingRequest {
     }
 }
 
+read::with_twin! {
+    /// A message sent while a turn runs: stored, shown as queued, and
+    /// started as a turn of its own when the running one ends. It has no
+    /// `seq` until then.
+    #[derive(Eq)]
+    pub struct QueuedMessage, DerivedQueuedMessage {
+    /// The id the message keeps once it starts.
+    pub id: MessageId,
+    pub text: crate::ids::MessageText,
+    pub created_at: Timestamp,
+    /// The mode its turn runs in, when it was sent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<PermissionMode>,
+}
+}
+
+impl<'de> Deserialize<'de> for QueuedMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use read::take;
+        let mut m = read::Map::deserialize(d)?;
+        let m = &mut m;
+        Ok(QueuedMessage {
+            id: take(m, "id")?,
+            text: take(m, "text")?,
+            created_at: take(m, "createdAt")?,
+            permission_mode: take(m, "permissionMode")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod summary_tests {
     use super::*;
@@ -590,6 +660,20 @@ mod summary_tests {
         r.input = None;
         r.questions.clear();
         read::agrees::<PendingRequest, DerivedPendingRequest>(&serde_json::to_value(&r).unwrap());
+        let mut q = crate::fixtures::request().questions.remove(0);
+        read::agrees::<Question, DerivedQuestion>(&serde_json::to_value(&q).unwrap());
+        q.multi_select = true;
+        q.options[0].description = Some("the first".into());
+        read::agrees::<Question, DerivedQuestion>(&serde_json::to_value(&q).unwrap());
+        read::agrees::<QuestionOption, DerivedQuestionOption>(
+            &serde_json::to_value(&q.options[0]).unwrap(),
+        );
+        read::agrees::<Resolution, DerivedResolution>(
+            &serde_json::to_value(r.resolution.as_ref().unwrap()).unwrap(),
+        );
+        read::agrees::<QueuedMessage, DerivedQueuedMessage>(
+            &serde_json::to_value(crate::fixtures::queued()).unwrap(),
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 
 use crate::ids::{MessageId, MessageText, ProjectId, SessionId};
 use crate::model::{
-    Decision, LiveReply, Message, PendingRequest, PermissionMode, ProjectSummary, SessionSummary,
+    Decision, LiveReply, Message, PendingRequest, PermissionMode, ProjectSummary, QueuedMessage,
+    SessionSummary,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,9 @@ pub struct SessionDetail {
     /// What the running turn waits for the person to answer.
     #[serde(default)]
     pub pending: Vec<PendingRequest>,
+    /// Messages waiting for the running turn to end, in the order they start.
+    #[serde(default)]
+    pub queued: Vec<QueuedMessage>,
 }
 
 /// `POST /api/sessions/{id}/requests/{requestId}`: the person's answer.
@@ -141,6 +145,75 @@ pub struct SendMessageRequest {
 pub struct SendMessageResponse {
     pub message: Message,
     pub session: SessionSummary,
+}
+
+/// `202` of `POST /api/sessions/{id}/messages` while a turn runs: the
+/// message is queued, and starts its own turn when the running one ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedReply {
+    pub queued: QueuedMessage,
+    pub session: SessionSummary,
+}
+
+/// What `POST /api/sessions/{id}/messages` did: started a turn (`202`, or
+/// `200` for a message stored before), or queued the message behind the
+/// running turn (`202` with `queued`). Told apart by the `queued` field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
+pub enum SendAnswer {
+    Started(SendMessageResponse),
+    Queued(QueuedReply),
+}
+
+impl<'de> Deserialize<'de> for SendAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::read::take;
+        let mut m = crate::model::read::Map::deserialize(d)?;
+        let m = &mut m;
+        let session = take(m, "session")?;
+        Ok(if m.contains_key("queued") {
+            SendAnswer::Queued(QueuedReply {
+                queued: take(m, "queued")?,
+                session,
+            })
+        } else {
+            SendAnswer::Started(SendMessageResponse {
+                message: take(m, "message")?,
+                session,
+            })
+        })
+    }
+}
+
+/// `PATCH /api/sessions/{id}/queue/{messageId}`: new text for a queued
+/// message (until it starts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditQueuedRequest {
+    pub text: MessageText,
+}
+
+/// `200` of `PATCH /api/sessions/{id}/queue/{messageId}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedEnvelope {
+    pub queued: QueuedMessage,
+}
+
+/// `202` of `POST /api/sessions/{id}/queue/{messageId}/start` while a turn
+/// runs: it was asked to stop, and this message starts next. (When no turn
+/// runs the message starts at once: `200` with a [`SendMessageResponse`].)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueueEnvelope {
+    pub session: SessionSummary,
+    pub queued: Vec<QueuedMessage>,
 }
 
 /// `GET /api/projects`

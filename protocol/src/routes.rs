@@ -19,6 +19,10 @@ pub const MESSAGES: &str = "/api/sessions/{id}/messages";
 pub const STOP: &str = "/api/sessions/{id}/stop";
 /// `POST`: answer a request the running turn waits on.
 pub const REQUEST: &str = "/api/sessions/{id}/requests/{requestId}";
+/// `PATCH`: edit a queued message; `DELETE`: cancel it (until it starts).
+pub const QUEUED: &str = "/api/sessions/{id}/queue/{messageId}";
+/// `POST`: start a queued message now, stopping the running turn.
+pub const QUEUED_START: &str = "/api/sessions/{id}/queue/{messageId}/start";
 /// `GET ?format=md|json`: the whole session as a file.
 pub const EXPORT: &str = "/api/sessions/{id}/export";
 /// `POST`: a one-use ticket that opens a socket (`/ws?ticket=`) as the
@@ -51,6 +55,16 @@ pub fn stop(id: &str) -> String {
 /// [`REQUEST`] of session `id`.
 pub fn request(id: &str, request_id: &str) -> String {
     fill(REQUEST, id).replace("{requestId}", request_id)
+}
+
+/// [`QUEUED`] of session `id`.
+pub fn queued(id: &str, message_id: &str) -> String {
+    fill(QUEUED, id).replace("{messageId}", message_id)
+}
+
+/// [`QUEUED_START`] of session `id`.
+pub fn queued_start(id: &str, message_id: &str) -> String {
+    fill(QUEUED_START, id).replace("{messageId}", message_id)
 }
 
 /// [`EXPORT`] of `id` in `format` (`md` or `json`).
@@ -101,6 +115,9 @@ mod tests {
             SESSION,
             MESSAGES,
             STOP,
+            REQUEST,
+            QUEUED,
+            QUEUED_START,
             EXPORT,
             SOCKET_TICKET,
         ] {

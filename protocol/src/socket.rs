@@ -2,7 +2,9 @@
 //! what the server pushes (`ServerEvent`, tagged by `type`).
 
 use crate::ids::{ConnectionId, MessageId, RequestId, SessionId, TurnId};
-use crate::model::{Block, Decision, LiveReply, Message, PendingRequest, SessionSummary};
+use crate::model::{
+    Block, Decision, LiveReply, Message, PendingRequest, QueuedMessage, SessionSummary,
+};
 use crate::rest::ErrorCode;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,9 @@ server_event! {
         /// What the running turn waits for the person to answer.
         #[serde(default)]
         pending: Vec<PendingRequest>,
+        /// Messages waiting for the running turn to end.
+        #[serde(default)]
+        queued: Vec<QueuedMessage>,
     },
     #[serde(rename = "unsubscribed", rename_all = "camelCase")]
     Unsubscribed { session_id: SessionId },
@@ -137,6 +142,13 @@ server_event! {
         answers: std::collections::BTreeMap<String, String>,
         resolved_at: Timestamp,
     },
+    /// The session's queue changed (a message queued, edited, cancelled or
+    /// started): all of it, in the order it starts.
+    #[serde(rename = "session.queue", rename_all = "camelCase")]
+    SessionQueue {
+        session_id: SessionId,
+        queued: Vec<QueuedMessage>,
+    },
     /// One piece of an event too large for a frame (a long stored reply in
     /// `message.created` or `subscribed`). The pieces of one event share
     /// `id`, come in order (`part` 0 to `parts - 1`), and their `data`
@@ -162,7 +174,8 @@ impl ServerEvent {
             | ServerEvent::MessageDelta { session_id, .. }
             | ServerEvent::MessageBlock { session_id, .. }
             | ServerEvent::RequestCreated { session_id, .. }
-            | ServerEvent::RequestResolved { session_id, .. } => Some(session_id),
+            | ServerEvent::RequestResolved { session_id, .. }
+            | ServerEvent::SessionQueue { session_id, .. } => Some(session_id),
             ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
                 Some(&session.id)
             }
@@ -203,6 +216,7 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 has_more: take(m, "hasMore")?,
                 live: take(m, "live")?,
                 pending: or_default(m, "pending")?,
+                queued: or_default(m, "queued")?,
             },
             "unsubscribed" => ServerEvent::Unsubscribed {
                 session_id: take(m, "sessionId")?,
@@ -258,6 +272,10 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 answers: or_default(m, "answers")?,
                 resolved_at: take(m, "resolvedAt")?,
             },
+            "session.queue" => ServerEvent::SessionQueue {
+                session_id: take(m, "sessionId")?,
+                queued: take(m, "queued")?,
+            },
             "frame.part" => ServerEvent::FramePart {
                 id: take(m, "id")?,
                 part: take(m, "part")?,
@@ -284,6 +302,7 @@ const SERVER_EVENT_TYPES: &[&str] = &[
     "message.block",
     "request.created",
     "request.resolved",
+    "session.queue",
     "frame.part",
 ];
 
@@ -459,6 +478,7 @@ mod tests {
             ServerEvent::MessageBlock { .. } => "message.block",
             ServerEvent::RequestCreated { .. } => "request.created",
             ServerEvent::RequestResolved { .. } => "request.resolved",
+            ServerEvent::SessionQueue { .. } => "session.queue",
             ServerEvent::FramePart { .. } => "frame.part",
         }
     }
@@ -482,6 +502,7 @@ mod tests {
                 has_more: true,
                 live: Some(live.clone()),
                 pending: vec![crate::fixtures::request()],
+                queued: vec![crate::fixtures::queued()],
             },
             ServerEvent::Unsubscribed {
                 session_id: sid.clone(),
@@ -524,6 +545,10 @@ mod tests {
             ServerEvent::RequestCreated {
                 session_id: sid.clone(),
                 request: crate::fixtures::request(),
+            },
+            ServerEvent::SessionQueue {
+                session_id: sid.clone(),
+                queued: vec![crate::fixtures::queued()],
             },
             ServerEvent::RequestResolved {
                 session_id: sid,

@@ -343,6 +343,7 @@ fn resubscribe(model: &Model, i: usize, after_seq: u64, lag: usize) -> Vec<Serve
         has_more: false,
         live: checkpoint,
         pending: vec![],
+        queued: vec![],
     }];
     if let Some(l) = &st.live {
         out.push(ServerEvent::MessageSnapshot {
@@ -483,7 +484,7 @@ proptest! {
         client.apply_event(&ServerEvent::Subscribed {
             session_id: sid(),
             session: { let mut s = model.states[0].summary.clone(); s.version = 0; s.status = SessionStatus::Idle; s.message_count = 0; s },
-            messages: vec![], has_more: false, live: None, pending: vec![],
+            messages: vec![], has_more: false, live: None, pending: vec![], queued: vec![],
         });
 
         while i < n || !queue.is_empty() || pending_resub.is_some() {
@@ -683,6 +684,7 @@ fn a_refused_renewal_and_a_long_catch_up_wait_their_turn() {
         has_more: true,
         live: None,
         pending: vec![],
+        queued: vec![],
     };
     assert_eq!(
         c.apply_event(&page),
@@ -690,4 +692,61 @@ fn a_refused_renewal_and_a_long_catch_up_wait_their_turn() {
             wait_ms: RESUBSCRIBE_EVERY_MS
         }
     );
+}
+
+#[test]
+fn a_queued_message_waits_apart_and_joins_the_history_when_it_starts() {
+    let model = build(&[Turn {
+        flushes: vec![vec![Out::Text("hello".into())]],
+        split: 1,
+        outcome: TurnOutcome::Completed,
+    }]);
+    let mut c = CurrentSession::new_loading(sid());
+    for e in &model.events {
+        c.apply_event(e);
+    }
+    let summary = c.summary().unwrap().clone();
+    let q = |n: usize, text: &str| QueuedMessage {
+        id: mid(n),
+        text: text.parse().unwrap(),
+        created_at: Timestamp::from_millis(5),
+        permission_mode: None,
+    };
+    // Shown at once as the user's, then moved to the queue by the answer.
+    let mut mine = model.sends[0].2.clone();
+    mine.id = mid(90);
+    mine.seq = 0;
+    c.add_pending(mine);
+    let reply = confab_protocol::rest::QueuedReply {
+        queued: q(90, "later"),
+        session: summary.clone(),
+    };
+    c.apply_queued(&reply);
+    assert!(c.pending().is_empty());
+    assert_eq!(c.queued(), [q(90, "later")]);
+    // Another tab queued one more, and this one was edited there.
+    c.apply_event(&ServerEvent::SessionQueue {
+        session_id: sid(),
+        queued: vec![q(90, "sooner"), q(91, "and this")],
+    });
+    assert_eq!(c.queued().len(), 2);
+    assert_eq!(c.queued()[0].text.as_str(), "sooner");
+    // It starts: stored, it leaves the queue even before the queue event.
+    let mut started = model.sends[0].2.clone();
+    started.id = mid(90);
+    started.seq = c.last_seq() + 1;
+    c.apply_event(&ServerEvent::MessageCreated {
+        session_id: sid(),
+        message: started,
+    });
+    assert_eq!(c.queued(), [q(91, "and this")]);
+    // A late answer or event naming a started message does not bring it back.
+    c.apply_queued(&reply);
+    c.apply_event(&ServerEvent::SessionQueue {
+        session_id: sid(),
+        queued: vec![q(90, "sooner"), q(91, "and this")],
+    });
+    assert_eq!(c.queued(), [q(91, "and this")]);
+    c.apply_cancelled(&mid(91));
+    assert!(c.queued().is_empty());
 }

@@ -106,6 +106,7 @@ fn rest_bodies_round_trip() {
         has_more: false,
         live: None,
         pending: vec![fixtures::request()],
+        queued: vec![fixtures::queued()],
     });
     assert_eq!(d["pending"][0]["kind"], "tool");
     assert_eq!(d["pending"][0]["expiresAt"], "1970-01-01T00:30:00.001Z");

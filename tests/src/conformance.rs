@@ -215,6 +215,7 @@ pub async fn seq_has_no_gaps_under_concurrent_sends(store: Arc<dyn Store>) {
                     turn: t.clone(),
                     permission_mode: None,
                     now_ms: now_ms(),
+                    from_queue: false,
                 };
                 (store.start_turn("alice", &id, &nt).await.unwrap(), t)
             }));
@@ -260,6 +261,7 @@ pub async fn start_turn_rules(store: Arc<dyn Store>) {
         turn: t.clone(),
         permission_mode: Some(PermissionMode::Plan),
         now_ms: now_ms(),
+        from_queue: false,
     };
     // Another owner cannot.
     assert_eq!(
@@ -409,6 +411,7 @@ pub async fn message_pages(store: Arc<dyn Store>) {
             turn: t.clone(),
             permission_mode: None,
             now_ms: now_ms(),
+            from_queue: false,
         };
         store.start_turn("alice", &id, &nt).await.unwrap();
         store
@@ -935,6 +938,156 @@ pub async fn the_first_answer_to_a_request_wins(store: Arc<dyn Store>) {
 
 /// The cap on a connection's subscriptions holds when many subscribes race,
 /// and a subscription taken off frees its place.
+/// A queued message for tests.
+fn queued_item(text: &str) -> confab_protocol::model::QueuedMessage {
+    confab_protocol::model::QueuedMessage {
+        id: new_id(),
+        text: text.parse().unwrap(),
+        created_at: Timestamp::from_millis(now_ms()),
+        permission_mode: None,
+    }
+}
+
+pub async fn the_queue_holds_its_limit_and_a_queued_message_starts_once(store: Arc<dyn Store>) {
+    use confab_functions::domain::records::{MAX_QUEUED, QueueChange, QueueOutcome};
+    let n = new_session("alice", "default", "t", "first", now_ms());
+    store.create_session(&n).await.unwrap();
+    let id = n.summary.id.clone();
+    // Another owner's session has no queue for them.
+    assert_eq!(
+        store
+            .change_queue("bob", &id, &QueueChange::Add(queued_item("x")))
+            .await
+            .unwrap(),
+        QueueOutcome::NotFound
+    );
+    // A burst of adds past the limit: exactly MAX_QUEUED wait.
+    let mut handles = Vec::new();
+    for i in 0..MAX_QUEUED + 4 {
+        let (store, id) = (store.clone(), id.clone());
+        handles.push(tokio::spawn(async move {
+            let add = QueueChange::Add(queued_item(&format!("m{i}")));
+            store.change_queue("alice", &id, &add).await.unwrap()
+        }));
+    }
+    let mut full = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            QueueOutcome::Changed(_) => {}
+            QueueOutcome::Full => full += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(full, 4);
+    let rec = store.get_session(&id).await.unwrap().unwrap();
+    assert_eq!(rec.queue.items.len(), MAX_QUEUED);
+    // "Send now" on the last: first in line, and the turn asked to stop.
+    let last = rec.queue.items[MAX_QUEUED - 1].clone();
+    let QueueOutcome::Changed(q) = store
+        .change_queue("alice", &id, &QueueChange::Next(last.id.clone()))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(q[0].id, last.id);
+    let rec = store.get_session(&id).await.unwrap().unwrap();
+    assert!(rec.turn.as_ref().unwrap().stop_requested);
+    assert!(rec.queue.next_now);
+    // Starting from the queue while a turn runs is refused.
+    let t = turn();
+    let from_queue = |t: &ActiveTurn| NewTurn {
+        message: user(&id, &t.turn_id, last.text.as_str()),
+        turn: t.clone(),
+        permission_mode: None,
+        now_ms: now_ms(),
+        from_queue: true,
+    };
+    let mut nt = from_queue(&t);
+    nt.message.id = last.id.clone();
+    assert_eq!(
+        store.start_turn("alice", &id, &nt).await.unwrap(),
+        StartOutcome::Running
+    );
+    store
+        .finish_turn(
+            &id,
+            &n.turn.turn_id,
+            &end(&id, &n.turn, "r", TurnOutcome::Stopped),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Idle: an add does not queue.
+    assert_eq!(
+        store
+            .change_queue("alice", &id, &QueueChange::Add(queued_item("y")))
+            .await
+            .unwrap(),
+        QueueOutcome::Idle
+    );
+    // Two starts of one queued message race: it starts once.
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let (store, id, mut nt) = (store.clone(), id.clone(), from_queue(&turn()));
+        nt.message.id = last.id.clone();
+        handles.push(tokio::spawn(async move {
+            store.start_turn("alice", &id, &nt).await.unwrap()
+        }));
+    }
+    let mut started = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            StartOutcome::Started { message, .. } => {
+                assert_eq!(message.seq, 3);
+                started += 1
+            }
+            StartOutcome::Running | StartOutcome::Duplicate(_) | StartOutcome::NotQueued => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+    let rec = store.get_session(&id).await.unwrap().unwrap();
+    assert_eq!(rec.queue.items.len(), MAX_QUEUED - 1);
+    assert!(!rec.queue.items.iter().any(|q| q.id == last.id));
+    assert!(
+        !rec.queue.next_now,
+        "the message it was set for has started"
+    );
+    // A message not queued does not start from the queue.
+    let mut stray = from_queue(&turn());
+    stray.message.id = new_id();
+    let t = rec.turn.unwrap();
+    store
+        .finish_turn(&id, &t.turn_id, &end(&id, &t, "r", TurnOutcome::Completed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.start_turn("alice", &id, &stray).await.unwrap(),
+        StartOutcome::NotQueued
+    );
+    // Edit and cancel; a cancelled one is no longer there.
+    let first = store.get_session(&id).await.unwrap().unwrap().queue.items[0].clone();
+    let edit = QueueChange::Edit {
+        id: first.id.clone(),
+        text: "edited".parse().unwrap(),
+    };
+    let QueueOutcome::Changed(q) = store.change_queue("alice", &id, &edit).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(q[0].text.as_str(), "edited");
+    let cancel = QueueChange::Cancel(first.id.clone());
+    assert!(matches!(
+        store.change_queue("alice", &id, &cancel).await.unwrap(),
+        QueueOutcome::Changed(q) if q.len() == MAX_QUEUED - 2
+    ));
+    assert_eq!(
+        store.change_queue("alice", &id, &cancel).await.unwrap(),
+        QueueOutcome::NotQueued
+    );
+}
+
 pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
     let owner = format!("burst-{}", new_token());
     let conn = new_token();
@@ -1142,6 +1295,7 @@ pub async fn long_history_is_whole(store: Arc<dyn Store>) {
                     turn: t.clone(),
                     permission_mode: None,
                     now_ms: now_ms(),
+                    from_queue: false,
                 },
             )
             .await
@@ -1606,6 +1760,7 @@ macro_rules! store_conformance {
             connections_and_subscriptions,
             a_turn_is_claimed_once,
             the_first_answer_to_a_request_wins,
+            the_queue_holds_its_limit_and_a_queued_message_starts_once,
             subscription_cap_holds_under_a_burst,
             subscriptions_name_their_incarnation,
             long_history_is_whole,

@@ -145,6 +145,14 @@ impl TurnStore for Faulty {
             .answer_request(owner, session_id, request_id, resolution)
             .await
     }
+    async fn change_queue(
+        &self,
+        owner: &str,
+        session_id: &str,
+        change: &confab_functions::domain::records::QueueChange,
+    ) -> Result<confab_functions::domain::records::QueueOutcome, StoreError> {
+        self.inner.change_queue(owner, session_id, change).await
+    }
     async fn finish_turn(
         &self,
         session_id: &str,

@@ -486,6 +486,7 @@ async fn the_scheduled_sweep_closes_turns_whose_worker_died() {
         push: &push,
         agent: &agent,
         runner: &RunnerConfig::default(),
+        next: None,
     }
     .handle(event, Some(Duration::from_secs(60)))
     .await
@@ -540,6 +541,7 @@ async fn a_request_is_denied_before_the_workers_time_runs_out() {
         push: &push,
         agent: &agent,
         runner: &RunnerConfig::default(),
+        next: None,
     }
     .handle(
         WorkerEvent::Turn(job),
@@ -565,6 +567,89 @@ async fn a_request_is_denied_before_the_workers_time_runs_out() {
         "{}",
         msgs[1].plain_text()
     );
+}
+
+/// Lambda's `Invoke` as the worker sees it: the jobs handed to it.
+#[derive(Default)]
+struct Invocations(std::sync::Mutex<Vec<confab_functions::ports::TurnJob>>);
+
+#[async_trait::async_trait]
+impl confab_functions::ports::Dispatch for Invocations {
+    async fn dispatch(
+        &self,
+        job: confab_functions::ports::TurnJob,
+    ) -> Result<(), confab_functions::ports::DispatchError> {
+        self.0.lock().unwrap().push(job);
+        Ok(())
+    }
+}
+
+/// On AWS the turn of a message queued behind the worker's turn starts
+/// when that turn ends and goes to an invocation of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_queued_turn_goes_to_an_invocation_of_its_own() {
+    use confab_functions::aws::worker::{Worker, WorkerEvent};
+    use confab_functions::domain::records::{QueueChange, QueueOutcome};
+    use confab_functions::domain::runner::RunnerConfig;
+
+    let gw = Gateway::start(&[]).await;
+    let (push, _) = push_to(&gw).await;
+    let (store, _) = moto::dynamo_store().await;
+    let n = confab_tests::conformance::new_session(
+        "alice",
+        "p",
+        "t",
+        "/words 3",
+        confab_functions::clock::now_ms(),
+    );
+    store.create_session(&n).await.unwrap();
+    let queued = confab_protocol::model::QueuedMessage {
+        id: id().parse().unwrap(),
+        text: "and then this".parse().unwrap(),
+        created_at: confab_protocol::Timestamp::from_millis(confab_functions::clock::now_ms()),
+        permission_mode: None,
+    };
+    let add = QueueChange::Add(queued.clone());
+    assert!(matches!(
+        store
+            .change_queue("alice", &n.summary.id, &add)
+            .await
+            .unwrap(),
+        QueueOutcome::Changed(_)
+    ));
+    let job = confab_functions::ports::TurnJob {
+        owner: "alice".into(),
+        session_id: n.summary.id.clone(),
+        turn_id: n.turn.turn_id.clone(),
+    };
+    let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
+    let invocations = Invocations::default();
+    Worker {
+        store: &store,
+        push: &push,
+        agent: &agent,
+        runner: &RunnerConfig::default(),
+        next: Some(&invocations),
+    }
+    .handle(WorkerEvent::Turn(job), Some(Duration::from_secs(60)))
+    .await
+    .expect("turn");
+    let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
+    let next = rec.turn.expect("the queued message's turn is stored");
+    assert!(!next.claimed, "this invocation left it to the next");
+    assert!(rec.queue.items.is_empty());
+    let handed = invocations.0.lock().unwrap().clone();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].turn_id, next.turn_id);
+    let (msgs, _) = store
+        .messages(
+            &n.summary.id,
+            confab_functions::domain::records::MessageRange::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!((msgs[2].id.clone(), msgs[2].seq), (queued.id, 3));
 }
 
 /// An OpenAI-format reply stream of `n` words, `delay` apart.

@@ -291,21 +291,6 @@ async fn fail_gives_a_failed_reply_and_an_idle_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_during_a_turn_is_refused_and_stores_nothing() {
-    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "2")]).await;
-    let api = gw.api(None);
-    let sid = id();
-    api.create(&sid, &id(), "/words 2000").await;
-    let r = api.send(&sid, &id(), "me too").await;
-    assert_eq!(r.status, 409, "{}", r.text);
-    assert_eq!(r.body["error"]["code"], "turn_running");
-    api.stop(&sid).await;
-    let stored = api.all_messages(&sid).await;
-    assert_eq!(stored.len(), 2, "the refused message was not stored");
-    assert!(!stored.iter().any(|m| m.plain_text() == "me too"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_arriving_mid_turn_gets_the_reply_so_far() {
     let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "1")]).await;
     let api = gw.api(None);
@@ -572,7 +557,10 @@ async fn the_typed_client_drives_a_session_through_the_contract() {
         text: MessageText::parse("/words 400").unwrap(),
     };
     let sent = client.send_message(&sid, next, None).await.unwrap();
-    assert_eq!((sent.status, sent.value.message.seq), (202, 3));
+    let confab_protocol::rest::SendAnswer::Started(started) = sent.value else {
+        panic!("no turn ran: the message starts its own")
+    };
+    assert_eq!((sent.status, started.message.seq), (202, 3));
     let stopped = client.stop(&sid).await.unwrap();
     assert_eq!(stopped.value.status, SessionStatus::Idle);
 
@@ -624,6 +612,303 @@ async fn the_typed_client_drives_a_session_through_the_contract() {
 }
 
 // ---- requests to the person ---------------------------------------------------
+
+/// The ids in a `session.queue` event or a `queued` list, in order.
+fn queue_ids(queued: &Value) -> Vec<String> {
+    queued
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|q| q["id"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The user messages stored, in seq order, as their ids.
+async fn user_ids(api: &confab_tests::harness::Api, sid: &str) -> Vec<String> {
+    api.all_messages(sid)
+        .await
+        .into_iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.id.to_string())
+        .collect()
+}
+
+/// The next `session.queue` event on `s`, as the ids it lists.
+async fn next_queue(s: &mut confab_tests::harness::Socket) -> Vec<String> {
+    let (e, _) = s
+        .expect("session.queue", |e| {
+            matches!(e, ServerEvent::SessionQueue { .. })
+        })
+        .await;
+    let ServerEvent::SessionQueue { queued, .. } = e else {
+        unreachable!()
+    };
+    queued.into_iter().map(|q| q.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn messages_sent_during_a_turn_are_queued_for_every_tab_and_run_in_order() {
+    use confab_tests::harness::token;
+    let gw = Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let (alice, mallory) = (token("alice"), token("mallory"));
+    let api = gw.api(Some(&alice));
+    let sid = id();
+    // The first turn waits on the person, so the queue fills while it runs.
+    api.create(&sid, &id(), "/approve").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let mut a = subscribed(&gw, Some(&alice), &sid).await;
+    let mut b = subscribed(&gw, Some(&alice), &sid).await;
+    let (q1, q2) = (id(), id());
+    let r = api.send(&sid, &q1, "first in line").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["queued"]["id"], q1.as_str(), "{}", r.text);
+    assert_eq!(r.body["queued"]["text"], "first in line");
+    assert!(r.body.get("message").is_none(), "no seq while it waits");
+    assert_eq!(next_queue(&mut a).await, [q1.as_str()]);
+    assert_eq!(next_queue(&mut b).await, [q1.as_str()]);
+    // The same send again (a retry) is the same queued message.
+    let again = api.send(&sid, &q1, "first in line").await;
+    assert_eq!(
+        (again.status, &again.body["queued"]["id"]),
+        (202, &Value::from(q1.as_str()))
+    );
+    assert_eq!(api.send(&sid, &q2, "second in line").await.status, 202);
+    // Every tab holds the queue in order; a reload shows it too; another
+    // user sees none of it and cannot touch it.
+    assert_eq!(next_queue(&mut a).await.last(), Some(&q2));
+    assert_eq!(next_queue(&mut b).await.last(), Some(&q2));
+    let detail = api.session(&sid).await.body;
+    assert_eq!(queue_ids(&detail["queued"]), [q1.as_str(), q2.as_str()]);
+    assert_eq!(
+        detail["session"]["messageCount"], 1,
+        "queued messages take no seq"
+    );
+    let foreign = gw
+        .api(Some(&mallory))
+        .call("DELETE", &routes::queued(&sid, &q1), None)
+        .await;
+    assert_eq!(foreign.status, 404, "{}", foreign.text);
+    let mut s = gw.socket(Some(&alice)).await;
+    s.hello().await;
+    s.subscribe(&sid, 0).await;
+    let (e, _) = s
+        .expect("subscribed", |e| {
+            matches!(e, ServerEvent::Subscribed { .. })
+        })
+        .await;
+    let ServerEvent::Subscribed { queued, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(queued.len(), 2, "subscribed carries the queue");
+
+    // The turn ends; the queue runs, one turn after another, in order.
+    let rid = detail["pending"][0]["id"].as_str().unwrap().to_string();
+    let answered = api
+        .call(
+            "POST",
+            &request_path(&sid, &rid),
+            Some(serde_json::json!({"decision": "allow"})),
+        )
+        .await;
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    api.wait_session(&sid, |s| {
+        s["session"]["status"] == "idle" && s["session"]["messageCount"] == 6
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    let roles: Vec<Role> = stored.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [
+            Role::User,
+            Role::Assistant,
+            Role::User,
+            Role::Assistant,
+            Role::User,
+            Role::Assistant
+        ]
+    );
+    assert_eq!(stored[2].id.to_string(), q1);
+    assert_eq!(stored[4].id.to_string(), q2);
+    assert!(stored.iter().all(|m| m.status == MessageStatus::Complete));
+    let detail = api.session(&sid).await.body;
+    assert_eq!(queue_ids(&detail["queued"]), Vec::<String>::new());
+    // The tabs saw the queue empty out.
+    let mut seen = next_queue(&mut a).await;
+    while !seen.is_empty() {
+        seen = next_queue(&mut a).await;
+    }
+}
+
+#[tokio::test]
+async fn a_queued_message_is_edited_and_cancelled_until_it_starts_and_the_queue_has_a_limit() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/approve").await;
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let (q1, q2) = (id(), id());
+    api.send(&sid, &q1, "draft").await;
+    api.send(&sid, &q2, "never mind").await;
+    let edit = api
+        .call(
+            "PATCH",
+            &routes::queued(&sid, &q1),
+            Some(serde_json::json!({"text": "  the real question  "})),
+        )
+        .await;
+    assert_eq!(edit.status, 200, "{}", edit.text);
+    assert_eq!(edit.body["queued"]["text"], "the real question");
+    let bad = api
+        .call(
+            "PATCH",
+            &routes::queued(&sid, &q1),
+            Some(serde_json::json!({"text": "  "})),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let bad_id = api
+        .call(
+            "DELETE",
+            &format!("/api/sessions/{sid}/queue/not-an-id"),
+            None,
+        )
+        .await;
+    assert_eq!(bad_id.status, 400, "{}", bad_id.text);
+    assert_eq!(
+        api.call("DELETE", &routes::queued(&sid, &q2), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.call("DELETE", &routes::queued(&sid, &q2), None)
+            .await
+            .status,
+        404,
+        "cancelled: no such message waits"
+    );
+    // At most ten wait.
+    let mut last = 0;
+    for i in 0..10 {
+        last = api.send(&sid, &id(), &format!("more {i}")).await.status;
+        if last != 202 {
+            break;
+        }
+    }
+    assert_eq!(last, 429, "the eleventh is refused");
+    let queued = queue_ids(&api.session(&sid).await.body["queued"]);
+    assert_eq!(queued.len(), 10);
+    for extra in &queued[1..] {
+        api.call("DELETE", &routes::queued(&sid, extra), None).await;
+    }
+    let rid = detail["pending"][0]["id"].as_str().unwrap().to_string();
+    api.call(
+        "POST",
+        &request_path(&sid, &rid),
+        Some(serde_json::json!({"decision": "deny"})),
+    )
+    .await;
+    api.wait_session(&sid, |s| {
+        s["session"]["status"] == "idle" && s["session"]["messageCount"] == 4
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(
+        stored[2].plain_text(),
+        "the real question",
+        "sent as edited"
+    );
+    assert_eq!(
+        user_ids(&api, &sid).await.len(),
+        2,
+        "the cancelled one never ran"
+    );
+    // Started: it can no longer be edited or cancelled.
+    let late = api
+        .call(
+            "PATCH",
+            &routes::queued(&sid, &q1),
+            Some(serde_json::json!({"text": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (late.status, &late.body["error"]["code"]),
+        (409, &Value::from("conflict"))
+    );
+    assert_eq!(
+        api.call("DELETE", &routes::queued(&sid, &q1), None)
+            .await
+            .status,
+        409
+    );
+}
+
+#[tokio::test]
+async fn stop_holds_the_queue_and_send_now_steers() {
+    let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
+    let api = gw.api(None);
+    let sid = id();
+    api.create(&sid, &id(), "/approve").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    let (q1, q2, q3) = (id(), id(), id());
+    api.send(&sid, &q1, "later").await;
+    api.send(&sid, &q2, "now instead").await;
+    // "Send now" on the second: the turn is asked to stop, and the second
+    // goes first.
+    let steer = api
+        .call("POST", &routes::queued_start(&sid, &q2), None)
+        .await;
+    assert_eq!(steer.status, 202, "{}", steer.text);
+    assert_eq!(queue_ids(&steer.body["queued"]), [q2.as_str(), q1.as_str()]);
+    api.wait_session(&sid, |s| {
+        s["session"]["status"] == "idle" && s["session"]["messageCount"] == 6
+    })
+    .await;
+    let stored = api.all_messages(&sid).await;
+    assert_eq!(
+        stored[1].status,
+        MessageStatus::Stopped,
+        "the steered turn stopped"
+    );
+    assert_eq!(user_ids(&api, &sid).await[1..], [q2.as_str(), q1.as_str()]);
+
+    // A stop holds what waits: nothing starts until the person says so.
+    api.send(&sid, &id(), "/approve").await;
+    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    api.send(&sid, &q3, "held").await;
+    assert_eq!(api.stop(&sid).await.status, 202);
+    let held = api
+        .wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    assert_eq!(queue_ids(&held["queued"]), [q3.as_str()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = api.session(&sid).await.body;
+    assert_eq!(
+        still["session"]["messageCount"], 8,
+        "nothing started by itself"
+    );
+    assert_eq!(queue_ids(&still["queued"]), [q3.as_str()]);
+    // Send now, while idle: it starts at once.
+    let go = api
+        .call("POST", &routes::queued_start(&sid, &q3), None)
+        .await;
+    assert_eq!(go.status, 200, "{}", go.text);
+    assert_eq!(go.body["message"]["id"], q3.as_str());
+    assert_eq!(go.body["message"]["seq"], 9);
+    api.wait_session(&sid, |s| {
+        s["session"]["status"] == "idle" && s["session"]["messageCount"] == 10
+    })
+    .await;
+    assert!(queue_ids(&api.session(&sid).await.body["queued"]).is_empty());
+}
 
 fn request_path(sid: &str, rid: &str) -> String {
     format!("/api/sessions/{sid}/requests/{rid}")

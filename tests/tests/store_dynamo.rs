@@ -40,6 +40,7 @@ async fn tool_input_json_round_trips() {
                 turn,
                 permission_mode: None,
                 now_ms: 2,
+                from_queue: false,
             },
         )
         .await

@@ -128,6 +128,7 @@ async fn a_database_from_before_schema_versions_is_migrated_and_keeps_its_sessio
         turn: t,
         permission_mode: None,
         now_ms: 2_000,
+        from_queue: false,
     };
     match store.start_turn("alice", &id, &next).await.unwrap() {
         StartOutcome::Started { message, .. } => assert_eq!(message.seq, 2),
@@ -190,6 +191,7 @@ async fn the_agent_history_is_read_within_its_budget() {
                     turn: t.clone(),
                     permission_mode: None,
                     now_ms: 2,
+                    from_queue: false,
                 },
             )
             .await
@@ -207,6 +209,7 @@ async fn the_agent_history_is_read_within_its_budget() {
                 turn: t.clone(),
                 permission_mode: None,
                 now_ms: 3,
+                from_queue: false,
             },
         )
         .await

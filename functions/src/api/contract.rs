@@ -191,12 +191,18 @@ pub fn openapi() -> Value {
     let send = op(
         &error,
         "sendMessage",
-        "Send a message, which starts a turn; the same message again answers 200",
+        "Send a message, which starts a turn, or, while a turn runs, waits in the session's queue; the same message again answers 200 (or 202 with `queued` while it waits)",
         Some(schema::<SendMessageRequest>(g)),
         &[
             (
                 "202",
-                answer("Stored; the turn runs", schema::<SendMessageResponse>(g)),
+                answer(
+                    "Stored and its turn runs; or queued behind the running turn (`queued`)",
+                    json!({ "oneOf": [
+                        schema::<SendMessageResponse>(g),
+                        schema::<confab_protocol::rest::QueuedReply>(g),
+                    ] }),
+                ),
             ),
             (
                 "200",
@@ -257,6 +263,64 @@ pub fn openapi() -> Value {
         ],
         vec![],
     );
+    let edit_queued = op(
+        &error,
+        "editQueued",
+        "New text for a queued message, until it starts",
+        Some(schema::<confab_protocol::rest::EditQueuedRequest>(g)),
+        &[
+            (
+                "200",
+                answer(
+                    "The message as it waits now",
+                    schema::<confab_protocol::rest::QueuedEnvelope>(g),
+                ),
+            ),
+            ("409", answer("It has started (`conflict`)", error.clone())),
+        ],
+        vec![],
+    );
+    let cancel_queued = op(
+        &error,
+        "cancelQueued",
+        "Cancel a queued message, until it starts",
+        None,
+        &[
+            ("204", json!({ "description": "Cancelled" })),
+            ("409", answer("It has started (`conflict`)", error.clone())),
+        ],
+        vec![],
+    );
+    let start_queued = op(
+        &error,
+        "startQueued",
+        "Send a queued message now: the running turn is asked to stop and this message starts when it ends",
+        None,
+        &[
+            (
+                "200",
+                answer(
+                    "No turn was running: the message started",
+                    schema::<SendMessageResponse>(g),
+                ),
+            ),
+            (
+                "202",
+                answer(
+                    "The running turn was asked to stop; the message is first in the queue",
+                    schema::<confab_protocol::rest::QueueEnvelope>(g),
+                ),
+            ),
+            ("409", answer("It has started (`conflict`)", error.clone())),
+        ],
+        vec![],
+    );
+    let message_id = json!({
+        "name": "messageId",
+        "in": "path",
+        "required": true,
+        "schema": schema::<confab_protocol::MessageId>(g),
+    });
     let request_id = json!({
         "name": "requestId",
         "in": "path",
@@ -324,6 +388,8 @@ pub fn openapi() -> Value {
         routes::MESSAGES: { "parameters": [sid.clone()], "post": send, "get": messages },
         routes::STOP: { "parameters": [sid.clone()], "post": stop },
         routes::REQUEST: { "parameters": [sid.clone(), request_id], "post": answer_request },
+        routes::QUEUED: { "parameters": [sid.clone(), message_id.clone()], "patch": edit_queued, "delete": cancel_queued },
+        routes::QUEUED_START: { "parameters": [sid.clone(), message_id], "post": start_queued },
         routes::EXPORT: { "parameters": [sid], "get": export },
         routes::SOCKET_TICKET: { "post": socket_ticket },
     });
@@ -428,6 +494,8 @@ mod tests {
             routes::MESSAGES,
             routes::STOP,
             routes::REQUEST,
+            routes::QUEUED,
+            routes::QUEUED_START,
             routes::EXPORT,
             routes::SOCKET_TICKET,
         ] {

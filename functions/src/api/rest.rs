@@ -2,6 +2,7 @@
 //! axum::serve locally.
 
 use super::auth::{Auth, AuthError};
+use crate::domain::queue::{self, StartedNow};
 use crate::domain::records::Principal;
 use crate::domain::requests::{self, Answered};
 use crate::domain::sessions::ExportFormat;
@@ -12,14 +13,15 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use axum::{Json, Router};
 use confab_protocol::rest::{
     AgentInfo, AnswerRequest, AuthInfo, ConfigResponse, CreateSessionRequest, ErrorBody, ErrorCode,
     ErrorDetail, Health, Limits, RequestEnvelope, SendMessageRequest, SessionEnvelope,
     UpdateSessionRequest,
 };
-use confab_protocol::{RequestId, SessionId, routes, validate};
+use confab_protocol::rest::{EditQueuedRequest, QueuedEnvelope};
+use confab_protocol::{MessageId, RequestId, SessionId, routes, validate};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -200,6 +202,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestPath {
     }
 }
 
+/// The session and message ids of `/api/sessions/{id}/queue/{messageId}`,
+/// checked.
+pub struct QueuedPath(pub SessionId, pub MessageId);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueuedPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((sid, mid)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError(ServiceError::Invalid("the path is not valid".into())))?;
+        let sid = SessionId::parse(sid).map_err(|e| ApiError(e.into()))?;
+        let mid = MessageId::parse(mid).map_err(|e| ApiError(e.into()))?;
+        Ok(QueuedPath(sid, mid))
+    }
+}
+
 /// Query parameters as strings; parsed by each handler with clear errors.
 pub struct Params(HashMap<String, String>);
 
@@ -252,6 +271,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(routes::MESSAGES, post(send).get(messages))
         .route(routes::STOP, post(stop))
         .route(routes::REQUEST, post(answer_request))
+        .route(routes::QUEUED, patch(edit_queued).delete(cancel_queued))
+        .route(routes::QUEUED_START, post(start_queued))
         .route(routes::EXPORT, get(export_session))
         .route(routes::SOCKET_TICKET, post(socket_ticket))
         // Unknown API paths stay JSON 404s even where a web app serves `/`.
@@ -405,6 +426,45 @@ async fn send(
         match sessions::send_message(&st.ports, &owner, &id, req).await? {
             Sent::Started(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
             Sent::AlreadyStored(body) => (StatusCode::OK, Json(body)).into_response(),
+            Sent::Queued(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+        },
+    )
+}
+
+/// `PATCH /api/sessions/{id}/queue/{messageId}`: 200 with the message as
+/// edited; 409 once it started.
+async fn edit_queued(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    QueuedPath(id, message_id): QueuedPath,
+    Body64(body): Body64<EditQueuedRequest>,
+) -> ApiResult<Json<QueuedEnvelope>> {
+    let queued = queue::edit(&st.ports, &owner, &id, &message_id, body.text).await?;
+    Ok(Json(QueuedEnvelope { queued }))
+}
+
+/// `DELETE /api/sessions/{id}/queue/{messageId}`: 204; 409 once it started.
+async fn cancel_queued(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    QueuedPath(id, message_id): QueuedPath,
+) -> ApiResult<StatusCode> {
+    queue::cancel(&st.ports, &owner, &id, &message_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/sessions/{id}/queue/{messageId}/start`: 200 with the message
+/// and its turn when none ran; 202 with the queue when the running turn was
+/// asked to stop and this message starts next.
+async fn start_queued(
+    State(st): State<AppState>,
+    Caller(owner): Caller,
+    QueuedPath(id, message_id): QueuedPath,
+) -> ApiResult<Response> {
+    Ok(
+        match queue::start_now(&st.ports, &owner, &id, &message_id).await? {
+            StartedNow::Started(body) => (StatusCode::OK, Json(body)).into_response(),
+            StartedNow::Next(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
         },
     )
 }

@@ -7,7 +7,7 @@ use crate::api::auth::Auth;
 use crate::api::rest::{ApiState, router};
 use crate::config::{AuthConfig, Config};
 use crate::domain::runner::RunnerConfig;
-use crate::ports::{Agent, Ports, Push, Store};
+use crate::ports::{Agent, Dispatch, Ports, Push, Store};
 use crate::store::dynamo::DynamoStore;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -325,12 +325,28 @@ pub async fn turn_worker() -> Result<(), Error> {
     let agent = shared.agent()?;
     let runner = RunnerConfig {
         request_timeout: std::time::Duration::from_secs(shared.config.request_timeout_secs),
+        limits: shared.config.limits,
         ..RunnerConfig::serverless()
     };
     let store: Arc<dyn Store> = shared.store.clone();
+    // The next queued turn goes to a fresh invocation of this function
+    // (Lambda names it in the environment).
+    let next: Option<Arc<dyn Dispatch>> =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok().map(|name| {
+            Arc::new(LambdaDispatch::new(
+                &shared.sdk,
+                &name,
+                shared.stats.clone(),
+            )) as Arc<dyn Dispatch>
+        });
     lambda_runtime::run(service_fn(|ev: LambdaEvent<worker::WorkerEvent>| {
-        let (store, push, agent, runner) =
-            (store.clone(), push.clone(), agent.clone(), runner.clone());
+        let (store, push, agent, runner, next) = (
+            store.clone(),
+            push.clone(),
+            agent.clone(),
+            runner.clone(),
+            next.clone(),
+        );
         async move {
             let remaining = ev
                 .context
@@ -342,6 +358,7 @@ pub async fn turn_worker() -> Result<(), Error> {
                 push: &*push,
                 agent: &*agent,
                 runner: &runner,
+                next: next.as_deref(),
             }
             .handle(ev.payload, remaining)
             .await

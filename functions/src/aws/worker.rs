@@ -4,7 +4,7 @@
 use crate::domain::runner::{RunnerConfig, run_turn};
 use crate::domain::sessions::sweep_stale;
 use crate::error::ServiceError;
-use crate::ports::{Agent, Push, Store, TurnJob};
+use crate::ports::{Agent, Dispatch, Push, Store, TurnJob};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,6 +36,10 @@ pub struct Worker<'a> {
     pub push: &'a dyn Push,
     pub agent: &'a dyn Agent,
     pub runner: &'a RunnerConfig,
+    /// Hands on the turn of a queued message that starts when this
+    /// invocation's turn ends, so that it gets an invocation (and its time)
+    /// of its own; None, or a failed hand-off, runs it in this invocation.
+    pub next: Option<&'a dyn Dispatch>,
 }
 
 impl Worker<'_> {
@@ -69,8 +73,30 @@ impl Worker<'_> {
                     },
                     None => self.runner.clone(),
                 };
+                let turns = async move {
+                    let mut job = job;
+                    loop {
+                        let Some(next) =
+                            run_turn(self.store, self.push, self.agent, &runner, &job, rx.clone())
+                                .await?
+                        else {
+                            return Ok(());
+                        };
+                        if let Some(d) = self.next {
+                            match d.dispatch(next.clone()).await {
+                                Ok(()) => return Ok(()),
+                                Err(e) => tracing::warn!(
+                                    error = &e as &dyn std::error::Error,
+                                    session = %next.session_id,
+                                    "handing on the next queued turn failed; running it here"
+                                ),
+                            }
+                        }
+                        job = next;
+                    }
+                };
                 tokio::select! {
-                    r = run_turn(self.store, self.push, self.agent, &runner, &job, rx) => r,
+                    r = turns => r,
                     _ = deadline => unreachable!("the deadline future never ends"),
                 }
             }

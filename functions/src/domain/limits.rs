@@ -14,7 +14,7 @@
 
 use crate::clock::now_ms;
 use crate::error::ServiceError;
-use crate::ports::{Held, Ports, Store};
+use crate::ports::{Held, Limits, Ports, Store};
 use confab_protocol::SessionId;
 
 const MINUTE_MS: i64 = 60_000;
@@ -106,12 +106,12 @@ impl TurnPlace {
 /// Takes a place for a turn of `session_id` among the owner's running
 /// turns, or refuses it when the owner has as many running as they may.
 pub async fn take_turn(
-    ports: &Ports,
+    store: &dyn Store,
+    limits: &Limits,
     owner: &str,
     session_id: &SessionId,
 ) -> Result<TurnPlace, ServiceError> {
-    let store = &*ports.store;
-    let max = ports.limits.turns_per_owner;
+    let max = limits.turns_per_owner;
     let place = |added| TurnPlace {
         owner: owner.to_string(),
         session_id: session_id.clone(),
@@ -154,16 +154,17 @@ pub async fn take_turn(
 
 /// Refuses a new turn once the owner's tokens today have reached the daily
 /// budget, if there is one.
-pub async fn check_tokens(ports: &Ports, owner: &str) -> Result<(), ServiceError> {
-    let Some(budget) = ports.limits.daily_tokens else {
+pub async fn check_tokens(
+    store: &dyn Store,
+    limits: &Limits,
+    owner: &str,
+) -> Result<(), ServiceError> {
+    let Some(budget) = limits.daily_tokens else {
         return Ok(());
     };
     let now = now_ms();
     let day = now.div_euclid(DAY_MS);
-    let used = ports
-        .store
-        .counted(owner, &format!("tokens#{day}"), now)
-        .await?;
+    let used = store.counted(owner, &format!("tokens#{day}"), now).await?;
     if used < budget {
         return Ok(());
     }

@@ -5,6 +5,7 @@ pub mod export;
 pub mod frames;
 pub mod limits;
 pub mod notify;
+pub mod queue;
 pub mod records;
 pub mod requests;
 pub mod runner;

@@ -3,10 +3,10 @@
 //! rules are written once, here.
 
 use confab_protocol::model::{
-    LastTurn, LiveReply, Message, PendingRequest, PermissionMode, Resolution, SessionStatus,
-    SessionSummary, Usage,
+    LastTurn, LiveReply, Message, PendingRequest, PermissionMode, QueuedMessage, Resolution,
+    SessionStatus, SessionSummary, TurnOutcome, Usage,
 };
-use confab_protocol::{MessageId, ProjectId, SessionId, TurnId};
+use confab_protocol::{MessageId, MessageText, ProjectId, SessionId, TurnId};
 use serde::{Deserialize, Serialize};
 
 /// The turn a session is running, kept on the session's record.
@@ -130,7 +130,8 @@ impl ActiveTurn {
     }
 }
 
-/// A session as stored: its owner, its summary and the turn it runs.
+/// A session as stored: its owner, its summary, the turn it runs and the
+/// messages queued behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {
     pub owner: String,
@@ -140,6 +141,150 @@ pub struct SessionRecord {
     pub incarnation: String,
     pub summary: SessionSummary,
     pub turn: Option<ActiveTurn>,
+    pub queue: Queue,
+}
+
+/// Most messages one session holds queued.
+pub const MAX_QUEUED: usize = 10;
+/// Most bytes of text one session holds queued (a message is at most
+/// 32 KiB): the queue is stored on the session's row, which DynamoDB caps
+/// at 400 KB.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
+/// Messages sent while a turn runs, in the order they start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Queue {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<QueuedMessage>,
+    /// The first item starts when the running turn ends, however it ends
+    /// ("send now" while a turn runs). Otherwise the queue moves on only
+    /// after a completed reply: a stopped, failed or interrupted one holds
+    /// it until the person starts or cancels what waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub next_now: bool,
+}
+
+impl Queue {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn position(&self, id: &MessageId) -> Option<usize> {
+        self.items.iter().position(|q| &q.id == id)
+    }
+
+    fn bytes(&self) -> usize {
+        self.items.iter().map(|q| q.text.as_str().len()).sum()
+    }
+
+    /// Takes message `id` out to start it; false when it is not queued.
+    pub fn take(&mut self, id: &MessageId) -> bool {
+        let Some(i) = self.position(id) else {
+            return false;
+        };
+        self.items.remove(i);
+        if i == 0 {
+            self.next_now = false;
+        }
+        true
+    }
+
+    /// The message that starts after a turn that ended with `outcome`.
+    pub fn next_after(&self, outcome: TurnOutcome) -> Option<&QueuedMessage> {
+        if self.next_now || outcome == TurnOutcome::Completed {
+            self.items.first()
+        } else {
+            None
+        }
+    }
+}
+
+/// A change to a session's queue.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueChange {
+    /// Queue a message behind the running turn.
+    Add(QueuedMessage),
+    Edit {
+        id: MessageId,
+        text: MessageText,
+    },
+    Cancel(MessageId),
+    /// Move it first and start it as soon as the running turn ends; the
+    /// turn is asked to stop.
+    Next(MessageId),
+}
+
+/// What a queue change did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueOutcome {
+    /// The queue as it is now (the same for an `Add` of a queued message: a
+    /// retry).
+    Changed(Vec<QueuedMessage>),
+    /// `Add`, `Next`: no turn runs, so nothing waits: start it instead.
+    Idle,
+    /// `Add`, `Edit`: past [`MAX_QUEUED`] or [`MAX_QUEUED_BYTES`].
+    Full,
+    /// `Edit`, `Cancel`, `Next`: not in the queue (started or cancelled).
+    NotQueued,
+    /// Not the owner's session.
+    NotFound,
+}
+
+impl QueueChange {
+    /// Applies the change to `rec` (both stores run this inside their
+    /// atomic write); the bool says whether anything is to be written.
+    pub fn apply(&self, rec: &mut SessionRecord) -> (QueueOutcome, bool) {
+        let q = &mut rec.queue;
+        let changed = |q: &Queue| (QueueOutcome::Changed(q.items.clone()), true);
+        match self {
+            QueueChange::Add(item) => {
+                if q.position(&item.id).is_some() {
+                    return (QueueOutcome::Changed(q.items.clone()), false);
+                }
+                if rec.turn.is_none() {
+                    return (QueueOutcome::Idle, false);
+                }
+                if q.items.len() >= MAX_QUEUED
+                    || q.bytes() + item.text.as_str().len() > MAX_QUEUED_BYTES
+                {
+                    return (QueueOutcome::Full, false);
+                }
+                q.items.push(item.clone());
+                changed(q)
+            }
+            QueueChange::Edit { id, text } => {
+                let Some(i) = q.position(id) else {
+                    return (QueueOutcome::NotQueued, false);
+                };
+                let others = q.bytes() - q.items[i].text.as_str().len();
+                if others + text.as_str().len() > MAX_QUEUED_BYTES {
+                    return (QueueOutcome::Full, false);
+                }
+                q.items[i].text = text.clone();
+                changed(q)
+            }
+            QueueChange::Cancel(id) => {
+                if !q.take(id) {
+                    return (QueueOutcome::NotQueued, false);
+                }
+                changed(q)
+            }
+            QueueChange::Next(id) => {
+                let Some(i) = q.position(id) else {
+                    return (QueueOutcome::NotQueued, false);
+                };
+                let Some(turn) = rec.turn.as_mut() else {
+                    return (QueueOutcome::Idle, false);
+                };
+                turn.stop_requested = true;
+                let item = q.items.remove(i);
+                q.items.insert(0, item);
+                q.next_now = true;
+                changed(q)
+            }
+        }
+    }
 }
 
 impl SessionRecord {
@@ -260,9 +405,18 @@ pub struct NewTurn {
     pub turn: ActiveTurn,
     pub permission_mode: Option<PermissionMode>,
     pub now_ms: i64,
+    /// The message waits in the session's queue: it is taken out in the
+    /// same write, and the start is refused (`NotQueued`) if it is not there.
+    pub from_queue: bool,
 }
 
 impl NewTurn {
+    /// Takes the message out of `rec`'s queue when it starts from there;
+    /// false when it should but is not queued.
+    pub fn take_from_queue(&self, rec: &mut SessionRecord) -> bool {
+        !self.from_queue || rec.queue.take(&self.message.id)
+    }
+
     /// The message as stored with `seq`, and the summary once the turn runs.
     pub fn apply(&self, s: &mut SessionSummary, seq: u64) -> Message {
         let mut message = self.message.clone();
@@ -290,6 +444,8 @@ pub enum StartOutcome {
     Duplicate(Message),
     /// Another turn runs.
     Running,
+    /// `from_queue`, but the message is not queued (cancelled, or started).
+    NotQueued,
     NotFound,
 }
 

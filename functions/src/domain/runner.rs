@@ -42,6 +42,9 @@ pub struct RunnerConfig {
     pub poll_interval: Duration,
     /// A request to the person nobody answers is denied after this long.
     pub request_timeout: Duration,
+    /// What a queued message's turn is held to when it starts after this
+    /// one (an owner's turns at once, their daily tokens).
+    pub limits: crate::ports::Limits,
 }
 
 impl RunnerConfig {
@@ -69,6 +72,7 @@ impl Default for RunnerConfig {
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             request_timeout: Duration::from_secs(30 * 60),
+            limits: crate::ports::Limits::unreachable(),
         }
     }
 }
@@ -181,6 +185,8 @@ enum Flow {
 }
 
 /// Runs one turn to its end. `shutdown` turning true ends it as interrupted.
+/// Returns the turn of the queued message that starts after it, if one did
+/// (`queue::start_next`), for the caller to run.
 pub async fn run_turn(
     store: &dyn Store,
     push: &dyn Push,
@@ -188,16 +194,16 @@ pub async fn run_turn(
     cfg: &RunnerConfig,
     job: &TurnJob,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ServiceError> {
+) -> Result<Option<TurnJob>, ServiceError> {
     let Some(record) = store
         .get_session(&job.session_id)
         .await?
         .filter(|r| r.owner == job.owner)
     else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(turn) = record.turn.clone().filter(|t| t.turn_id == job.turn_id) else {
-        return Ok(());
+        return Ok(None);
     };
     // One runner per turn: a second invocation (an at-least-once delivery,
     // a retried dispatch) walks away here, before the agent is called.
@@ -206,7 +212,7 @@ pub async fn run_turn(
         .await?
     {
         tracing::info!(session = %job.session_id, turn = %job.turn_id, "turn already claimed by another runner");
-        return Ok(());
+        return Ok(None);
     }
     let history = history(store, &job.session_id).await?;
     let request = AgentRequest {
@@ -353,7 +359,7 @@ pub async fn run_turn(
                         }
                         break;
                     }
-                    Flow::Abandon => return Ok(()),
+                    Flow::Abandon => return Ok(None),
                     Flow::Broken => {
                         outcome = TurnOutcome::Failed;
                         error = Some(SAVE_FAILED.into());
@@ -370,7 +376,7 @@ pub async fn run_turn(
                         .await
                     {
                         Ok(true) => {}
-                        Ok(false) => return Ok(()),
+                        Ok(false) => return Ok(None),
                         Err(e) => {
                             tracing::error!(error = &e as &dyn std::error::Error, session = %job.session_id, "checkpoint failed");
                             outcome = TurnOutcome::Failed;
@@ -415,7 +421,10 @@ pub async fn run_turn(
         now_ms: now,
     };
     finish_and_announce(store, push, &reply.session, &job.turn_id, &end).await;
-    Ok(())
+    if *shutdown.borrow() {
+        return Ok(None);
+    }
+    Ok(super::queue::start_next(store, push, &cfg.limits, &reply.session, outcome).await)
 }
 
 /// While the agent waits: hands it the answers that came, and denies what

@@ -6,20 +6,20 @@ use super::records::{
     ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, SessionPatch,
     SessionQuery, SessionRecord, SessionRef, StartOutcome, TurnEnd,
 };
-use super::{limits, notify};
+use super::{limits, notify, queue};
 use crate::clock::{new_id, new_token, now_ms};
 use crate::error::ServiceError;
-use crate::ports::{Ports, Push, SessionStore, Store, TurnJob, TurnStore};
+use crate::ports::{Limits, Ports, Push, SessionStore, Store, TurnJob, TurnStore};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use confab_protocol::model::{
-    Block, LastTurn, Message, MessageStatus, Role, SessionStatus, SessionSummary, TurnOutcome,
-    Usage,
+    Block, LastTurn, Message, MessageStatus, QueuedMessage, Role, SessionStatus, SessionSummary,
+    TurnOutcome, Usage,
 };
 use confab_protocol::rest::{
-    CreateSessionRequest, MessagePage, ProjectsResponse, SendMessageRequest, SendMessageResponse,
-    SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
+    CreateSessionRequest, MessagePage, ProjectsResponse, QueuedReply, SendMessageRequest,
+    SendMessageResponse, SessionDetail, SessionPage, SessionWithMessages, UpdateSessionRequest,
 };
 use confab_protocol::{
     MessageId, MessageText, ProjectId, ServerEvent, SessionId, Timestamp, TurnId, validate,
@@ -43,13 +43,16 @@ pub enum Created<T> {
     AlreadyExisted(T),
 }
 
-/// What a send did.
+/// What a send did. (Short-lived: boxing would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sent<T> {
     /// The message was stored and its turn started.
     Started(T),
     /// A message with this id is stored already (a retry): nothing changed.
     AlreadyStored(T),
+    /// A turn runs: the message waits in the session's queue.
+    Queued(QueuedReply),
 }
 
 /// What a stop did.
@@ -62,7 +65,7 @@ pub enum Stopped<T> {
 }
 
 /// Loads a session the caller owns; another owner's session does not exist.
-async fn owned(
+pub(super) async fn owned(
     store: &dyn SessionStore,
     owner: &str,
     id: &SessionId,
@@ -115,9 +118,9 @@ pub async fn create_session(
         return existing(ports, owner, rec, &req.message.id).await;
     }
     room_for_a_turn(ports)?;
-    limits::check_tokens(ports, owner).await?;
+    limits::check_tokens(store, &ports.limits, owner).await?;
     limits::take_creation(ports, owner).await?;
-    let place = limits::take_turn(ports, owner, &id).await?;
+    let place = limits::take_turn(store, &ports.limits, owner, &id).await?;
 
     let now = now_ms();
     let at = Timestamp::from_millis(now);
@@ -216,7 +219,7 @@ async fn existing(
 
 /// Refuses a new turn, before anything is stored, while the server runs as
 /// many as it may at once.
-fn room_for_a_turn(ports: &Ports) -> Result<(), ServiceError> {
+pub(super) fn room_for_a_turn(ports: &Ports) -> Result<(), ServiceError> {
     if ports.dispatch.has_room() {
         Ok(())
     } else {
@@ -424,7 +427,6 @@ pub async fn send_message(
 ) -> Result<Sent<SendMessageResponse>, ServiceError> {
     let (store, push) = (&*ports.store, &*ports.push);
     let rec = owned(store, owner, session_id).await?;
-    let text = &req.text;
     if let Some(message) = store.find_message(session_id, &req.id).await? {
         if rec
             .turn
@@ -438,46 +440,95 @@ pub async fn send_message(
             session: rec.summary,
         }));
     }
+    if let Some(q) = rec.queue.items.iter().find(|q| q.id == req.id) {
+        return Ok(Sent::Queued(QueuedReply {
+            queued: q.clone(),
+            session: rec.summary.clone(),
+        }));
+    }
     let rec = reap_if_stale(store, push, rec).await?;
     // The mode the turn runs in, given or kept, is within this server's.
     ports.permit(req.permission_mode.unwrap_or(rec.summary.permission_mode))?;
-    room_for_a_turn(ports)?;
-    // A send that would be refused as running is not counted against the
-    // owner's limits (the store still decides, below, under races).
     if rec.turn.is_some() {
-        return Err(ServiceError::TurnRunning);
+        // A turn runs: the message waits for it to end.
+        limits::take_send(ports, owner).await?;
+        if let Some(queued) = queue::enqueue(ports, owner, &rec, &req).await? {
+            return Ok(Sent::Queued(queued));
+        }
+    } else {
+        room_for_a_turn(ports)?;
+        limits::check_tokens(store, &ports.limits, owner).await?;
+        limits::take_send(ports, owner).await?;
     }
-    limits::check_tokens(ports, owner).await?;
-    limits::take_send(ports, owner).await?;
-    let place = limits::take_turn(ports, owner, session_id).await?;
-    let now = now_ms();
-    let turn = ActiveTurn::new(now);
-    let new = NewTurn {
-        message: user_message(req.id.clone(), session_id, &turn.turn_id, text, now),
-        turn: turn.clone(),
+    let item = QueuedMessage {
+        id: req.id.clone(),
+        text: req.text.clone(),
+        created_at: Timestamp::from_millis(now_ms()),
         permission_mode: req.permission_mode,
-        now_ms: now,
     };
-    let outcome = store.start_turn(owner, session_id, &new).await;
-    if !matches!(outcome, Ok(StartOutcome::Started { .. })) {
-        place.unused(store).await;
-    }
-    match outcome? {
+    let (outcome, turn) = store_turn(store, &ports.limits, owner, session_id, &item, false).await?;
+    match outcome {
         StartOutcome::Started { message, session } => {
-            // Dispatch before fan-out, as for a create.
-            let started = start(ports, owner, session_id, &turn).await;
-            notify::message_created(store, push, &rec.target(), message.clone()).await;
-            notify::session_updated(store, push, owner, &session).await;
-            started?;
-            Ok(Sent::Started(SendMessageResponse { message, session }))
+            let response = SendMessageResponse { message, session };
+            announce_start(ports, &rec.target(), &turn, &response).await?;
+            Ok(Sent::Started(response))
         }
         StartOutcome::Duplicate(message) => Ok(Sent::AlreadyStored(SendMessageResponse {
             message,
             session: rec.summary,
         })),
-        StartOutcome::Running => Err(ServiceError::TurnRunning),
+        // A turn started in between: the message waits for it.
+        StartOutcome::Running => match queue::enqueue(ports, owner, &rec, &req).await? {
+            Some(queued) => Ok(Sent::Queued(queued)),
+            None => Err(ServiceError::TurnRunning),
+        },
+        StartOutcome::NotQueued => Err(ServiceError::TurnRunning),
         StartOutcome::NotFound => Err(ServiceError::NotFound),
     }
+}
+
+/// A user message as a turn: a place among the owner's running turns taken,
+/// then the message and the turn stored in one write (taken out of the
+/// queue, `from_queue`). The caller has checked the other limits.
+pub(super) async fn store_turn(
+    store: &dyn Store,
+    limits: &Limits,
+    owner: &str,
+    session_id: &SessionId,
+    item: &QueuedMessage,
+    from_queue: bool,
+) -> Result<(StartOutcome, ActiveTurn), ServiceError> {
+    let place = limits::take_turn(store, limits, owner, session_id).await?;
+    let now = now_ms();
+    let turn = ActiveTurn::new(now);
+    let new = NewTurn {
+        message: user_message(item.id.clone(), session_id, &turn.turn_id, &item.text, now),
+        turn: turn.clone(),
+        permission_mode: item.permission_mode,
+        now_ms: now,
+        from_queue,
+    };
+    let outcome = store.start_turn(owner, session_id, &new).await;
+    if !matches!(outcome, Ok(StartOutcome::Started { .. })) {
+        place.unused(store).await;
+    }
+    Ok((outcome?, turn))
+}
+
+/// A turn stored now: handed to Dispatch, then told to the session's
+/// subscribers and the owner.
+pub(super) async fn announce_start(
+    ports: &Ports,
+    session: &SessionRef,
+    turn: &ActiveTurn,
+    started: &SendMessageResponse,
+) -> Result<(), ServiceError> {
+    let (store, push) = (&*ports.store, &*ports.push);
+    // Dispatch before fan-out, as for a create.
+    let dispatched = start(ports, &session.owner, &session.id, turn).await;
+    notify::message_created(store, push, session, started.message.clone()).await;
+    notify::session_updated(store, push, &session.owner, &started.session).await;
+    dispatched
 }
 
 /// Asks a running turn to stop and waits briefly for it to close.
@@ -611,6 +662,7 @@ pub async fn detail(
         has_more,
         live,
         pending,
+        queued: rec.queue.items,
     })
 }
 

@@ -8,7 +8,7 @@ use super::sessions::reap_if_stale;
 use crate::clock::{new_token, now_ms};
 use crate::error::ServiceError;
 use crate::ports::{Push, Store};
-use confab_protocol::model::{LiveReply, Message, PendingRequest, SessionSummary};
+use confab_protocol::model::{LiveReply, Message, PendingRequest, QueuedMessage, SessionSummary};
 use confab_protocol::socket::{MAX_SERVER_FRAME_BYTES, MAX_SUBSCRIPTIONS};
 use confab_protocol::{ConnectionId, ServerEvent, SessionId, validate};
 
@@ -84,6 +84,7 @@ pub async fn subscribe(
         has_more,
         live,
         pending,
+        rec.queue.items,
     ))
 }
 
@@ -98,6 +99,7 @@ fn fit_subscribed(
     mut has_more: bool,
     mut live: Option<LiveReply>,
     pending: Vec<PendingRequest>,
+    queued: Vec<QueuedMessage>,
 ) -> ServerEvent {
     loop {
         let event = ServerEvent::Subscribed {
@@ -107,6 +109,7 @@ fn fit_subscribed(
             has_more,
             live: live.clone(),
             pending: pending.clone(),
+            queued: queued.clone(),
         };
         let size = encode(&event).len();
         if size <= MAX_SERVER_FRAME_BYTES {

@@ -4,10 +4,12 @@
 
 use crate::ids::{MessageId, SessionId};
 use crate::model::{
-    Block, LiveReply, Message, PendingRequest, Role, SessionStatus, SessionSummary,
+    Block, LiveReply, Message, PendingRequest, QueuedMessage, Role, SessionStatus, SessionSummary,
 };
 use crate::rest::ErrorCode;
-use crate::rest::{MessagePage, SendMessageResponse, SessionDetail, SessionWithMessages};
+use crate::rest::{
+    MessagePage, QueuedReply, SendMessageResponse, SessionDetail, SessionWithMessages,
+};
 use crate::socket::RESUBSCRIBE_EVERY_MS;
 use crate::socket::ServerEvent;
 use std::collections::{BTreeMap, HashSet};
@@ -54,6 +56,8 @@ pub struct CurrentSession {
     live: Option<LiveReply>,
     /// What the running turn waits for the person to answer.
     requests: Vec<PendingRequest>,
+    /// Messages waiting for the running turn to end, in the order they start.
+    queued: Vec<QueuedMessage>,
     has_older: bool,
     creating: bool,
     loading: bool,
@@ -77,6 +81,7 @@ impl CurrentSession {
             pending: Vec::new(),
             live: None,
             requests: Vec::new(),
+            queued: Vec::new(),
             has_older: false,
             creating: false,
             loading: false,
@@ -105,6 +110,12 @@ impl CurrentSession {
     /// What the running turn waits for the person to answer, oldest first.
     pub fn requests(&self) -> &[PendingRequest] {
         &self.requests
+    }
+
+    /// Messages waiting for the running turn to end, in the order they
+    /// start (after a stop, until one is started or cancelled).
+    pub fn queued(&self) -> &[QueuedMessage] {
+        &self.queued
     }
 
     pub fn live(&self) -> Option<&LiveReply> {
@@ -240,12 +251,39 @@ impl CurrentSession {
         }
         self.merge_live(d.live.as_ref());
         self.requests = d.pending.clone();
+        self.set_queue(&d.queued);
     }
 
     /// The answer of `POST /api/sessions/{id}/messages`.
     pub fn apply_sent(&mut self, r: &SendMessageResponse) {
         self.merge_summary(&r.session);
         self.insert_stored(r.message.clone());
+    }
+
+    /// The answer of `POST /api/sessions/{id}/messages` while a turn ran:
+    /// the message waits in the queue rather than among the sent ones.
+    pub fn apply_queued(&mut self, r: &QueuedReply) {
+        self.merge_summary(&r.session);
+        self.pending.retain(|m| m.id != r.queued.id);
+        if !self.stored_ids.contains(&r.queued.id)
+            && !self.queued.iter().any(|q| q.id == r.queued.id)
+        {
+            self.queued.push(r.queued.clone());
+        }
+    }
+
+    /// The answer of cancelling queued message `id`: it no longer waits.
+    pub fn apply_cancelled(&mut self, id: &MessageId) {
+        self.queued.retain(|q| &q.id != id);
+    }
+
+    /// The queue as the server has it now.
+    pub fn set_queue(&mut self, queued: &[QueuedMessage]) {
+        self.queued = queued
+            .iter()
+            .filter(|q| !self.stored_ids.contains(&q.id))
+            .cloned()
+            .collect();
     }
 
     /// An older page (`beforeSeq`) loaded on scroll.
@@ -288,6 +326,7 @@ impl CurrentSession {
                 live,
                 has_more,
                 pending,
+                queued,
                 ..
             } => {
                 self.requests = pending.clone();
@@ -299,6 +338,7 @@ impl CurrentSession {
                     self.insert_stored(m.clone());
                 }
                 self.merge_live(live.as_ref());
+                self.set_queue(queued);
                 self.awaiting_snapshot = self.is_running();
                 if *has_more {
                     // More new messages than one page: subscribe again from
@@ -389,6 +429,10 @@ impl CurrentSession {
                 self.requests.retain(|r| &r.id != request_id);
                 Effect::None
             }
+            ServerEvent::SessionQueue { queued, .. } => {
+                self.set_queue(queued);
+                Effect::None
+            }
             ServerEvent::Error {
                 code: ErrorCode::RateLimited,
                 ..
@@ -446,6 +490,7 @@ impl CurrentSession {
             return;
         }
         self.pending.retain(|p| p.id != m.id);
+        self.queued.retain(|q| q.id != m.id);
         if self.live.as_ref().is_some_and(|l| l.message_id == m.id) {
             self.live = None;
         }

@@ -7,7 +7,7 @@ use crate::ids::SessionId;
 use crate::model::{PermissionMode, SessionSummary};
 use crate::rest::{
     ConfigResponse, CreateSessionRequest, ErrorBody, ErrorCode, MessagePage, NewMessage,
-    SendMessageRequest, SendMessageResponse, SessionDetail, SessionEnvelope, SessionPage,
+    SendAnswer, SendMessageRequest, SessionDetail, SessionEnvelope, SessionPage,
     SessionWithMessages, UpdateSessionRequest,
 };
 use crate::routes;
@@ -213,13 +213,52 @@ impl<T: Transport> RestClient<T> {
         id: &SessionId,
         message: NewMessage,
         permission_mode: Option<PermissionMode>,
-    ) -> Result<Answer<SendMessageResponse>, RestError> {
+    ) -> Result<Answer<SendAnswer>, RestError> {
         let body = Self::json(&SendMessageRequest {
             id: message.id,
             text: message.text,
             permission_mode,
         })?;
         self.call(Method::Post, routes::messages(id), body).await
+    }
+
+    /// New text for a queued message; a 409 (`conflict`) once it started.
+    pub async fn edit_queued(
+        &self,
+        id: &SessionId,
+        message_id: &crate::MessageId,
+        text: crate::MessageText,
+    ) -> Result<crate::model::QueuedMessage, RestError> {
+        let body = Self::json(&crate::rest::EditQueuedRequest { text })?;
+        let a: Answer<crate::rest::QueuedEnvelope> = self
+            .call(Method::Patch, routes::queued(id, message_id), body)
+            .await?;
+        Ok(a.value.queued)
+    }
+
+    /// Cancels a queued message; a 409 (`conflict`) once it started.
+    pub async fn cancel_queued(
+        &self,
+        id: &SessionId,
+        message_id: &crate::MessageId,
+    ) -> Result<(), RestError> {
+        self.exchange(Method::Delete, routes::queued(id, message_id), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts a queued message now, stopping the running turn first: 200
+    /// when it started, 202 when it starts as the running turn ends. What
+    /// changed comes to every tab as events, so the body is not read here.
+    pub async fn start_queued(
+        &self,
+        id: &SessionId,
+        message_id: &crate::MessageId,
+    ) -> Result<u16, RestError> {
+        let r = self
+            .exchange(Method::Post, routes::queued_start(id, message_id), None)
+            .await?;
+        Ok(r.status)
     }
 
     /// Stops the running turn; 202 when one was running.

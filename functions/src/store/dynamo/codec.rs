@@ -4,7 +4,7 @@
 //! and keys.
 
 use super::{CONNECTION_TTL_SECS, Item};
-use crate::domain::records::{ActiveTurn, SessionRecord};
+use crate::domain::records::{ActiveTurn, Queue, SessionRecord};
 use crate::ports::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use confab_protocol::model::{Message, SessionSummary};
@@ -38,6 +38,9 @@ pub(super) struct SessionRow {
     /// rest of it): see `parts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) live_parts: Option<super::parts::LiveParts>,
+    /// The messages queued behind the running turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) queue: Option<Queue>,
 }
 
 /// A stored message, at `m#<seq>`.
@@ -188,6 +191,7 @@ pub(super) fn parse_session(item: &Item) -> Result<Loaded, StoreError> {
             incarnation: row.incarnation,
             summary: row.summary,
             turn: row.turn,
+            queue: row.queue.unwrap_or_default(),
         },
         rev: row.rev,
         live_parts: row.live_parts,

@@ -52,6 +52,7 @@ impl SessionStore for DynamoStore {
                 running: Some(RUNNING.into()),
                 rev: 0,
                 live_parts: None,
+                queue: None,
             };
             let session = Put::builder()
                 .table_name(&self.tables.sessions)

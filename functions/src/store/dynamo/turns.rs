@@ -6,7 +6,8 @@ use super::errors::{Contention, backend, is_condition_failed};
 use super::parts::INLINE_MAX;
 use super::{BY_RUNNING, DynamoStore, MAX_ATTEMPTS, RUNNING};
 use crate::domain::records::{
-    self, ActiveTurn, MessageRange, NewTurn, Resolved, SessionRecord, StartOutcome, TurnEnd,
+    self, ActiveTurn, MessageRange, NewTurn, QueueChange, QueueOutcome, Resolved, SessionRecord,
+    StartOutcome, TurnEnd,
 };
 use crate::ports::{StoreError, TurnStore};
 use async_trait::async_trait;
@@ -172,17 +173,30 @@ impl TurnStore for DynamoStore {
                 }
                 return Ok(StartOutcome::Running);
             }
+            if !turn.take_from_queue(&mut record) {
+                if let Some(m) = self.find_message(session_id, &turn.message.id).await? {
+                    return Ok(StartOutcome::Duplicate(m));
+                }
+                return Ok(StartOutcome::NotQueued);
+            }
             let seq = record.summary.message_count + 1;
             let message = turn.apply(&mut record.summary, seq);
             let sm = &record.summary;
+            let mut values = vec![(":turn", to_av(&turn.turn)?), (":running", s(RUNNING))];
+            let set = if turn.from_queue {
+                values.push((":queue", to_av(&record.queue)?));
+                ", turn = :turn, running = :running, queue = :queue"
+            } else {
+                ", turn = :turn, running = :running"
+            };
             match self
                 .append(
                     session_id,
                     sm,
                     rev,
-                    ", turn = :turn, running = :running",
+                    set,
                     "attribute_not_exists(turn)",
-                    vec![(":turn", to_av(&turn.turn)?), (":running", s(RUNNING))],
+                    values,
                     &message,
                 )
                 .await?
@@ -443,6 +457,60 @@ impl TurnStore for DynamoStore {
                         + 1.0,
                 );
                 return Ok(Some((reply, record.summary)));
+            }
+        }
+        Err(backend(Contention))
+    }
+
+    async fn change_queue(
+        &self,
+        owner: &str,
+        session_id: &str,
+        change: &QueueChange,
+    ) -> Result<QueueOutcome, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(Loaded {
+                mut record, rev, ..
+            }) = self
+                .load(session_id)
+                .await?
+                .filter(|l| l.record.owner == owner)
+            else {
+                return Ok(QueueOutcome::NotFound);
+            };
+            let (out, changed) = change.apply(&mut record);
+            if !changed {
+                return Ok(out);
+            }
+            // `Next` also asks the running turn to stop.
+            let stop = record.turn.as_ref().is_some_and(|t| t.stop_requested);
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.sessions)
+                .key("id", s(session_id))
+                .update_expression(if stop {
+                    "SET queue = :queue, rev = :next, turn.stopRequested = :yes"
+                } else {
+                    "SET queue = :queue, rev = :next"
+                })
+                .condition_expression("rev = :rev")
+                .expression_attribute_values(":queue", to_av(&record.queue)?)
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            if stop {
+                req = req.expression_attribute_values(":yes", AttributeValue::Bool(true));
+            }
+            match req.send().await {
+                Ok(o) => {
+                    self.count("dynamodb:UpdateItem", o.consumed_capacity());
+                    return Ok(out);
+                }
+                Err(e) if is_condition_failed(&e) => {
+                    self.stats.request("dynamodb:UpdateItem");
+                }
+                Err(e) => return Err(backend(e)),
             }
         }
         Err(backend(Contention))

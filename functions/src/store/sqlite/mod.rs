@@ -5,9 +5,9 @@
 use crate::clock::now_ms;
 use crate::domain::records;
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
-    RESUBSCRIBE_EVERY_MS, Resolved, SessionPatch, SessionQuery, SessionRecord, SessionRef,
-    StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal, Queue,
+    QueueChange, QueueOutcome, RESUBSCRIBE_EVERY_MS, Resolved, SessionPatch, SessionQuery,
+    SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
 use async_trait::async_trait;
@@ -223,7 +223,7 @@ impl SqliteStore {
 fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, StoreError> {
     let row = c
         .query_row(
-            "SELECT owner, summary, turn, incarnation FROM sessions WHERE id = ?1",
+            "SELECT owner, summary, turn, incarnation, queue FROM sessions WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -231,12 +231,13 @@ fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, Store
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             },
         )
         .optional()
         .map_err(db)?;
-    let Some((owner, summary, turn, incarnation)) = row else {
+    let Some((owner, summary, turn, incarnation, queue)) = row else {
         return Ok(None);
     };
     Ok(Some(SessionRecord {
@@ -244,7 +245,18 @@ fn load_session(c: &Connection, id: &str) -> Result<Option<SessionRecord>, Store
         incarnation,
         summary: parse(&summary)?,
         turn: turn.as_deref().map(parse).transpose()?,
+        queue: queue.as_deref().map(parse).transpose()?.unwrap_or_default(),
     }))
+}
+
+fn save_queue(c: &Connection, id: &str, queue: &Queue) -> Result<(), StoreError> {
+    let queue = (!queue.is_empty()).then(|| json(queue)).transpose()?;
+    c.execute(
+        "UPDATE sessions SET queue = ?2 WHERE id = ?1",
+        params![id, queue],
+    )
+    .map_err(db)?;
+    Ok(())
 }
 
 fn save_session(
@@ -517,10 +529,16 @@ impl TurnStore for SqliteStore {
             if rec.turn.is_some() {
                 return Ok(StartOutcome::Running);
             }
+            if !turn.take_from_queue(&mut rec) {
+                return Ok(StartOutcome::NotQueued);
+            }
             let seq = rec.summary.message_count + 1;
             let message = turn.apply(&mut rec.summary, seq);
             insert_message(tx, &message)?;
             save_session(tx, &rec.summary, Some(&turn.turn))?;
+            if turn.from_queue {
+                save_queue(tx, &session_id, &rec.queue)?;
+            }
             Ok(StartOutcome::Started {
                 message,
                 session: rec.summary,
@@ -678,6 +696,34 @@ impl TurnStore for SqliteStore {
             insert_message(tx, &reply)?;
             save_session(tx, &rec.summary, None)?;
             Ok(Some((reply, rec.summary)))
+        })
+        .await
+    }
+
+    async fn change_queue(
+        &self,
+        owner: &str,
+        session_id: &str,
+        change: &QueueChange,
+    ) -> Result<QueueOutcome, StoreError> {
+        let (owner, session_id, change) =
+            (owner.to_string(), session_id.to_string(), change.clone());
+        self.write(move |tx| {
+            let Some(mut rec) = load_session(tx, &session_id)?.filter(|r| r.owner == owner) else {
+                return Ok(QueueOutcome::NotFound);
+            };
+            let (out, changed) = change.apply(&mut rec);
+            if changed {
+                save_queue(tx, &session_id, &rec.queue)?;
+                if let Some(t) = &rec.turn {
+                    tx.execute(
+                        "UPDATE sessions SET turn = ?2 WHERE id = ?1",
+                        params![session_id, json(t)?],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -18,6 +18,7 @@ use rusqlite::{Connection, TransactionBehavior};
 /// 2. Session incarnations, and owner and incarnation on subscriptions.
 /// 3. Per-owner counters and sets (`LimitStore`); socket tickets, and when
 ///    a connection's token expires.
+/// 4. The messages queued behind a session's running turn.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE IF NOT EXISTS sessions (
@@ -86,6 +87,10 @@ CREATE TABLE socket_tickets (
 );
 ALTER TABLE connections ADD COLUMN auth_expires_ms INTEGER;
 ALTER TABLE subscriptions ADD COLUMN renewed_ms INTEGER NOT NULL DEFAULT 0;
+"#,
+    // 4. The queue: messages sent while a turn runs (JSON; NULL when empty).
+    r#"
+ALTER TABLE sessions ADD COLUMN queue TEXT;
 "#,
 ];
 
