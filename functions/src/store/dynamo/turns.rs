@@ -15,6 +15,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValu
 use confab_protocol::SessionId;
 use confab_protocol::model::{LiveReply, Message, PendingRequest, Resolution, SessionSummary};
 
+/// The waits of a queue change that lost a race on the session's row.
+const QUEUE_BACKOFF: confab_protocol::backoff::Backoff = confab_protocol::backoff::Backoff {
+    first: std::time::Duration::from_millis(10),
+    max: std::time::Duration::from_millis(250),
+    retries: 31,
+    jitter: 1.0,
+};
+
 impl DynamoStore {
     /// Reads the session (the owner's, when `owner` is given) and lets
     /// `change` edit its turn's requests and its summary; what `change`
@@ -468,7 +476,14 @@ impl TurnStore for DynamoStore {
         session_id: &str,
         change: &QueueChange,
     ) -> Result<QueueOutcome, StoreError> {
-        for _ in 0..MAX_ATTEMPTS {
+        // Many tabs queueing at once all read and write the one row: each
+        // lost race waits a little, with jitter, so that they spread out.
+        for attempt in 0..=QUEUE_BACKOFF.retries {
+            if attempt > 0
+                && let Some(wait) = QUEUE_BACKOFF.delay(attempt, rand::random())
+            {
+                tokio::time::sleep(wait).await;
+            }
             let Some(Loaded {
                 mut record, rev, ..
             }) = self
