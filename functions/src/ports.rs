@@ -5,7 +5,7 @@
 //! `confab-local`.
 
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Parked, Principal,
     QueueChange, QueueOutcome, Resolved, SessionPatch, SessionQuery, SessionRecord, SessionRef,
     StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
@@ -153,6 +153,15 @@ pub trait TurnStore: Send + Sync + 'static {
         session_id: &str,
         change: &QueueChange,
     ) -> Result<QueueOutcome, StoreError>;
+    /// Parks the running turn `turn_id` on a request: stores `parked` and
+    /// gives up the claim, so that the runner may end and the one that
+    /// claims it next resumes it. False when it is no longer the turn.
+    async fn park_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        parked: &Parked,
+    ) -> Result<bool, StoreError>;
     /// Every session with a running turn: (owner, session id, turn).
     async fn running_turns(&self) -> Result<Vec<(String, SessionId, ActiveTurn)>, StoreError>;
 }
@@ -317,6 +326,11 @@ pub struct Ask {
     pub reason: Option<String>,
     pub questions: Vec<Question>,
     pub answer: AnswerSlot,
+    /// What the agent needs to go on from here once the answer comes, when
+    /// it can (`Agent::resume`). A runner that may not wait (a Lambda
+    /// invocation) then stores it and ends, rather than hold its compute
+    /// while the person thinks.
+    pub resume: Option<serde_json::Value>,
 }
 
 /// Where the answer to an [`Ask`] goes: taken once.
@@ -401,6 +415,18 @@ pub trait Agent: Send + Sync + 'static {
         &self,
         request: AgentRequest,
     ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError>;
+    /// Goes on with a reply that stopped at an [`Ask`] carrying `resume`,
+    /// now that `answer` has come. Only agents that give `resume` are asked.
+    async fn resume(
+        &self,
+        _request: AgentRequest,
+        _resume: serde_json::Value,
+        _answer: Resolution,
+    ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
+        Err(AgentError::new(
+            "This agent cannot go on from where it stopped to ask.",
+        ))
+    }
 }
 
 /// What one owner may use, per minute, at once and per day. Counted in the

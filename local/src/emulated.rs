@@ -116,13 +116,39 @@ struct Worker {
 /// retry).
 pub const INVOKE_FAILURES_VAR: &str = "CONFAB_EMULATED_INVOKE_FAILURES";
 
+/// How often the emulated schedule sweeps, in seconds (EventBridge's
+/// `rate(1 minute)` on AWS): `CONFAB_EMULATED_SWEEP_SECS`, 60 by default.
+pub const SWEEP_SECS_VAR: &str = "CONFAB_EMULATED_SWEEP_SECS";
+
 /// Lambda's `Invoke` for the worker: `POST
-/// /2015-03-31/functions/{name}/invocations`, loopback only.
+/// /2015-03-31/functions/{name}/invocations`, loopback only. Also starts
+/// the worker's schedule: a sweep every `CONFAB_EMULATED_SWEEP_SECS`.
 pub fn invoke_routes(
     runner: Arc<LocalDispatch>,
     store: Arc<dyn Store>,
     push: Arc<dyn Push>,
 ) -> Router {
+    let every = std::env::var(SWEEP_SECS_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    {
+        let (runner, store, push) = (runner.clone(), store.clone(), push.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = sweep_stale(&*store, &*push, Some(&*runner)).await {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "scheduled sweep failed"
+                    );
+                }
+            }
+        });
+    }
     Router::new()
         .route(
             "/2015-03-31/functions/{name}/invocations",
@@ -214,7 +240,7 @@ async fn invoke(
         }
         WorkerEvent::Scheduled(_) => {
             tokio::spawn(async move {
-                match sweep_stale(&*w.store, &*w.push).await {
+                match sweep_stale(&*w.store, &*w.push, Some(&*w.runner)).await {
                     Ok(n) => tracing::info!(closed = n, "swept stale turns"),
                     Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "sweep failed"),
                 }

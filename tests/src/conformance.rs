@@ -30,6 +30,7 @@ pub fn turn() -> ActiveTurn {
         claimed: false,
         live: None,
         requests: Vec::new(),
+        parked: None,
     }
 }
 
@@ -1088,6 +1089,41 @@ pub async fn the_queue_holds_its_limit_and_a_queued_message_starts_once(store: A
     );
 }
 
+pub async fn a_parked_turn_is_claimed_again_once(store: Arc<dyn Store>) {
+    use confab_functions::domain::records::Parked;
+    let n = new_session("alice", "default", "t", "first", now_ms());
+    store.create_session(&n).await.unwrap();
+    let (id, t) = (n.summary.id.clone(), n.turn.turn_id.clone());
+    assert!(store.claim_turn(&id, &t, now_ms()).await.unwrap());
+    let parked = Parked {
+        request_id: new_id(),
+        resume: serde_json::json!({"at": 3}),
+    };
+    assert!(
+        !store.park_turn(&id, &new_token(), &parked).await.unwrap(),
+        "not its turn"
+    );
+    assert!(store.park_turn(&id, &t, &parked).await.unwrap());
+    let turn = store.get_session(&id).await.unwrap().unwrap().turn.unwrap();
+    assert!(turn.is_parked());
+    assert_eq!(turn.parked.as_ref(), Some(&parked));
+    // The runners that the answer and the sweep both send: one resumes it.
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let (store, id, t) = (store.clone(), id.clone(), t.clone());
+        handles.push(tokio::spawn(async move {
+            store.claim_turn(&id, &t, now_ms()).await.unwrap()
+        }));
+    }
+    let mut claimed = 0;
+    for h in handles {
+        claimed += usize::from(h.await.unwrap());
+    }
+    assert_eq!(claimed, 1);
+    let turn = store.get_session(&id).await.unwrap().unwrap().turn.unwrap();
+    assert!(!turn.is_parked(), "claimed: it runs again");
+}
+
 pub async fn subscription_cap_holds_under_a_burst(store: Arc<dyn Store>) {
     let owner = format!("burst-{}", new_token());
     let conn = new_token();
@@ -1489,7 +1525,7 @@ pub async fn the_sweep_says_which_case_it_closed(store: Arc<dyn Store>) {
             .unwrap()
     );
 
-    assert!(sweep_stale(&*store, &Nowhere).await.unwrap() >= 2);
+    assert!(sweep_stale(&*store, &Nowhere, None).await.unwrap() >= 2);
     let reply = |id: SessionId| {
         let store = store.clone();
         async move {
@@ -1761,6 +1797,7 @@ macro_rules! store_conformance {
             a_turn_is_claimed_once,
             the_first_answer_to_a_request_wins,
             the_queue_holds_its_limit_and_a_queued_message_starts_once,
+            a_parked_turn_is_claimed_again_once,
             subscription_cap_holds_under_a_burst,
             subscriptions_name_their_incarnation,
             long_history_is_whole,

@@ -145,6 +145,14 @@ impl TurnStore for Faulty {
             .answer_request(owner, session_id, request_id, resolution)
             .await
     }
+    async fn park_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        parked: &confab_functions::domain::records::Parked,
+    ) -> Result<bool, StoreError> {
+        self.inner.park_turn(session_id, turn_id, parked).await
+    }
     async fn change_queue(
         &self,
         owner: &str,

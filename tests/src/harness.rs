@@ -154,6 +154,12 @@ impl Gateway {
             env.push(("CONFAB_SESSIONS_TABLE".into(), t.sessions));
             env.push(("CONFAB_MESSAGES_TABLE".into(), t.messages));
             env.push(("CONFAB_CONNECTIONS_TABLE".into(), t.connections));
+            // The worker's schedule, every second rather than every minute,
+            // so that what it does (resume an expired request, close a dead
+            // turn) happens within a test.
+            if !env.iter().any(|(k, _)| k == "CONFAB_EMULATED_SWEEP_SECS") {
+                env.push(("CONFAB_EMULATED_SWEEP_SECS".into(), "1".into()));
+            }
         }
         Gateway::launch(env, aws).await
     }

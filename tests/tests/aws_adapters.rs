@@ -569,6 +569,151 @@ async fn a_request_is_denied_before_the_workers_time_runs_out() {
     );
 }
 
+/// On AWS a turn that asks the person holds no compute: the worker stores
+/// where it is and ends; the answer (or the sweep, once the request has
+/// expired) sends the turn to a worker that resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_sweep() {
+    use confab_functions::aws::worker::{Worker, WorkerEvent};
+    use confab_functions::domain::runner::RunnerConfig;
+    use confab_protocol::model::{Decision, MessageStatus, Resolution};
+
+    let gw = Gateway::start(&[]).await;
+    let (push, _) = push_to(&gw).await;
+    let (store, _) = moto::dynamo_store().await;
+    let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
+    let invocations = Invocations::default();
+    let runner = RunnerConfig {
+        request_timeout: Duration::from_secs(1),
+        ..RunnerConfig::serverless()
+    };
+    let worker = Worker {
+        store: &store,
+        push: &push,
+        agent: &agent,
+        runner: &runner,
+        next: Some(&invocations),
+    };
+    let started = |text: &str| {
+        confab_tests::conformance::new_session(
+            "alice",
+            "p",
+            "t",
+            text,
+            confab_functions::clock::now_ms(),
+        )
+    };
+    let job_of =
+        |n: &confab_functions::domain::records::NewSession| confab_functions::ports::TurnJob {
+            owner: "alice".into(),
+            session_id: n.summary.id.clone(),
+            turn_id: n.turn.turn_id.clone(),
+        };
+    let reply_of = |msgs: &[confab_protocol::Message]| msgs[1].plain_text();
+
+    // Answered: the worker returns while the turn waits (a minute's
+    // invocation, but a request that would wait for a second only shows
+    // the worker did not wait for it); the answer's worker resumes it.
+    let n = started("/approve");
+    store.create_session(&n).await.unwrap();
+    let t0 = std::time::Instant::now();
+    worker
+        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .await
+        .expect("turn");
+    let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
+    let turn = rec.turn.clone().expect("still running");
+    assert!(turn.is_parked(), "{turn:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the worker did not wait"
+    );
+    let live = turn.live.clone().expect("the reply so far is kept");
+    assert!(
+        live.content[0]
+            .as_text()
+            .unwrap()
+            .contains("I would like to run demo_tool")
+    );
+    let request = turn.pending().next().expect("pending").clone();
+    // A resume before the answer (a stray delivery) parks it again.
+    worker
+        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .await
+        .expect("early");
+    let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
+    assert!(rec.turn.expect("still waiting").is_parked());
+    let allow = Resolution {
+        decision: Decision::Allow,
+        message: None,
+        answers: Default::default(),
+        resolved_at: confab_protocol::Timestamp::from_millis(confab_functions::clock::now_ms()),
+    };
+    store
+        .answer_request("alice", &n.summary.id, request.id.as_str(), &allow)
+        .await
+        .unwrap();
+    // The answer's worker resumes it, and the turn ends.
+    worker
+        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .await
+        .expect("resumed");
+    let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
+    assert!(rec.turn.is_none());
+    let (msgs, _) = store
+        .messages(
+            &n.summary.id,
+            confab_functions::domain::records::MessageRange::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs[1].status, MessageStatus::Complete);
+    let text = reply_of(&msgs);
+    assert!(
+        text.starts_with("I would like to run demo_tool") && text.contains("You allowed demo_tool"),
+        "one reply, from before the question to after the answer: {text}"
+    );
+
+    // Unanswered: the sweep finds the request expired and sends the turn
+    // on; the resumed agent hears it was denied.
+    let n = started("/approve");
+    store.create_session(&n).await.unwrap();
+    worker
+        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .await
+        .expect("turn");
+    let sweep: WorkerEvent = serde_json::from_value(fixture("example-eventbridge-schedule.json"))
+        .expect("the schedule event");
+    worker.handle(sweep.clone(), None).await.expect("sweep");
+    assert!(
+        invocations.0.lock().unwrap().is_empty(),
+        "not expired yet: nothing to resume"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    worker.handle(sweep, None).await.expect("sweep");
+    let handed = invocations.0.lock().unwrap().clone();
+    assert_eq!(handed, [job_of(&n)]);
+    worker
+        .handle(
+            WorkerEvent::Turn(handed[0].clone()),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .expect("resumed");
+    let (msgs, _) = store
+        .messages(
+            &n.summary.id,
+            confab_functions::domain::records::MessageRange::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    let text = reply_of(&msgs);
+    assert!(
+        text.contains("denied") && text.contains("Nobody answered in time"),
+        "{text}"
+    );
+}
+
 /// Lambda's `Invoke` as the worker sees it: the jobs handed to it.
 #[derive(Default)]
 struct Invocations(std::sync::Mutex<Vec<confab_functions::ports::TurnJob>>);

@@ -248,6 +248,8 @@ fn ask_of(tool: &str, input: &Value, reason: Option<String>, answer: AnswerSlot)
             reason,
             questions: questions(input),
             answer,
+            // The CLI process holds the conversation: it waits with it.
+            resume: None,
         }
     } else {
         Ask {
@@ -257,6 +259,7 @@ fn ask_of(tool: &str, input: &Value, reason: Option<String>, answer: AnswerSlot)
             reason,
             questions: Vec::new(),
             answer,
+            resume: None,
         }
     }
 }

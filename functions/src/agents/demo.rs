@@ -148,62 +148,69 @@ fn text(s: impl Into<String>) -> Step {
     Step::Emit(AgentEvent::Text(s.into()))
 }
 
+/// The input of the pretend tool `/approve` asks to run.
+fn demo_tool_input() -> serde_json::Value {
+    serde_json::json!({ "action": "touch", "path": "demo.txt" })
+}
+
 /// `/approve`: asks to run `demo_tool`, and runs it if allowed.
 fn approve(steps: &mut Vec<Step>) {
     steps.push(text(
         "I would like to run demo_tool, a pretend tool that changes nothing.",
     ));
-    let input = serde_json::json!({ "action": "touch", "path": "demo.txt" });
     let (answer, _) = AnswerSlot::new();
     let ask = Ask {
         kind: RequestKind::Tool,
         tool: Some("demo_tool".into()),
-        input: Some(input.clone()),
+        input: Some(demo_tool_input()),
         reason: Some("To show how Confab asks before a tool runs.".into()),
         questions: Vec::new(),
         answer,
+        resume: Some(serde_json::json!({ "demo": "approve" })),
     };
-    steps.push(Step::Ask(
-        ask,
-        Box::new(move |r: &Resolution| {
-            if r.decision.allows() {
-                let how = if r.decision == confab_protocol::model::Decision::AllowSession {
-                    "You allowed demo_tool for the rest of the session, so it ran."
-                } else {
-                    "You allowed demo_tool, so it ran."
-                };
-                vec![
-                    Step::Emit(AgentEvent::Block(Block::ToolUse {
-                        id: "toolu_demo_approve".into(),
-                        name: "demo_tool".into(),
-                        input,
-                    })),
-                    Step::Emit(AgentEvent::Block(Block::ToolResult {
-                        tool_use_id: "toolu_demo_approve".into(),
-                        content: "Touched demo.txt (pretend).".into(),
-                        is_error: false,
-                        duration_ms: None,
-                    })),
-                    Step::Emit(AgentEvent::Block(Block::text(""))),
-                    text(how),
-                ]
-            } else {
-                let why = r
-                    .message
-                    .as_deref()
-                    .map(|m| format!(" You said: {m}"))
-                    .unwrap_or_default();
-                vec![text(format!(
-                    "\n\ndemo_tool was denied, so it did not run.{why}"
-                ))]
-            }
-        }),
-    ));
+    steps.push(Step::Ask(ask, Box::new(approved)));
 }
+
+/// What `/approve` does once answered.
+fn approved(r: &Resolution) -> Vec<Step> {
+    if r.decision.allows() {
+        let how = if r.decision == confab_protocol::model::Decision::AllowSession {
+            "You allowed demo_tool for the rest of the session, so it ran."
+        } else {
+            "You allowed demo_tool, so it ran."
+        };
+        vec![
+            Step::Emit(AgentEvent::Block(Block::ToolUse {
+                id: "toolu_demo_approve".into(),
+                name: "demo_tool".into(),
+                input: demo_tool_input(),
+            })),
+            Step::Emit(AgentEvent::Block(Block::ToolResult {
+                tool_use_id: "toolu_demo_approve".into(),
+                content: "Touched demo.txt (pretend).".into(),
+                is_error: false,
+                duration_ms: None,
+            })),
+            Step::Emit(AgentEvent::Block(Block::text(""))),
+            text(how),
+        ]
+    } else {
+        let why = r
+            .message
+            .as_deref()
+            .map(|m| format!(" You said: {m}"))
+            .unwrap_or_default();
+        vec![text(format!(
+            "\n\ndemo_tool was denied, so it did not run.{why}"
+        ))]
+    }
+}
+
+/// The question `/ask` asks.
+const QUESTION: &str = "Shall I go on?";
 
 /// `/ask`: one question with the options yes and no.
 fn ask_question(steps: &mut Vec<Step>) {
-    const Q: &str = "Shall I go on?";
     steps.push(text("I have a question before I go on."));
     let (answer, _) = AnswerSlot::new();
     let ask = Ask {
@@ -212,7 +219,7 @@ fn ask_question(steps: &mut Vec<Step>) {
         input: None,
         reason: None,
         questions: vec![Question {
-            question: Q.into(),
+            question: QUESTION.into(),
             header: Some("Go on?".into()),
             options: vec![
                 QuestionOption {
@@ -227,14 +234,17 @@ fn ask_question(steps: &mut Vec<Step>) {
             multi_select: false,
         }],
         answer,
+        resume: Some(serde_json::json!({ "demo": "ask" })),
     };
-    steps.push(Step::Ask(
-        ask,
-        Box::new(|r: &Resolution| match r.answers.get(Q) {
-            Some(a) if r.decision.allows() => vec![text(format!("\n\nYou answered: {a}."))],
-            _ => vec![text("\n\nYou did not answer, so I stop here.")],
-        }),
-    ));
+    steps.push(Step::Ask(ask, Box::new(answered)));
+}
+
+/// What `/ask` does once answered.
+fn answered(r: &Resolution) -> Vec<Step> {
+    match r.answers.get(QUESTION) {
+        Some(a) if r.decision.allows() => vec![text(format!("\n\nYou answered: {a}."))],
+        _ => vec![text("\n\nYou did not answer, so I stop here.")],
+    }
 }
 
 fn words(n: usize, from: usize) -> impl Iterator<Item = String> {
@@ -344,12 +354,39 @@ impl Agent for DemoAgent {
             .rev()
             .find(|m| m.role == Role::User)
             .ok_or_else(|| AgentError::new("There is no message to answer."))?;
+        let (steps, out_words) = plan(&last.plain_text());
+        Ok(self.play(&request, steps, out_words))
+    }
+
+    /// Goes on after `/approve` or `/ask` from what their `Ask` carried.
+    async fn resume(
+        &self,
+        request: AgentRequest,
+        resume: serde_json::Value,
+        answer: Resolution,
+    ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
+        let steps = match resume.get("demo").and_then(|v| v.as_str()) {
+            Some("approve") => approved(&answer),
+            Some("ask") => answered(&answer),
+            _ => return Err(AgentError::new("There is nothing to go on from.")),
+        };
+        Ok(self.play(&request, steps, 0))
+    }
+}
+
+impl DemoAgent {
+    /// Plays `steps` as a reply, paced by the delay.
+    fn play(
+        &self,
+        request: &AgentRequest,
+        steps: Vec<Step>,
+        out_words: usize,
+    ) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
         let input_tokens: usize = request
             .history
             .iter()
             .map(|m| m.plain_text().split_whitespace().count())
             .sum();
-        let (steps, out_words) = plan(&last.plain_text());
         let mut queue: VecDeque<Step> = steps.into();
         queue.push_front(Step::Emit(AgentEvent::SessionId(format!(
             "demo-{}",
@@ -396,7 +433,7 @@ impl Agent for DemoAgent {
                 }
             },
         );
-        Ok(s.boxed())
+        s.boxed()
     }
 }
 
@@ -480,7 +517,7 @@ mod tests {
                 (a.kind, a.tool.as_deref()),
                 (RequestKind::Tool, Some("demo_tool"))
             );
-            resolution(Decision::Allow, &[])
+            resolution(confab_protocol::model::Decision::Allow, &[])
         })
         .await;
         assert!(err.is_none());
@@ -490,6 +527,55 @@ mod tests {
             run_answering("/approve", |_| resolution(Decision::Deny, &[])).await;
         assert!(blocks.is_empty(), "a denied tool does not run");
         assert!(t.contains("denied") && t.contains("not now"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_parked_approval_goes_on_from_where_it_stopped() {
+        let agent = DemoAgent::new(Duration::ZERO);
+        let mut s = agent.start(req("/approve")).await.unwrap();
+        let resume = loop {
+            match s.next().await {
+                Some(Ok(AgentEvent::Ask(a))) => break a.resume.expect("resumable"),
+                Some(_) => {}
+                None => panic!("no ask"),
+            }
+        };
+        drop(s);
+        let events: Vec<_> = agent
+            .resume(
+                req("/approve"),
+                resume,
+                resolution(confab_protocol::model::Decision::Allow, &[]),
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let texts: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(AgentEvent::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            texts.contains("You allowed demo_tool, so it ran."),
+            "{texts}"
+        );
+        assert!(
+            !texts.contains("I would like"),
+            "only what follows the answer"
+        );
+        assert!(
+            agent
+                .resume(
+                    req("/approve"),
+                    serde_json::json!({}),
+                    resolution(confab_protocol::model::Decision::Allow, &[])
+                )
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ impl Worker<'_> {
                 // invocation's end: it is then denied with a message the
                 // agent sees, rather than the turn being cut off with it.
                 let runner = match remaining {
+                    // A parked request waits in the store, not here.
+                    Some(_) if self.runner.park_asks => self.runner.clone(),
                     Some(r) => RunnerConfig {
                         request_timeout: self
                             .runner
@@ -101,7 +103,7 @@ impl Worker<'_> {
                 }
             }
             WorkerEvent::Scheduled(ev) => {
-                let closed = sweep_stale(self.store, self.push).await?;
+                let closed = sweep_stale(self.store, self.push, self.next).await?;
                 tracing::info!(source = %ev.source, closed, "swept stale turns");
                 Ok(())
             }

@@ -171,10 +171,21 @@ pub async fn start_now(
         match store.change_queue(owner, session_id, &next).await? {
             QueueOutcome::Changed(queued) => {
                 announce(store, push, &rec.target(), queued.clone()).await;
-                return Ok(StartedNow::Next(QueueEnvelope {
-                    session: rec.summary,
-                    queued,
-                }));
+                // A turn parked on the person has no runner to see the stop.
+                let parked = store
+                    .get_session(session_id)
+                    .await?
+                    .and_then(|r| r.turn)
+                    .is_some_and(|t| t.is_parked());
+                let session = if parked {
+                    match super::sessions::stop(ports, owner, session_id).await? {
+                        super::sessions::Stopped::Stopped(s)
+                        | super::sessions::Stopped::WasIdle(s) => s,
+                    }
+                } else {
+                    rec.summary
+                };
+                return Ok(StartedNow::Next(QueueEnvelope { session, queued }));
             }
             QueueOutcome::Idle => {}
             QueueOutcome::NotQueued => {

@@ -30,6 +30,20 @@ pub struct ActiveTurn {
     /// [`MAX_REQUESTS_KEPT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<PendingRequest>,
+    /// Set while the turn waits on the person with no runner (on AWS, the
+    /// worker's invocation ended): what the runner that claims it next
+    /// resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+}
+
+/// A turn stopped at a request, to be resumed when it is answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    pub request_id: confab_protocol::RequestId,
+    /// What the agent gave to go on from (`Ask::resume`).
+    pub resume: serde_json::Value,
 }
 
 /// Requests a turn keeps: every pending one, and the newest answered ones
@@ -37,6 +51,12 @@ pub struct ActiveTurn {
 pub const MAX_REQUESTS_KEPT: usize = 32;
 
 impl ActiveTurn {
+    /// Parked with no runner: waiting for an answer (or its time) to be
+    /// resumed. Such a turn has no heartbeat and is not stale.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some() && !self.claimed
+    }
+
     /// The requests still waiting for an answer.
     pub fn pending(&self) -> impl Iterator<Item = &PendingRequest> {
         self.requests.iter().filter(|r| r.resolution.is_none())
@@ -126,6 +146,7 @@ impl ActiveTurn {
             claimed: false,
             live: None,
             requests: Vec::new(),
+            parked: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use super::notify;
 use super::records::{Resolved, SessionRef};
 use crate::clock::{new_id, now_ms};
 use crate::error::ServiceError;
-use crate::ports::{Ask, Ports, Push, Store};
+use crate::ports::{Ask, Dispatch, Ports, Push, Store, TurnJob};
 use confab_protocol::model::{Decision, PendingRequest, Resolution, SessionSummary};
 use confab_protocol::rest::AnswerRequest;
 use confab_protocol::{RequestId, ServerEvent, SessionId, Timestamp, TurnId};
@@ -149,6 +149,10 @@ pub async fn answer(
     {
         Resolved::Now(request, summary) => {
             announce_resolved(store, &*ports.push, &rec.target(), &request, &summary).await;
+            // A turn parked on it (no runner waits) goes on now.
+            if rec.turn.as_ref().is_some_and(|t| t.parked.is_some()) {
+                resume_parked(store, &*ports.dispatch, session_id).await;
+            }
             Ok(Answered::Now(request))
         }
         Resolved::Already(request) => Ok(Answered::Already(request)),
@@ -182,5 +186,30 @@ pub async fn deny_for_server(
         }
         Resolved::Already(request) => Ok(request.resolution),
         Resolved::NotFound => Ok(None),
+    }
+}
+
+/// Dispatches the turn of `session_id` to be resumed if it is parked (no
+/// runner holds it). A failed dispatch is logged: the sweep dispatches it
+/// again, and the claim makes a second runner harmless.
+pub async fn resume_parked(store: &dyn Store, dispatch: &dyn Dispatch, session_id: &SessionId) {
+    let rec = match store.get_session(session_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, session = %session_id, "reading a parked turn failed; the sweep resumes it");
+            return;
+        }
+    };
+    let Some(turn) = rec.turn.as_ref().filter(|t| t.is_parked()) else {
+        return;
+    };
+    let job = TurnJob {
+        owner: rec.owner.clone(),
+        session_id: session_id.clone(),
+        turn_id: turn.turn_id.clone(),
+    };
+    if let Err(e) = dispatch.dispatch(job).await {
+        tracing::warn!(error = &e as &dyn std::error::Error, session = %session_id, "resuming a parked turn failed; the sweep tries again");
     }
 }

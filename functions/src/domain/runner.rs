@@ -4,7 +4,7 @@
 
 use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
 use super::notify::{send_all, subscribers_of};
-use super::records::{SessionRef, TurnEnd};
+use super::records::{Parked, SessionRef, TurnEnd};
 use super::requests;
 use super::sessions::{SAVE_FAILED, finish_and_announce, history};
 use crate::clock::now_ms;
@@ -45,6 +45,11 @@ pub struct RunnerConfig {
     /// What a queued message's turn is held to when it starts after this
     /// one (an owner's turns at once, their daily tokens).
     pub limits: crate::ports::Limits,
+    /// Park rather than wait when the agent asks the person and can resume
+    /// (`Ask::resume`): store where it is and end, so that no compute is
+    /// held while the person thinks (a Lambda invocation). The answer, or
+    /// the sweep once the request expires, dispatches the turn again.
+    pub park_asks: bool,
 }
 
 impl RunnerConfig {
@@ -57,6 +62,7 @@ impl RunnerConfig {
         RunnerConfig {
             max_flush_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
+            park_asks: true,
             ..RunnerConfig::default()
         }
     }
@@ -73,6 +79,7 @@ impl Default for RunnerConfig {
             poll_interval: Duration::from_millis(250),
             request_timeout: Duration::from_secs(30 * 60),
             limits: crate::ports::Limits::unreachable(),
+            park_asks: false,
         }
     }
 }
@@ -180,6 +187,9 @@ enum Flow {
     Stop,
     /// The store failed: end the turn as failed rather than leave it running.
     Broken,
+    /// The turn waits on the person and can be resumed: store where it is
+    /// and end.
+    Park(Parked),
     /// The turn was closed by someone else (deleted, reaped): walk away.
     Abandon,
 }
@@ -214,6 +224,25 @@ pub async fn run_turn(
         tracing::info!(session = %job.session_id, turn = %job.turn_id, "turn already claimed by another runner");
         return Ok(None);
     }
+    // A parked turn is resumed from where it stopped to ask.
+    let turn = match &turn.parked {
+        Some(_) => match store.active_turn(&job.session_id, &job.turn_id).await? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+        None => turn,
+    };
+    let resume = match &turn.parked {
+        Some(p) => match resumable(store, push, &record, &turn, p).await? {
+            Some(answer) => Some((p.resume.clone(), answer)),
+            // Not answered yet: parked again for the runner the answer sends.
+            None => {
+                store.park_turn(&job.session_id, &job.turn_id, p).await?;
+                return Ok(None);
+            }
+        },
+        None => None,
+    };
     let history = history(store, &job.session_id).await?;
     let request = AgentRequest {
         session_id: job.session_id.clone(),
@@ -222,13 +251,22 @@ pub async fn run_turn(
         permission_mode: record.summary.permission_mode,
         agent_session_id: record.summary.agent_session_id.clone(),
     };
+    // A resumed reply goes on from its checkpoint; every subscriber gets a
+    // snapshot of it first.
+    let content = match &resume {
+        Some(_) => turn.live.clone().map(|l| l.content).unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut reply = Reply {
         session: record.target(),
         session_id: job.session_id.clone(),
         message_id: turn.reply_id.clone(),
         turn_id: turn.turn_id.clone(),
-        content: Vec::new(),
-        sent: Vec::new(),
+        sent: content
+            .iter()
+            .map(|b| b.as_text().map_or(0, str::len))
+            .collect(),
+        content,
         pending_since: None,
         pending_bytes: 0,
         unsaved: false,
@@ -249,7 +287,11 @@ pub async fn run_turn(
     let mut asks: Vec<(RequestId, AnswerSlot, i64)> = Vec::new();
     let timeout_ms = i64::try_from(cfg.request_timeout.as_millis()).unwrap_or(i64::MAX);
 
-    match agent.start(request).await {
+    let started = match resume {
+        Some((state, answer)) => agent.resume(request, state, answer).await,
+        None => agent.start(request).await,
+    };
+    match started {
         Err(e) => {
             tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "agent failed to start");
             outcome = TurnOutcome::Failed;
@@ -298,8 +340,16 @@ pub async fn run_turn(
                             match store.add_request(&job.session_id, &job.turn_id, &req, now_ms()).await {
                                 Ok(Some(summary)) => {
                                     requests::announce_created(store, push, &reply.session, &req, &summary).await;
-                                    asks.push((req.id, a.answer, req.expires_at.millis()));
-                                    Flow::Continue
+                                    match a.resume {
+                                        Some(resume) if cfg.park_asks => Flow::Park(Parked {
+                                            request_id: req.id,
+                                            resume,
+                                        }),
+                                        _ => {
+                                            asks.push((req.id, a.answer, req.expires_at.millis()));
+                                            Flow::Continue
+                                        }
+                                    }
                                 }
                                 Ok(None) => Flow::Abandon,
                                 Err(e) => {
@@ -360,6 +410,10 @@ pub async fn run_turn(
                         break;
                     }
                     Flow::Abandon => return Ok(None),
+                    Flow::Park(parked) => {
+                        drop(stream);
+                        return park(store, &reply, &parked).await;
+                    }
                     Flow::Broken => {
                         outcome = TurnOutcome::Failed;
                         error = Some(SAVE_FAILED.into());
@@ -427,6 +481,47 @@ pub async fn run_turn(
     Ok(super::queue::start_next(store, push, &cfg.limits, &reply.session, outcome).await)
 }
 
+/// Stores the reply so far and where the turn stopped, and gives up the
+/// claim: the runner ends, and the answer (or the sweep, once the request
+/// expires) dispatches the turn to be resumed.
+async fn park(
+    store: &dyn Store,
+    reply: &Reply,
+    parked: &Parked,
+) -> Result<Option<TurnJob>, ServiceError> {
+    let (sid, tid) = (&reply.session_id, &reply.turn_id);
+    if store.checkpoint(sid, tid, &reply.live(), now_ms()).await?
+        && store.park_turn(sid, tid, parked).await?
+    {
+        tracing::info!(session = %sid, turn = %tid, "turn parked on a request");
+    }
+    Ok(None)
+}
+
+/// The answer a parked turn resumes with: the person's, or the server's
+/// denial once the request has expired; None while it still waits.
+async fn resumable(
+    store: &dyn Store,
+    push: &dyn Push,
+    record: &crate::domain::records::SessionRecord,
+    turn: &crate::domain::records::ActiveTurn,
+    parked: &Parked,
+) -> Result<Option<confab_protocol::model::Resolution>, ServiceError> {
+    let Some(request) = turn.requests.iter().find(|r| r.id == parked.request_id) else {
+        return Ok(None);
+    };
+    if let Some(answer) = &request.resolution {
+        return Ok(Some(answer.clone()));
+    }
+    if now_ms() < request.expires_at.millis() {
+        return Ok(None);
+    }
+    requests::deny_for_server(store, push, &record.target(), &request.id, TIMED_OUT).await
+}
+
+/// What a request nobody answered in time is denied with.
+pub const TIMED_OUT: &str = "Nobody answered in time, so it was denied.";
+
 /// While the agent waits: hands it the answers that came, and denies what
 /// nobody answered in time.
 async fn answers(
@@ -454,8 +549,7 @@ async fn answers(
         if let Some(r) = answered {
             slot.send(r);
         } else if now >= expires {
-            let why = "Nobody answered in time, so it was denied.";
-            match requests::deny_for_server(store, push, &reply.session, &id, why).await {
+            match requests::deny_for_server(store, push, &reply.session, &id, TIMED_OUT).await {
                 Ok(Some(r)) => slot.send(r),
                 Ok(None) => {}
                 Err(e) => {

@@ -9,7 +9,7 @@ use super::records::{
 use super::{limits, notify, queue};
 use crate::clock::{new_id, new_token, now_ms};
 use crate::error::ServiceError;
-use crate::ports::{Limits, Ports, Push, SessionStore, Store, TurnJob, TurnStore};
+use crate::ports::{Dispatch, Limits, Ports, Push, SessionStore, Store, TurnJob, TurnStore};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -384,7 +384,9 @@ pub async fn reap_if_stale(
     let Some(turn) = &rec.turn else {
         return Ok(rec);
     };
-    if now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
+    // A parked turn has no runner to beat: it waits for an answer, and the
+    // sweep resumes it once its request expires.
+    if turn.is_parked() || now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
         return Ok(rec);
     }
     let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
@@ -545,6 +547,15 @@ async fn stop_and_wait(
     let Some(turn) = rec.turn.clone() else {
         return Ok((false, rec));
     };
+    if turn.is_parked() {
+        // No runner to see the stop: end the turn here.
+        stop_parked(store, push, &rec, &turn).await?;
+        let rec = store
+            .get_session(session_id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        return Ok((true, rec));
+    }
     let rec = reap_if_stale(store, push, rec).await?;
     if rec.turn.is_none() {
         return Ok((true, rec));
@@ -565,13 +576,69 @@ async fn stop_and_wait(
     }
 }
 
+/// Stops a parked turn: what it waits on is denied and it ends as stopped
+/// with its reply so far. A runner that resumed it meanwhile finds it gone.
+async fn stop_parked(
+    store: &dyn Store,
+    push: &dyn Push,
+    rec: &SessionRecord,
+    turn: &ActiveTurn,
+) -> Result<(), ServiceError> {
+    for r in turn.pending() {
+        super::requests::deny_for_server(
+            store,
+            push,
+            &rec.target(),
+            &r.id,
+            "Stopped by the person.",
+        )
+        .await?;
+    }
+    let content = turn.live.clone().map(|l| l.content).unwrap_or_default();
+    close_turn(
+        store,
+        push,
+        &rec.target(),
+        turn,
+        content,
+        TurnOutcome::Stopped,
+        None,
+    )
+    .await;
+    Ok(())
+}
+
 /// `POST /api/sessions/{id}/stop`.
 pub async fn stop(
     ports: &Ports,
     owner: &str,
     session_id: &SessionId,
 ) -> Result<Stopped<SessionSummary>, ServiceError> {
-    let (was_running, rec) = stop_and_wait(&*ports.store, &*ports.push, owner, session_id).await?;
+    let (store, push) = (&*ports.store, &*ports.push);
+    let parked = store
+        .get_session(session_id)
+        .await?
+        .and_then(|r| r.turn)
+        .is_some_and(|t| t.is_parked());
+    let (was_running, mut rec) = stop_and_wait(store, push, owner, session_id).await?;
+    // A parked turn was ended here, not by a runner: what "send now" put
+    // first in the queue starts here too.
+    if parked
+        && let Some(job) = queue::start_next(
+            store,
+            push,
+            &ports.limits,
+            &rec.target(),
+            TurnOutcome::Stopped,
+        )
+        .await
+    {
+        let turn = store.active_turn(session_id, &job.turn_id).await?;
+        if let Some(turn) = turn {
+            start(ports, owner, session_id, &turn).await?;
+        }
+        rec = owned(store, owner, session_id).await?;
+    }
     Ok(if was_running {
         Stopped::Stopped(rec.summary)
     } else {
@@ -876,6 +943,26 @@ pub async fn export_stream(
     Ok((summary, stream.boxed()))
 }
 
+/// A parked turn whose request is answered (its resume was lost) or has
+/// expired (the resumed turn denies it) is dispatched to be resumed.
+async fn resume_if_due(
+    store: &dyn Store,
+    dispatch: &dyn Dispatch,
+    session_id: &SessionId,
+    turn: &ActiveTurn,
+) {
+    let now = now_ms();
+    let due = turn.parked.as_ref().is_some_and(|p| {
+        turn.requests
+            .iter()
+            .find(|r| r.id == p.request_id)
+            .is_none_or(|r| r.resolution.is_some() || r.expires_at.millis() <= now)
+    });
+    if due {
+        super::requests::resume_parked(store, dispatch, session_id).await;
+    }
+}
+
 /// On start of a process that owns every runner (the local gateway): closes
 /// every turn left running as interrupted, keeping its checkpointed reply.
 pub async fn recover_interrupted(
@@ -906,9 +993,19 @@ pub async fn recover_interrupted(
 /// Closes every turn whose runner stopped answering (a worker that died),
 /// as `interrupted` with its checkpointed reply. Returns how many it closed.
 /// On AWS a schedule runs this; locally the next request on the session does.
-pub async fn sweep_stale(store: &dyn Store, push: &dyn Push) -> Result<usize, ServiceError> {
+pub async fn sweep_stale(
+    store: &dyn Store,
+    push: &dyn Push,
+    dispatch: Option<&dyn Dispatch>,
+) -> Result<usize, ServiceError> {
     let mut closed = 0;
     for (_, session_id, turn) in store.running_turns().await? {
+        if turn.is_parked() {
+            if let Some(d) = dispatch {
+                resume_if_due(store, d, &session_id, &turn).await;
+            }
+            continue;
+        }
         if now_ms() - turn.heartbeat_ms < STALE_TURN_MS {
             continue;
         }

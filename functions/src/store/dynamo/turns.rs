@@ -6,8 +6,8 @@ use super::errors::{Contention, backend, is_condition_failed};
 use super::parts::INLINE_MAX;
 use super::{BY_RUNNING, DynamoStore, MAX_ATTEMPTS, RUNNING};
 use crate::domain::records::{
-    self, ActiveTurn, MessageRange, NewTurn, QueueChange, QueueOutcome, Resolved, SessionRecord,
-    StartOutcome, TurnEnd,
+    self, ActiveTurn, MessageRange, NewTurn, Parked, QueueChange, QueueOutcome, Resolved,
+    SessionRecord, StartOutcome, TurnEnd,
 };
 use crate::ports::{StoreError, TurnStore};
 use async_trait::async_trait;
@@ -249,6 +249,39 @@ impl TurnStore for DynamoStore {
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":no", AttributeValue::Bool(false))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":t", s(turn_id))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats.estimate(units(1024) * 2.0);
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn park_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        parked: &Parked,
+    ) -> Result<bool, StoreError> {
+        match self
+            .client
+            .update_item()
+            .table_name(&self.tables.sessions)
+            .key("id", s(session_id))
+            .update_expression("SET turn.parked = :p, turn.claimed = :no")
+            .condition_expression("turn.turnId = :t")
+            .expression_attribute_values(":p", to_av(parked)?)
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .expression_attribute_values(":t", s(turn_id))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()

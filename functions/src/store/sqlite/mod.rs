@@ -5,8 +5,8 @@
 use crate::clock::now_ms;
 use crate::domain::records;
 use crate::domain::records::{
-    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Principal, Queue,
-    QueueChange, QueueOutcome, RESUBSCRIBE_EVERY_MS, Resolved, SessionPatch, SessionQuery,
+    ActiveTurn, CreateOutcome, ListCursor, MessageRange, NewSession, NewTurn, Parked, Principal,
+    Queue, QueueChange, QueueOutcome, RESUBSCRIBE_EVERY_MS, Resolved, SessionPatch, SessionQuery,
     SessionRecord, SessionRef, StartOutcome, SubscribeOutcome, Subscriber, TurnEnd,
 };
 use crate::ports::{ConnectionStore, Held, LimitStore, SessionStore, StoreError, TurnStore};
@@ -559,6 +559,21 @@ impl TurnStore for SqliteStore {
             }
             t.claimed = true;
             t.heartbeat_ms = now_ms;
+            true
+        })
+        .await
+    }
+
+    async fn park_turn(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        parked: &Parked,
+    ) -> Result<bool, StoreError> {
+        let parked = parked.clone();
+        self.update_turn(session_id, turn_id, move |t| {
+            t.parked = Some(parked);
+            t.claimed = false;
             true
         })
         .await
