@@ -276,6 +276,31 @@ fn fixture(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("fixture JSON")
 }
 
+/// A session of alice's with `text` as its first message, stored with its
+/// running turn, and the job that runs the turn.
+async fn stored_turn(
+    store: &dyn Store,
+    text: &str,
+) -> (
+    confab_functions::domain::records::NewSession,
+    confab_functions::ports::TurnJob,
+) {
+    let n = confab_tests::conformance::new_session(
+        "alice",
+        "p",
+        "t",
+        text,
+        confab_functions::clock::now_ms(),
+    );
+    store.create_session(&n).await.unwrap();
+    let job = confab_functions::ports::TurnJob {
+        owner: "alice".into(),
+        session_id: n.summary.id.clone(),
+        turn_id: n.turn.turn_id.clone(),
+    };
+    (n, job)
+}
+
 /// The shipped `$connect` event, for connection `conn` with `token`.
 /// A `$connect` event with this query parameter (`token` or `ticket`).
 fn connect_event(conn: &str, param: Option<(&str, &str)>) -> Value {
@@ -522,19 +547,7 @@ async fn a_request_is_denied_before_the_workers_time_runs_out() {
     let gw = Gateway::start(&[]).await;
     let (push, _) = push_to(&gw).await;
     let (store, _) = moto::dynamo_store().await;
-    let n = confab_tests::conformance::new_session(
-        "alice",
-        "p",
-        "t",
-        "/approve",
-        confab_functions::clock::now_ms(),
-    );
-    store.create_session(&n).await.unwrap();
-    let job = confab_functions::ports::TurnJob {
-        owner: "alice".into(),
-        session_id: n.summary.id.clone(),
-        turn_id: n.turn.turn_id.clone(),
-    };
+    let (n, job) = stored_turn(&store, "/approve").await;
     let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
     Worker {
         store: &store,
@@ -594,31 +607,18 @@ async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_
         runner: &runner,
         next: Some(&invocations),
     };
-    let started = |text: &str| {
-        confab_tests::conformance::new_session(
-            "alice",
-            "p",
-            "t",
-            text,
-            confab_functions::clock::now_ms(),
-        )
-    };
-    let job_of =
-        |n: &confab_functions::domain::records::NewSession| confab_functions::ports::TurnJob {
-            owner: "alice".into(),
-            session_id: n.summary.id.clone(),
-            turn_id: n.turn.turn_id.clone(),
-        };
     let reply_of = |msgs: &[confab_protocol::Message]| msgs[1].plain_text();
 
     // Answered: the worker returns while the turn waits (a minute's
     // invocation, but a request that would wait for a second only shows
     // the worker did not wait for it); the answer's worker resumes it.
-    let n = started("/approve");
-    store.create_session(&n).await.unwrap();
+    let (n, job) = stored_turn(&store, "/approve").await;
     let t0 = std::time::Instant::now();
     worker
-        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .handle(
+            WorkerEvent::Turn(job.clone()),
+            Some(Duration::from_secs(60)),
+        )
         .await
         .expect("turn");
     let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
@@ -638,7 +638,10 @@ async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_
     let request = turn.pending().next().expect("pending").clone();
     // A resume before the answer (a stray delivery) parks it again.
     worker
-        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .handle(
+            WorkerEvent::Turn(job.clone()),
+            Some(Duration::from_secs(60)),
+        )
         .await
         .expect("early");
     let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
@@ -655,7 +658,10 @@ async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_
         .unwrap();
     // The answer's worker resumes it, and the turn ends.
     worker
-        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .handle(
+            WorkerEvent::Turn(job.clone()),
+            Some(Duration::from_secs(60)),
+        )
         .await
         .expect("resumed");
     let rec = store.get_session(&n.summary.id).await.unwrap().unwrap();
@@ -676,10 +682,12 @@ async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_
 
     // Unanswered: the sweep finds the request expired and sends the turn
     // on; the resumed agent hears it was denied.
-    let n = started("/approve");
-    store.create_session(&n).await.unwrap();
+    let (n, job) = stored_turn(&store, "/approve").await;
     worker
-        .handle(WorkerEvent::Turn(job_of(&n)), Some(Duration::from_secs(60)))
+        .handle(
+            WorkerEvent::Turn(job.clone()),
+            Some(Duration::from_secs(60)),
+        )
         .await
         .expect("turn");
     let sweep: WorkerEvent = serde_json::from_value(fixture("example-eventbridge-schedule.json"))
@@ -692,7 +700,7 @@ async fn a_waiting_turn_ends_its_invocation_and_is_resumed_by_the_answer_or_the_
     tokio::time::sleep(Duration::from_millis(1100)).await;
     worker.handle(sweep, None).await.expect("sweep");
     let handed = invocations.0.lock().unwrap().clone();
-    assert_eq!(handed, [job_of(&n)]);
+    assert_eq!(handed, [job]);
     worker
         .handle(
             WorkerEvent::Turn(handed[0].clone()),
@@ -740,14 +748,7 @@ async fn the_next_queued_turn_goes_to_an_invocation_of_its_own() {
     let gw = Gateway::start(&[]).await;
     let (push, _) = push_to(&gw).await;
     let (store, _) = moto::dynamo_store().await;
-    let n = confab_tests::conformance::new_session(
-        "alice",
-        "p",
-        "t",
-        "/words 3",
-        confab_functions::clock::now_ms(),
-    );
-    store.create_session(&n).await.unwrap();
+    let (n, job) = stored_turn(&store, "/words 3").await;
     let queued = confab_protocol::model::QueuedMessage {
         id: id().parse().unwrap(),
         text: "and then this".parse().unwrap(),
@@ -762,11 +763,6 @@ async fn the_next_queued_turn_goes_to_an_invocation_of_its_own() {
             .unwrap(),
         QueueOutcome::Changed(_)
     ));
-    let job = confab_functions::ports::TurnJob {
-        owner: "alice".into(),
-        session_id: n.summary.id.clone(),
-        turn_id: n.turn.turn_id.clone(),
-    };
     let agent = confab_functions::agents::demo::DemoAgent::new(Duration::ZERO);
     let invocations = Invocations::default();
     Worker {

@@ -613,6 +613,17 @@ async fn the_typed_client_drives_a_session_through_the_contract() {
 
 // ---- requests to the person ---------------------------------------------------
 
+/// A new session whose first message is `text` (`/approve`, `/ask`), once
+/// it waits on the person: its id and its detail.
+async fn waiting(api: &confab_tests::harness::Api, text: &str) -> (String, Value) {
+    let sid = id();
+    api.create(&sid, &id(), text).await;
+    let detail = api
+        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
+        .await;
+    (sid, detail)
+}
+
 /// The ids in a `session.queue` event or a `queued` list, in order.
 fn queue_ids(queued: &Value) -> Vec<String> {
     queued
@@ -654,11 +665,8 @@ async fn messages_sent_during_a_turn_are_queued_for_every_tab_and_run_in_order()
     let gw = Gateway::start_jwt(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
     let (alice, mallory) = (token("alice"), token("mallory"));
     let api = gw.api(Some(&alice));
-    let sid = id();
     // The first turn waits on the person, so the queue fills while it runs.
-    api.create(&sid, &id(), "/approve").await;
-    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
-        .await;
+    let (sid, _) = waiting(&api, "/approve").await;
     let mut a = subscribed(&gw, Some(&alice), &sid).await;
     let mut b = subscribed(&gw, Some(&alice), &sid).await;
     let (q1, q2) = (id(), id());
@@ -747,11 +755,7 @@ async fn messages_sent_during_a_turn_are_queued_for_every_tab_and_run_in_order()
 async fn a_queued_message_is_edited_and_cancelled_until_it_starts_and_the_queue_has_a_limit() {
     let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
     let api = gw.api(None);
-    let sid = id();
-    api.create(&sid, &id(), "/approve").await;
-    let detail = api
-        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
-        .await;
+    let (sid, detail) = waiting(&api, "/approve").await;
     let (q1, q2) = (id(), id());
     api.send(&sid, &q1, "draft").await;
     api.send(&sid, &q2, "never mind").await;
@@ -853,10 +857,7 @@ async fn a_queued_message_is_edited_and_cancelled_until_it_starts_and_the_queue_
 async fn stop_holds_the_queue_and_send_now_steers() {
     let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
     let api = gw.api(None);
-    let sid = id();
-    api.create(&sid, &id(), "/approve").await;
-    api.wait_session(&sid, |s| s["session"]["status"] == "waiting")
-        .await;
+    let (sid, _) = waiting(&api, "/approve").await;
     let (q1, q2, q3) = (id(), id(), id());
     api.send(&sid, &q1, "later").await;
     api.send(&sid, &q2, "now instead").await;
@@ -1064,11 +1065,7 @@ async fn a_tool_request_reaches_every_tab_of_its_owner_and_the_first_answer_wins
 async fn a_question_is_answered_with_an_option() {
     let gw = Gateway::start(&[("CONFAB_DEMO_DELAY_MS", "0")]).await;
     let api = gw.api(None);
-    let sid = id();
-    api.create(&sid, &id(), "/ask").await;
-    let detail = api
-        .wait_session(&sid, |s| s["session"]["status"] == "waiting")
-        .await;
+    let (sid, detail) = waiting(&api, "/ask").await;
     let rid = detail["pending"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(detail["pending"][0]["kind"], "question");
     assert_eq!(

@@ -24,6 +24,31 @@ const QUEUE_BACKOFF: confab_protocol::backoff::Backoff = confab_protocol::backof
 };
 
 impl DynamoStore {
+    /// Sends an `UpdateItem` of a few fields of the turn: true when it was
+    /// written, false when its condition failed (not the turn any more, or
+    /// claimed already).
+    async fn update_turn_if(
+        &self,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<bool, StoreError> {
+        match req
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats.estimate(units(1024) * 2.0);
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     /// Reads the session (the owner's, when `owner` is given) and lets
     /// `change` edit its turn's requests and its summary; what `change`
     /// says changed is written back if no other write came in between, else
@@ -237,34 +262,21 @@ impl TurnStore for DynamoStore {
         turn_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        match self
-            .client
-            .update_item()
-            .table_name(&self.tables.sessions)
-            .key("id", s(session_id))
-            .update_expression("SET turn.claimed = :yes, turn.heartbeatMs = :now")
-            .condition_expression(
-                "turn.turnId = :t AND (attribute_not_exists(turn.claimed) OR turn.claimed = :no)",
-            )
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":t", s(turn_id))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                self.count("dynamodb:UpdateItem", out.consumed_capacity());
-                self.stats.estimate(units(1024) * 2.0);
-                Ok(true)
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.stats.request("dynamodb:UpdateItem");
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        self.update_turn_if(
+            self.client
+                .update_item()
+                .table_name(&self.tables.sessions)
+                .key("id", s(session_id))
+                .update_expression("SET turn.claimed = :yes, turn.heartbeatMs = :now")
+                .condition_expression(
+                    "turn.turnId = :t AND (attribute_not_exists(turn.claimed) OR turn.claimed = :no)",
+                )
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":t", s(turn_id))
+        )
+        .await
     }
 
     async fn park_turn(
@@ -273,31 +285,18 @@ impl TurnStore for DynamoStore {
         turn_id: &str,
         parked: &Parked,
     ) -> Result<bool, StoreError> {
-        match self
-            .client
-            .update_item()
-            .table_name(&self.tables.sessions)
-            .key("id", s(session_id))
-            .update_expression("SET turn.parked = :p, turn.claimed = :no")
-            .condition_expression("turn.turnId = :t")
-            .expression_attribute_values(":p", to_av(parked)?)
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .expression_attribute_values(":t", s(turn_id))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                self.count("dynamodb:UpdateItem", out.consumed_capacity());
-                self.stats.estimate(units(1024) * 2.0);
-                Ok(true)
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.stats.request("dynamodb:UpdateItem");
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        self.update_turn_if(
+            self.client
+                .update_item()
+                .table_name(&self.tables.sessions)
+                .key("id", s(session_id))
+                .update_expression("SET turn.parked = :p, turn.claimed = :no")
+                .condition_expression("turn.turnId = :t")
+                .expression_attribute_values(":p", to_av(parked)?)
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":t", s(turn_id)),
+        )
+        .await
     }
 
     async fn checkpoint(
