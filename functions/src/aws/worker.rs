@@ -63,13 +63,13 @@ impl Worker<'_> {
                 // A request to the person waits at most until just before the
                 // invocation's end: it is then denied with a message the
                 // agent sees, rather than the turn being cut off with it.
+                // (A parked request waits in the store, for as long as
+                // requests may.)
                 let runner = match remaining {
-                    // A parked request waits in the store, not here.
-                    Some(_) if self.runner.park_asks => self.runner.clone(),
                     Some(r) => RunnerConfig {
-                        request_timeout: self
+                        wait_limit: self
                             .runner
-                            .request_timeout
+                            .wait_limit
                             .min(r.saturating_sub(DEADLINE_MARGIN * 2)),
                         ..self.runner.clone()
                     },

@@ -42,6 +42,10 @@ pub struct RunnerConfig {
     pub poll_interval: Duration,
     /// A request to the person nobody answers is denied after this long.
     pub request_timeout: Duration,
+    /// The longest this runner itself may wait for an answer (a Lambda
+    /// invocation's time left): a request it waits on, rather than parks,
+    /// is denied by then.
+    pub wait_limit: Duration,
     /// What a queued message's turn is held to when it starts after this
     /// one (an owner's turns at once, their daily tokens).
     pub limits: crate::ports::Limits,
@@ -78,6 +82,7 @@ impl Default for RunnerConfig {
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             request_timeout: Duration::from_secs(30 * 60),
+            wait_limit: Duration::MAX,
             limits: crate::ports::Limits::unreachable(),
             park_asks: false,
         }
@@ -285,7 +290,13 @@ pub async fn run_turn(
     // Requests the agent waits on: their id, where the answer goes, and
     // when the server denies them.
     let mut asks: Vec<(RequestId, AnswerSlot, i64)> = Vec::new();
-    let timeout_ms = i64::try_from(cfg.request_timeout.as_millis()).unwrap_or(i64::MAX);
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    // A parked request waits in the store for as long as requests may; one
+    // this runner waits on, no longer than the runner may.
+    let (park_ms, wait_ms) = (
+        ms(cfg.request_timeout),
+        ms(cfg.request_timeout.min(cfg.wait_limit)),
+    );
 
     let started = match resume {
         Some((state, answer)) => agent.resume(request, state, answer).await,
@@ -336,6 +347,8 @@ pub async fn run_turn(
                             {
                                 tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "frames before a request not sent");
                             }
+                            let parks = cfg.park_asks && a.resume.is_some();
+                            let timeout_ms = if parks { park_ms } else { wait_ms };
                             let req = requests::from_ask(&a, &job.session_id, &job.turn_id, now_ms(), timeout_ms);
                             match store.add_request(&job.session_id, &job.turn_id, &req, now_ms()).await {
                                 Ok(Some(summary)) => {
