@@ -130,6 +130,21 @@ fn refused(e: AuthError) -> ApiError {
 /// A JSON body of at most 64 KiB, with clear errors.
 pub struct Body64<T>(pub T);
 
+/// A body over the limit is still read, and dropped as it comes, up to
+/// this much, so that a client still sending it gets its 413 rather than a
+/// connection closed under it. Past this the connection is closed.
+const DRAIN_MAX_BYTES: usize = 1024 * 1024;
+
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_MAX_BYTES {
+            break;
+        }
+    }
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body64<T> {
     type Rejection = ApiError;
 
@@ -145,12 +160,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body64<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        let mut body = req.into_body().into_data_stream();
         if declared.is_some_and(|n| n > validate::MAX_BODY_BYTES) {
+            drain(body).await;
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), validate::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| too_large())?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError(ServiceError::Invalid(
+                    "request body could not be read".into(),
+                ))
+            })?;
+            if bytes.len() + chunk.len() > validate::MAX_BODY_BYTES {
+                drain(body).await;
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if bytes.is_empty() {
             return Err(ApiError(ServiceError::Invalid(
                 "request body must be a JSON object".into(),
