@@ -41,7 +41,33 @@ pub enum AuthConfig {
         issuer: Option<String>,
         audience: Option<String>,
     },
+    /// An OpenID Connect provider's RS256/ES256 tokens.
+    Oidc(OidcConfig),
 }
+
+/// `CONFAB_AUTH=oidc`: the provider, what its tokens must say, and what the
+/// web app signs in with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// `CONFAB_OIDC_ISSUER`: the issuer URL, exactly as in the tokens.
+    pub issuer: String,
+    /// `CONFAB_OIDC_AUDIENCE`: the `aud` access tokens carry. Unset, the
+    /// tokens' `client_id` must be the web app's (Cognito).
+    pub audience: Option<String>,
+    /// `CONFAB_OIDC_CLIENT_ID`: the web app's public client.
+    pub client_id: String,
+    /// `CONFAB_OIDC_SCOPES`: what the web app asks for.
+    pub scopes: String,
+    /// `CONFAB_OIDC_KEY_REFETCH_SECS`: the least time between two fetches
+    /// of the key set caused by a token with an unknown key id.
+    pub key_refetch_secs: u64,
+    /// `CONFAB_OIDC_CLOCK_SKEW_SECS`: how far the provider's clock may be
+    /// from this one when `exp` and `nbf` are checked.
+    pub clock_skew_secs: u64,
+}
+
+/// The scopes the web app asks for unless configured.
+pub const OIDC_SCOPES: &str = "openid profile email";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentKind {
@@ -174,11 +200,53 @@ impl Config {
                     audience: get("CONFAB_JWT_AUDIENCE"),
                 }
             }
+            Some("oidc") => {
+                let because = "CONFAB_AUTH=oidc";
+                let issuer = get("CONFAB_OIDC_ISSUER").ok_or(ConfigError::Missing {
+                    name: "CONFAB_OIDC_ISSUER",
+                    because,
+                })?;
+                // Tokens and keys come from the issuer: never over plain
+                // HTTP but on this machine.
+                let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| issuer.starts_with(p));
+                if !(issuer.starts_with("https://") || local) {
+                    return Err(ConfigError::Invalid {
+                        name: "CONFAB_OIDC_ISSUER",
+                        value: issuer,
+                        expected: "an https:// URL (http:// only on this machine)",
+                    });
+                }
+                AuthConfig::Oidc(OidcConfig {
+                    issuer,
+                    audience: get("CONFAB_OIDC_AUDIENCE"),
+                    client_id: get("CONFAB_OIDC_CLIENT_ID").ok_or(ConfigError::Missing {
+                        name: "CONFAB_OIDC_CLIENT_ID",
+                        because,
+                    })?,
+                    scopes: get("CONFAB_OIDC_SCOPES").unwrap_or_else(|| OIDC_SCOPES.into()),
+                    key_refetch_secs: number(
+                        get("CONFAB_OIDC_KEY_REFETCH_SECS"),
+                        "CONFAB_OIDC_KEY_REFETCH_SECS",
+                        30,
+                        1,
+                        86_400,
+                    )?,
+                    clock_skew_secs: number(
+                        get("CONFAB_OIDC_CLOCK_SKEW_SECS"),
+                        "CONFAB_OIDC_CLOCK_SKEW_SECS",
+                        30,
+                        0,
+                        300,
+                    )?,
+                })
+            }
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "CONFAB_AUTH",
                     value: other.into(),
-                    expected: "none or jwt",
+                    expected: "none, jwt or oidc",
                 });
             }
         };
@@ -223,11 +291,11 @@ impl Config {
                 because: "CONFAB_AGENT=claude-code",
             });
         }
-        if kind == AgentKind::ClaudeCode && matches!(auth, AuthConfig::JwtHs256 { .. }) {
+        if kind == AgentKind::ClaudeCode && !matches!(auth, AuthConfig::None) {
             return Err(ConfigError::Invalid {
                 name: "CONFAB_AGENT",
                 value: "claude-code".into(),
-                expected: "an agent other than claude-code when CONFAB_AUTH=jwt: Claude Code runs as this machine's one user, in folders all sessions share",
+                expected: "an agent other than claude-code when auth is on: Claude Code runs as this machine's one user, in folders all sessions share",
             });
         }
         let limits = crate::ports::Limits {
@@ -386,6 +454,69 @@ mod tests {
         assert_eq!(c.limits.sends_per_minute, 30);
         assert_eq!(c.limits.turns_per_owner, 8);
         assert_eq!(c.limits.daily_tokens, None);
+    }
+
+    #[test]
+    fn oidc_needs_an_issuer_over_https_and_a_client() {
+        assert_eq!(
+            cfg(&[("CONFAB_AUTH", "oidc")]).unwrap_err(),
+            ConfigError::Missing {
+                name: "CONFAB_OIDC_ISSUER",
+                because: "CONFAB_AUTH=oidc"
+            }
+        );
+        assert_eq!(
+            cfg(&[
+                ("CONFAB_AUTH", "oidc"),
+                ("CONFAB_OIDC_ISSUER", "https://id.example.com")
+            ])
+            .unwrap_err(),
+            ConfigError::Missing {
+                name: "CONFAB_OIDC_CLIENT_ID",
+                because: "CONFAB_AUTH=oidc"
+            }
+        );
+        // Keys fetched over plain HTTP from another machine could be
+        // anyone's.
+        assert!(matches!(
+            cfg(&[
+                ("CONFAB_AUTH", "oidc"),
+                ("CONFAB_OIDC_ISSUER", "http://id.example.com"),
+                ("CONFAB_OIDC_CLIENT_ID", "web"),
+            ]),
+            Err(ConfigError::Invalid {
+                name: "CONFAB_OIDC_ISSUER",
+                ..
+            })
+        ));
+        let c = cfg(&[
+            ("CONFAB_AUTH", "oidc"),
+            ("CONFAB_OIDC_ISSUER", "https://id.example.com"),
+            ("CONFAB_OIDC_CLIENT_ID", "web"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Oidc(OidcConfig {
+                issuer: "https://id.example.com".into(),
+                audience: None,
+                client_id: "web".into(),
+                scopes: OIDC_SCOPES.into(),
+                key_refetch_secs: 30,
+                clock_skew_secs: 30,
+            })
+        );
+        // Claude Code runs as this machine's one user: never behind sign-in.
+        assert!(
+            cfg(&[
+                ("CONFAB_AUTH", "oidc"),
+                ("CONFAB_OIDC_ISSUER", "https://id.example.com"),
+                ("CONFAB_OIDC_CLIENT_ID", "web"),
+                ("CONFAB_AGENT", "claude-code"),
+                ("CONFAB_PROJECTS_ROOT", "/tmp"),
+            ])
+            .is_err()
+        );
     }
 
     #[test]

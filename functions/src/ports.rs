@@ -189,6 +189,9 @@ pub trait ConnectionStore: Send + Sync + 'static {
     async fn take_ticket(&self, ticket: &str, now_ms: i64)
     -> Result<Option<Principal>, StoreError>;
     /// Removes a connection and its subscriptions.
+    /// Carries a connection on as `who` (a fresh token of the same owner):
+    /// its new expiry. False when the connection is gone or is not `who`'s.
+    async fn renew_connection(&self, id: &str, who: &Principal) -> Result<bool, StoreError>;
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError>;
     async fn owner_connections(&self, owner: &str) -> Result<Vec<String>, StoreError>;
     /// Subscribes a connection of `session.owner` to `session`, in one write

@@ -158,7 +158,15 @@ pub(crate) async fn loopback_only(
     next.run(req).await
 }
 
-pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router {
+/// What the web app is told beyond where the API is: how to sign in
+/// (`auth` in `/config.json`), and the origins it may talk to for that.
+#[derive(Clone, Debug, Default)]
+pub struct WebApp {
+    pub auth: Option<serde_json::Value>,
+    pub connect_src: Vec<String>,
+}
+
+pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>, web: WebApp) -> Router {
     let guard = axum::middleware::from_fn_with_state(gw.clone(), same_site_only);
     let sockets = Router::new()
         .route("/ws", get(upgrade))
@@ -179,13 +187,15 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
             axum::routing::any(|| async { not_here() }),
         )
         .with_state(gw);
+    let web_auth = web.auth.clone();
     let config_file = web_dir
         .as_ref()
         .map(|d| d.join("config.json"))
         .filter(|f| f.is_file());
-    let app = api
-        .merge(sockets)
-        .route("/config.json", get(move || web_config(config_file.clone())));
+    let app = api.merge(sockets).route(
+        "/config.json",
+        get(move || web_config(config_file.clone(), web_auth.clone())),
+    );
     let web_dir = web_dir.filter(|d| d.join("index.html").is_file());
     let csp = content_security_policy(
         web_dir
@@ -193,6 +203,7 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
             .and_then(|d| std::fs::read_to_string(d.join("index.html")).ok())
             .as_deref()
             .unwrap_or(""),
+        &web.connect_src,
     );
     let app = match web_dir {
         Some(dir) => {
@@ -215,14 +226,15 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>) -> Router
 /// updates (such as the title) through `new Function`; it evaluates only
 /// what the app's own code hands it, and no script from elsewhere, inline
 /// or injected, may run.
-fn content_security_policy(index_html: &str) -> String {
+fn content_security_policy(index_html: &str, connect_src: &[String]) -> String {
     let hashes: String = inline_script_hashes(index_html)
         .iter()
         .map(|h| format!(" {h}"))
         .collect();
+    let connect: String = connect_src.iter().map(|o| format!(" {o}")).collect();
     format!(
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'{hashes}; \
-         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'{connect}; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
@@ -277,15 +289,20 @@ async fn security_headers(
     res
 }
 
-/// Where the web app finds the API and the socket: the web directory's own
-/// `config.json` when it has one, else this origin (empty URLs).
-async fn web_config(file: Option<PathBuf>) -> Response {
+/// Where the web app finds the API and the socket, and how it signs in: the
+/// web directory's own `config.json` when it has one, else this origin
+/// (empty URLs) and this gateway's sign-in settings.
+async fn web_config(file: Option<PathBuf>, auth: Option<serde_json::Value>) -> Response {
     if let Some(f) = file
         && let Ok(body) = tokio::fs::read(&f).await
     {
         return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
-    axum::Json(serde_json::json!({ "apiUrl": "", "socketUrl": "" })).into_response()
+    let mut config = serde_json::json!({ "apiUrl": "", "socketUrl": "" });
+    if let Some(auth) = auth {
+        config["auth"] = auth;
+    }
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(config)).into_response()
 }
 
 async fn no_web_app() -> Html<&'static str> {
@@ -341,16 +358,28 @@ async fn upgrade(
             return confab_functions::api::rest::ApiError(e).into_response();
         }
     };
-    // The socket ends when its token does: told with an `error` frame,
-    // then closed.
-    if let Some(until) = who.auth_expires_ms {
+    // The socket ends when its token does, unless renewed with a fresher
+    // one meanwhile: told with an `error` frame, then closed.
+    if let Some(mut until) = who.auth_expires_ms {
         let (gw, id) = (gw.clone(), id.clone());
         tokio::spawn(async move {
-            let left = until - confab_functions::clock::now_ms();
-            tokio::time::sleep(std::time::Duration::from_millis(left.max(0) as u64)).await;
-            if gw.registry.info(&id).is_some()
-                && let Err(e) = socket::expire(&*gw.store, &*gw.push, &id).await
-            {
+            loop {
+                let left = until - confab_functions::clock::now_ms();
+                tokio::time::sleep(std::time::Duration::from_millis(left.max(0) as u64)).await;
+                if gw.registry.info(&id).is_none() {
+                    return;
+                }
+                match gw.store.connection(&id).await {
+                    Ok(Some(renewed)) => match renewed.auth_expires_ms {
+                        Some(later) if later > until => until = later,
+                        Some(_) => break,
+                        None => return,
+                    },
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = socket::expire(&*gw.store, &*gw.push, &id).await {
                 tracing::warn!(
                     error = &e as &dyn std::error::Error,
                     "closing an expired socket failed"

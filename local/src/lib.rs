@@ -231,7 +231,18 @@ pub async fn run(
         max_sockets_per_owner: config.max_sockets_per_owner,
         management_key,
     });
-    let app = gateway::router(gw, api, opts.web_dir.clone());
+    let web = match (&config.auth, &*gw.auth) {
+        (confab_functions::config::AuthConfig::Oidc(o), Auth::Oidc(verifier)) => gateway::WebApp {
+            auth: Some(serde_json::json!({
+                "issuer": o.issuer,
+                "clientId": o.client_id,
+                "scopes": o.scopes,
+            })),
+            connect_src: verifier.browser_origins().await,
+        },
+        _ => gateway::WebApp::default(),
+    };
+    let app = gateway::router(gw, api, opts.web_dir.clone(), web);
 
     // Scripts and tests read this line to find the port.
     println!("confab listening on http://{local}");

@@ -35,6 +35,12 @@ pub enum ClientFrame {
         session_id: SessionId,
     },
     Ping,
+    /// Carries the socket on with a fresh token: a ticket from
+    /// `POST /api/socket-ticket`, taken as `$connect` takes one, of the same
+    /// owner. Answered with `renewed`.
+    Renew {
+        ticket: String,
+    },
 }
 
 /// Defines `ServerEvent` and, for tests only, the same enum with serde's
@@ -81,6 +87,13 @@ server_event! {
     Unsubscribed { session_id: SessionId },
     #[serde(rename = "pong")]
     Pong,
+    /// The socket carries on until `authExpiresAt` (the fresh token's
+    /// expiry; absent when auth is off), in answer to `renew`.
+    #[serde(rename = "renewed", rename_all = "camelCase")]
+    Renewed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_expires_at: Option<Timestamp>,
+    },
     /// A refused frame. `sessionId` is set when the frame named a session.
     #[serde(rename = "error", rename_all = "camelCase")]
     Error {
@@ -180,7 +193,10 @@ impl ServerEvent {
                 Some(&session.id)
             }
             ServerEvent::Error { session_id, .. } => session_id.as_deref(),
-            ServerEvent::Ready { .. } | ServerEvent::Pong | ServerEvent::FramePart { .. } => None,
+            ServerEvent::Ready { .. }
+            | ServerEvent::Pong
+            | ServerEvent::Renewed { .. }
+            | ServerEvent::FramePart { .. } => None,
         }
     }
 
@@ -222,6 +238,9 @@ impl<'de> Deserialize<'de> for ServerEvent {
                 session_id: take(m, "sessionId")?,
             },
             "pong" => ServerEvent::Pong,
+            "renewed" => ServerEvent::Renewed {
+                auth_expires_at: take(m, "authExpiresAt")?,
+            },
             "error" => ServerEvent::Error {
                 code: take(m, "code")?,
                 message: take(m, "message")?,
@@ -292,6 +311,7 @@ const SERVER_EVENT_TYPES: &[&str] = &[
     "subscribed",
     "unsubscribed",
     "pong",
+    "renewed",
     "error",
     "session.created",
     "session.updated",
@@ -410,7 +430,10 @@ pub fn parse_client_frame(raw: &str) -> Result<ClientFrame, FrameError> {
     let Some(action) = action.as_str() else {
         return Err(FrameError::Invalid("\"action\" must be a string".into()));
     };
-    if !matches!(action, "hello" | "subscribe" | "unsubscribe" | "ping") {
+    if !matches!(
+        action,
+        "hello" | "subscribe" | "unsubscribe" | "ping" | "renew"
+    ) {
         return Err(FrameError::UnknownAction(action.chars().take(64).collect()));
     }
     serde_json::from_value(value).map_err(|e| FrameError::Invalid(e.to_string()))
@@ -468,6 +491,7 @@ mod tests {
             ServerEvent::Subscribed { .. } => "subscribed",
             ServerEvent::Unsubscribed { .. } => "unsubscribed",
             ServerEvent::Pong => "pong",
+            ServerEvent::Renewed { .. } => "renewed",
             ServerEvent::Error { .. } => "error",
             ServerEvent::SessionCreated { .. } => "session.created",
             ServerEvent::SessionUpdated { .. } => "session.updated",
@@ -508,6 +532,9 @@ mod tests {
                 session_id: sid.clone(),
             },
             ServerEvent::Pong,
+            ServerEvent::Renewed {
+                auth_expires_at: Some(Timestamp::from_millis(1_000)),
+            },
             ServerEvent::Error {
                 code: ErrorCode::NotFound,
                 message: "m".into(),

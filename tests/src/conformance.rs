@@ -1777,6 +1777,39 @@ pub async fn socket_tickets_are_taken_once(store: Arc<dyn Store>) {
     );
 }
 
+/// A connection renewed with a fresher token of its owner carries on until
+/// that token's expiry; another owner cannot renew it, and a connection that
+/// is gone is not made again.
+pub async fn a_connection_is_renewed_by_its_owner_only(store: Arc<dyn Store>) {
+    let owner = format!("alice-{}", new_token());
+    let first = Principal {
+        owner: owner.clone(),
+        auth_expires_ms: Some(now_ms() + 60_000),
+    };
+    let conn = new_token();
+    store.put_connection(&conn, &first, now_ms()).await.unwrap();
+    let fresh = Principal {
+        owner: owner.clone(),
+        auth_expires_ms: Some(now_ms() + 3_600_000),
+    };
+    assert!(store.renew_connection(&conn, &fresh).await.unwrap());
+    assert_eq!(store.connection(&conn).await.unwrap(), Some(fresh.clone()));
+    let mallory = Principal {
+        owner: format!("mallory-{}", new_token()),
+        auth_expires_ms: Some(now_ms() + 7_200_000),
+    };
+    assert!(!store.renew_connection(&conn, &mallory).await.unwrap());
+    assert_eq!(
+        store.connection(&conn).await.unwrap(),
+        Some(fresh.clone()),
+        "unchanged by another owner"
+    );
+    let gone = new_token();
+    assert!(!store.renew_connection(&gone, &fresh).await.unwrap());
+    assert_eq!(store.connection(&gone).await.unwrap(), None, "not made");
+    assert_eq!(store.owner_connections(&owner).await.unwrap(), vec![conn]);
+}
+
 /// Generates one test per case for a store made by `$make` (an async fn
 /// returning `Arc<dyn Store>`).
 #[macro_export]
@@ -1806,7 +1839,8 @@ macro_rules! store_conformance {
             a_turn_whose_end_cannot_be_stored_ends_failed_with_its_checkpoint,
             owner_counters_hold_under_a_burst,
             owner_sets_hold_under_a_burst,
-            socket_tickets_are_taken_once
+            socket_tickets_are_taken_once,
+            a_connection_is_renewed_by_its_owner_only
         );
     };
     (@cases $make:path; $($case:ident),*) => {

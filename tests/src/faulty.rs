@@ -194,6 +194,9 @@ impl ConnectionStore for Faulty {
     async fn connection(&self, id: &str) -> Result<Option<Principal>, StoreError> {
         self.inner.connection(id).await
     }
+    async fn renew_connection(&self, id: &str, who: &Principal) -> Result<bool, StoreError> {
+        self.inner.renew_connection(id, who).await
+    }
     async fn put_ticket(
         &self,
         ticket: &str,

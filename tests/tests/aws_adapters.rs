@@ -373,6 +373,7 @@ async fn socket_functions_handle_the_shipped_api_gateway_events() {
     // the token's expiry; the ticket is used up.
     let alice = Auth::hs256(SECRET.as_bytes())
         .principal(Some(&token("alice")))
+        .await
         .unwrap();
     let ticket = confab_functions::api::socket::ticket(&*store, &alice)
         .await

@@ -1,6 +1,8 @@
-//! Who is calling: `CONFAB_AUTH=none` (everyone is `local`) or `jwt`
-//! (HS256; the owner is the token's `sub`).
+//! Who is calling: `CONFAB_AUTH=none` (everyone is `local`), `jwt` (HS256,
+//! for tests and scripts) or `oidc` (an OpenID Connect provider's tokens).
+//! The owner is the token's `sub`.
 
+use super::oidc::{Oidc, OidcSettings};
 use crate::domain::records::Principal;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
@@ -12,6 +14,7 @@ pub const LOCAL_OWNER: &str = "local";
 pub enum Auth {
     None,
     Jwt(Box<JwtKey>),
+    Oidc(Box<Oidc>),
 }
 
 pub struct JwtKey {
@@ -24,6 +27,7 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("Auth::None"),
             Auth::Jwt(_) => f.write_str("Auth::Jwt { key: <redacted> }"),
+            Auth::Oidc(o) => o.fmt(f),
         }
     }
 }
@@ -36,6 +40,9 @@ pub enum AuthError {
     Invalid,
     #[error("the token has expired")]
     Expired,
+    /// The identity provider's keys could not be fetched.
+    #[error("the identity provider cannot be reached")]
+    Unavailable,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +65,13 @@ impl Auth {
                 issuer.as_deref(),
                 audience.as_deref(),
             ),
+            crate::config::AuthConfig::Oidc(o) => Auth::Oidc(Box::new(Oidc::new(OidcSettings {
+                issuer: o.issuer.clone(),
+                audience: o.audience.clone(),
+                client_id: o.client_id.clone(),
+                refetch_every: std::time::Duration::from_secs(o.key_refetch_secs),
+                leeway_secs: o.clock_skew_secs,
+            }))),
         }
     }
 
@@ -99,22 +113,32 @@ impl Auth {
         match self {
             Auth::None => "none",
             Auth::Jwt(_) => "jwt",
+            Auth::Oidc(_) => "oidc",
         }
     }
 
+    /// Whether callers must show a token (and sockets a ticket).
+    pub fn required(&self) -> bool {
+        !matches!(self, Auth::None)
+    }
+
     /// The owner a token stands for.
-    pub fn owner(&self, token: Option<&str>) -> Result<String, AuthError> {
-        self.principal(token).map(|p| p.owner)
+    pub async fn owner(&self, token: Option<&str>) -> Result<String, AuthError> {
+        self.principal(token).await.map(|p| p.owner)
     }
 
     /// Who a token stands for, and until when: its `exp` with the leeway
     /// it is checked with.
-    pub fn principal(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn principal(&self, token: Option<&str>) -> Result<Principal, AuthError> {
         match self {
             Auth::None => Ok(Principal {
                 owner: LOCAL_OWNER.to_string(),
                 auth_expires_ms: None,
             }),
+            Auth::Oidc(o) => {
+                let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+                o.principal(token).await
+            }
             Auth::Jwt(k) => {
                 let (key, validation) = (&k.key, &k.validation);
                 let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
@@ -145,17 +169,20 @@ impl Auth {
     }
 
     /// The owner named by an `Authorization: Bearer …` header value.
-    pub fn owner_from_header(&self, header: Option<&str>) -> Result<String, AuthError> {
-        self.principal_from_header(header).map(|p| p.owner)
+    pub async fn owner_from_header(&self, header: Option<&str>) -> Result<String, AuthError> {
+        self.principal_from_header(header).await.map(|p| p.owner)
     }
 
     /// Who an `Authorization: Bearer …` header value stands for.
-    pub fn principal_from_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn principal_from_header(
+        &self,
+        header: Option<&str>,
+    ) -> Result<Principal, AuthError> {
         let token = header.and_then(|h| {
             let (scheme, rest) = h.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
         });
-        self.principal(token)
+        self.principal(token).await
     }
 }
 
@@ -174,35 +201,38 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn none_mode_is_local() {
-        assert_eq!(Auth::None.owner(None).unwrap(), "local");
+    #[tokio::test]
+    async fn none_mode_is_local() {
+        assert_eq!(Auth::None.owner(None).await.unwrap(), "local");
     }
 
-    #[test]
-    fn jwt_mode_takes_sub_and_refuses_the_rest() {
+    #[tokio::test]
+    async fn jwt_mode_takes_sub_and_refuses_the_rest() {
         let a = Auth::hs256(b"s3cret");
         assert_eq!(
-            a.owner(Some(&token(b"s3cret", "alice", 600))).unwrap(),
+            a.owner(Some(&token(b"s3cret", "alice", 600)))
+                .await
+                .unwrap(),
             "alice"
         );
         assert_eq!(
             a.owner_from_header(Some(&format!("Bearer {}", token(b"s3cret", "bob", 600))))
+                .await
                 .unwrap(),
             "bob"
         );
-        assert_eq!(a.owner(None), Err(AuthError::Missing));
+        assert_eq!(a.owner(None).await, Err(AuthError::Missing));
         assert_eq!(
-            a.owner(Some(&token(b"other", "alice", 600))),
+            a.owner(Some(&token(b"other", "alice", 600))).await,
             Err(AuthError::Invalid)
         );
         assert_eq!(
-            a.owner(Some(&token(b"s3cret", "alice", -600))),
+            a.owner(Some(&token(b"s3cret", "alice", -600))).await,
             Err(AuthError::Expired)
         );
-        assert_eq!(a.owner(Some("garbage")), Err(AuthError::Invalid));
+        assert_eq!(a.owner(Some("garbage")).await, Err(AuthError::Invalid));
         assert_eq!(
-            a.owner_from_header(Some("Basic abc")),
+            a.owner_from_header(Some("Basic abc")).await,
             Err(AuthError::Missing)
         );
     }
@@ -226,20 +256,20 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_token_not_valid_yet_is_refused() {
+    #[tokio::test]
+    async fn a_token_not_valid_yet_is_refused() {
         let now = crate::clock::now_ms() / 1000;
         let a = jwt(None, None);
         let later =
             signed(serde_json::json!({"sub": "alice", "exp": now + 3600, "nbf": now + 600}));
-        assert_eq!(a.owner(Some(&later)), Err(AuthError::Invalid));
+        assert_eq!(a.owner(Some(&later)).await, Err(AuthError::Invalid));
         let now_valid =
             signed(serde_json::json!({"sub": "alice", "exp": now + 3600, "nbf": now - 5}));
-        assert_eq!(a.owner(Some(&now_valid)).unwrap(), "alice");
+        assert_eq!(a.owner(Some(&now_valid)).await.unwrap(), "alice");
     }
 
-    #[test]
-    fn issuer_and_audience_are_checked_when_configured() {
+    #[tokio::test]
+    async fn issuer_and_audience_are_checked_when_configured() {
         let now = crate::clock::now_ms() / 1000;
         let claims = |iss: &str, aud: &str| {
             signed(serde_json::json!({"sub": "alice", "exp": now + 600, "iss": iss, "aud": aud}))
@@ -247,39 +277,43 @@ mod tests {
         let a = jwt(Some("https://id.example.com"), Some("confab"));
         assert_eq!(
             a.owner(Some(&claims("https://id.example.com", "confab")))
+                .await
                 .unwrap(),
             "alice"
         );
         assert_eq!(
-            a.owner(Some(&claims("https://evil.example.com", "confab"))),
+            a.owner(Some(&claims("https://evil.example.com", "confab")))
+                .await,
             Err(AuthError::Invalid)
         );
         assert_eq!(
-            a.owner(Some(&claims("https://id.example.com", "another-app"))),
+            a.owner(Some(&claims("https://id.example.com", "another-app")))
+                .await,
             Err(AuthError::Invalid)
         );
         let bare = signed(serde_json::json!({"sub": "alice", "exp": now + 600}));
-        assert_eq!(a.owner(Some(&bare)), Err(AuthError::Invalid));
+        assert_eq!(a.owner(Some(&bare)).await, Err(AuthError::Invalid));
         // Unconfigured, a token that names an audience is taken, as a
         // standard identity provider's tokens all do.
         let open = jwt(None, None);
         assert_eq!(
             open.owner(Some(&claims("https://id.example.com", "confab")))
+                .await
                 .unwrap(),
             "alice"
         );
     }
 
-    #[test]
-    fn the_local_owner_cannot_be_claimed_with_a_token() {
+    #[tokio::test]
+    async fn the_local_owner_cannot_be_claimed_with_a_token() {
         let now = crate::clock::now_ms() / 1000;
         let a = jwt(None, None);
         let t = signed(serde_json::json!({"sub": LOCAL_OWNER, "exp": now + 600}));
-        assert_eq!(a.owner(Some(&t)), Err(AuthError::Invalid));
+        assert_eq!(a.owner(Some(&t)).await, Err(AuthError::Invalid));
     }
 
-    #[test]
-    fn debug_hides_the_key() {
+    #[tokio::test]
+    async fn debug_hides_the_key() {
         assert!(!format!("{:?}", Auth::hs256(b"s3cret")).contains("s3cret"));
     }
 }

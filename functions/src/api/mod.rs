@@ -4,5 +4,6 @@
 
 pub mod auth;
 pub mod contract;
+pub mod oidc;
 pub mod rest;
 pub mod socket;

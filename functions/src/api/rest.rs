@@ -114,6 +114,7 @@ impl FromRequestParts<AppState> for Bearer {
         state
             .auth
             .principal_from_header(header)
+            .await
             .map(Bearer)
             .map_err(refused)
     }
@@ -124,6 +125,9 @@ fn refused(e: AuthError) -> ApiError {
         AuthError::Missing => ServiceError::Unauthorized("a bearer token is required"),
         AuthError::Invalid => ServiceError::Unauthorized("the token is not valid"),
         AuthError::Expired => ServiceError::TokenExpired,
+        AuthError::Unavailable => ServiceError::Unavailable(
+            "the identity provider cannot be reached to check your token; try again shortly".into(),
+        ),
     })
 }
 

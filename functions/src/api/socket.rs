@@ -61,8 +61,9 @@ pub async fn connect(
     let who = match auth {
         Auth::None => auth
             .principal(None)
+            .await
             .map_err(|_| ServiceError::Unauthorized("a valid token is required"))?,
-        Auth::Jwt(_) => match handshake {
+        Auth::Jwt(_) | Auth::Oidc(_) => match handshake {
             Handshake {
                 ticket: Some(t), ..
             } => store
@@ -120,6 +121,48 @@ pub async fn expire(
     }
     store.delete_connection(connection_id).await?;
     Ok(())
+}
+
+/// `renew`: the connection carries on until the expiry of the token the
+/// ticket was issued for. The ticket must be the same owner's: a socket
+/// never changes hands.
+async fn renew(
+    store: &dyn Store,
+    connection_id: &ConnectionId,
+    owner: &str,
+    ticket: &str,
+) -> Result<ServerEvent, Refusal> {
+    let refused = || {
+        Refusal::Frame(
+            ErrorCode::Unauthorized,
+            "the ticket is not valid: it was used, has expired or is another user's; get a new one"
+                .into(),
+            None,
+        )
+    };
+    if ticket.is_empty() || ticket.len() > 128 {
+        return Err(refused());
+    }
+    let fresh = store
+        .take_ticket(ticket, now_ms())
+        .await
+        .map_err(ServiceError::from)?
+        .filter(|who| who.owner == owner && !who.expired(now_ms()))
+        .ok_or_else(refused)?;
+    if !store
+        .renew_connection(connection_id, &fresh)
+        .await
+        .map_err(ServiceError::from)?
+    {
+        return Err(Refusal::Frame(
+            ErrorCode::Unauthorized,
+            "this connection is not known; reconnect".into(),
+            None,
+        ));
+    }
+    Ok(ServerEvent::Renewed {
+        auth_expires_at: fresh.auth_expires_ms.map(Timestamp::from_millis),
+    })
 }
 
 /// `$disconnect`: forgets the connection and its subscriptions.
@@ -211,6 +254,9 @@ async fn handle(
             server_time: now(),
         })),
         ClientFrame::Ping => Ok(Some(ServerEvent::Pong)),
+        ClientFrame::Renew { ticket } => {
+            renew(store, connection_id, &owner, &ticket).await.map(Some)
+        }
         ClientFrame::Unsubscribe { session_id } => {
             store
                 .unsubscribe(connection_id, &session_id)

@@ -452,6 +452,7 @@ impl CurrentSession {
             ServerEvent::Unsubscribed { .. }
             | ServerEvent::Ready { .. }
             | ServerEvent::Pong
+            | ServerEvent::Renewed { .. }
             | ServerEvent::FramePart { .. } => Effect::None,
         }
     }

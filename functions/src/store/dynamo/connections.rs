@@ -189,6 +189,37 @@ impl ConnectionStore for DynamoStore {
         }
     }
 
+    async fn renew_connection(&self, id: &str, who: &Principal) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", s(id))
+            .key("sk", s(CONN_SK))
+            .condition_expression("#owner = :o")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":o", s(&who.owner))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        update = match who.auth_expires_ms {
+            Some(e) => update
+                .update_expression("SET authExp = :e")
+                .expression_attribute_values(":e", n(e)),
+            None => update.update_expression("REMOVE authExp"),
+        };
+        match update.send().await {
+            Ok(out) => {
+                self.count("dynamodb:UpdateItem", out.consumed_capacity());
+                self.stats.estimate(1.0);
+                Ok(true)
+            }
+            Err(e) if super::errors::is_condition_failed(&e) => {
+                self.stats.request("dynamodb:UpdateItem");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
         let keys = self
             .subscription_rows(id)

@@ -852,6 +852,20 @@ impl ConnectionStore for SqliteStore {
         .await
     }
 
+    async fn renew_connection(&self, id: &str, who: &Principal) -> Result<bool, StoreError> {
+        let (id, who) = (id.to_string(), who.clone());
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE connections SET auth_expires_ms = ?3 WHERE id = ?1 AND owner = ?2",
+                    params![id, who.owner, who.auth_expires_ms],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |tx| {
