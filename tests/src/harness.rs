@@ -197,6 +197,18 @@ impl Gateway {
         gw
     }
 
+    /// A gateway serving the built web app on this port (an address a
+    /// provider must know before the gateway starts).
+    pub async fn start_with_web_on(env: &[(&str, &str)], port: u16) -> Gateway {
+        let mut gw = Gateway::start(env).await;
+        gw.kill().await;
+        gw.web_dir = web_dist();
+        gw.keep_port = true;
+        gw.base = format!("http://127.0.0.1:{port}");
+        gw.spawn().await;
+        gw
+    }
+
     /// A gateway with auth on (HS256 with `SECRET`).
     pub async fn start_jwt(env: &[(&str, &str)]) -> Gateway {
         let mut all = vec![("CONFAB_AUTH", "jwt"), ("CONFAB_JWT_SECRET", SECRET)];

@@ -8,3 +8,4 @@ pub mod fake_provider;
 pub mod faulty;
 pub mod harness;
 pub mod moto;
+pub mod oidc;

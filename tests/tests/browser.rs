@@ -1294,3 +1294,235 @@ async fn on_a_phone_the_session_list_is_a_drawer() {
     w.until("the drawer closed", hidden).await;
     w.close().await;
 }
+
+mod sign_in {
+    use super::{LAST_REPLY, session_path_id, wait_ready};
+    use confab_tests::browser::{Driver, Window};
+    use confab_tests::harness::Gateway;
+    use confab_tests::oidc::{ALICE, BOB, Options, Provider, User};
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    }
+
+    /// A provider and a gateway (serving the web app) that signs people in
+    /// there.
+    async fn start(access_ttl: u64, env: &[(&str, &str)]) -> (Provider, Gateway) {
+        let port = free_port();
+        let p = Provider::start(Options {
+            access_ttl,
+            redirect_uris: vec![format!("http://127.0.0.1:{port}/")],
+            ..Options::default()
+        })
+        .await;
+        let provider_env = p.gateway_env();
+        let mut all: Vec<(&str, &str)> = provider_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        let gw = Gateway::start_with_web_on(&all, port).await;
+        (p, gw)
+    }
+
+    /// From the app's sign-in page, through the provider's login page, back
+    /// to the app signed in.
+    async fn sign_in(w: &Window, user: &User) {
+        w.until(
+            "the sign-in page",
+            "return !!document.querySelector('main.sign-in #sign-in')",
+        )
+        .await;
+        w.click("main.sign-in #sign-in").await;
+        w.until(
+            "the provider's login page",
+            "return !!document.querySelector('#login')",
+        )
+        .await;
+        w.js(&format!(
+            "document.querySelector('#login').value = {}; document.querySelector('#password').value = {}; document.querySelector('form').submit(); return null;",
+            serde_json::to_string(user.login).unwrap(),
+            serde_json::to_string(user.password).unwrap()
+        ))
+        .await;
+        w.until(
+            "the app, signed in",
+            &format!(
+                "return document.querySelector('#user-name')?.innerText === {}",
+                serde_json::to_string(user.name).unwrap()
+            ),
+        )
+        .await;
+        wait_ready(w).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn people_sign_in_at_the_provider_and_each_sees_only_their_own_sessions() {
+        let (p, gw) = start(300, &[("CONFAB_DEMO_DELAY_MS", "5")]).await;
+        let driver = Driver::start().await;
+        let a = driver.window().await;
+        a.goto(&format!("{}/", gw.base)).await;
+        let _ = a.screenshot("10-sign-in-page").await;
+        sign_in(&a, &ALICE).await;
+        assert!(
+            a.js("return !!document.querySelector('#sign-out')").await == true,
+            "a Sign out in the header"
+        );
+        a.send_message("/words 40").await;
+        a.until(
+            "the stored reply",
+            "return !!document.querySelector('article.msg-agent[data-status=stored]')",
+        )
+        .await;
+        assert_eq!(
+            a.js(LAST_REPLY)
+                .await
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .count(),
+            40
+        );
+        let alices = a.path().await;
+        let sid = session_path_id(&alices);
+        let _ = a.screenshot("10-signed-in").await;
+        // No token in the address, nor kept where another page could read
+        // it for long: the access token is in memory only.
+        let url = a.js("return location.href").await;
+        assert!(!url.as_str().unwrap().contains("code="), "{url}");
+        assert_eq!(
+            a.js("return Object.keys(localStorage).filter(k => localStorage.getItem(k).includes('.ey')).length")
+                .await,
+            0
+        );
+
+        // Bob, in another browser profile, sees none of it; a page asked
+        // for while signed out is where sign-in comes back to.
+        let b = driver.window().await;
+        b.goto(&format!("{}{alices}", gw.base)).await;
+        sign_in(&b, &BOB).await;
+        assert_eq!(b.path().await, alices, "back to the page asked for");
+        b.until(
+            "Bob's empty list",
+            "return document.querySelector('#session-list').innerText.includes('No sessions yet')",
+        )
+        .await;
+        assert!(
+            !b.js("return document.body.innerText")
+                .await
+                .as_str()
+                .unwrap()
+                .contains("/words 40"),
+            "none of Alice's session"
+        );
+        let bob_token_list = gw
+            .api(Some(
+                &p.sign_in(&BOB, &format!("{}/", gw.base)).await.access,
+            ))
+            .get(confab_protocol::routes::SESSIONS)
+            .await;
+        assert!(!bob_token_list.text.contains(&sid));
+
+        // Sign out ends the session at the provider too: the next sign-in
+        // asks for the password again.
+        a.click("#sign-out").await;
+        a.until(
+            "the sign-in page after signing out",
+            "return !!document.querySelector('main.sign-in #sign-in')",
+        )
+        .await;
+        let _ = a.screenshot("10-signed-out").await;
+        a.click("main.sign-in #sign-in").await;
+        a.until(
+            "the provider's login page again",
+            "return !!document.querySelector('#login')",
+        )
+        .await;
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_that_expires_during_a_reply_is_refreshed_without_a_reconnect_or_a_lost_frame()
+    {
+        // Access tokens for 6 s, checked without leeway; a reply of ~16 s.
+        let (_p, gw) = start(
+            6,
+            &[
+                ("CONFAB_DEMO_DELAY_MS", "40"),
+                ("CONFAB_OIDC_CLOCK_SKEW_SECS", "0"),
+            ],
+        )
+        .await;
+        let driver = Driver::start().await;
+        let w = driver.window().await;
+        w.on_new_document(
+            "window.__sockets = 0; const Ws = window.WebSocket; window.WebSocket = function (u, p) { window.__sockets++; return new Ws(u, p); }; window.WebSocket.prototype = Ws.prototype;",
+        )
+        .await;
+        w.goto(&format!("{}/", gw.base)).await;
+        sign_in(&w, &ALICE).await;
+        w.js("window.__banners = 0; new MutationObserver(() => { if (document.querySelector('#banner-reconnecting, #banner-signed-out, #banner-disconnected, #banner-connecting')) window.__banners++; }).observe(document.body, {subtree: true, childList: true, attributes: true}); return null;").await;
+        w.send_message("/words 400").await;
+        let mut stored = false;
+        for _ in 0..120 {
+            if w.js("return !!document.querySelector('article.msg-agent[data-status=stored]')")
+                .await
+                == true
+            {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(stored, "the reply ended");
+        assert_eq!(
+            w.js(LAST_REPLY)
+                .await
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .count(),
+            400,
+            "the reply is whole"
+        );
+        assert_eq!(w.js("return window.__sockets").await, 1, "one socket");
+        assert_eq!(w.js("return window.__banners").await, 0, "no banner");
+        // The token signed in with is long gone; the API still answers.
+        w.send_message("/words 3").await;
+        w.until(
+            "the second reply",
+            "return document.querySelectorAll('article.msg-agent[data-status=stored]').length === 2",
+        )
+        .await;
+
+        // A refresh the provider refuses: sent to sign in again (the
+        // provider remembers the person, so straight back), and the half
+        // written message is still there.
+        w.until(
+            "an enabled message box",
+            "const t = document.querySelector('#composer-input'); return !!t && !t.disabled;",
+        )
+        .await;
+        w.js("const t = document.querySelector('#composer-input'); t.value = 'half a thought'; t.dispatchEvent(new Event('input', { bubbles: true })); window.__before = true; sessionStorage.setItem('confab.refresh', 'not-a-refresh-token'); return null;").await;
+        let path = w.path().await;
+        for _ in 0..60 {
+            if w.js("return window.__before !== true && !!document.querySelector('#user-name')")
+                .await
+                == true
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        w.until(
+            "the draft kept",
+            "return document.querySelector('#composer-input')?.value === 'half a thought'",
+        )
+        .await;
+        assert_eq!(w.path().await, path, "back on the same session");
+        w.close().await;
+    }
+}

@@ -201,6 +201,12 @@ fn ensure_commonmark_spec() -> Result<()> {
     ensure_npm("commonmark-spec", "0.31.2", "spec.txt")
 }
 
+/// A certified OpenID provider, which the sign-in tests run
+/// (`tests/oidc/provider.mjs`).
+fn ensure_oidc_provider() -> Result<()> {
+    ensure_npm("oidc-provider", "9.13.3", "lib/index.js")
+}
+
 /// highlight.js, which the web app loads when a code block first appears;
 /// Trunk copies it from target/tools.
 fn ensure_highlighter() -> Result<()> {
@@ -401,13 +407,14 @@ fn test() -> Result<()> {
     build_web()?;
     ensure_browser()?;
     ensure_commonmark_spec()?;
+    ensure_oidc_provider()?;
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .env("PATH", aws_path(&aws)?))?;
     // The end-to-end suites again, in emulated-AWS mode: the executables
     // just built, run as they are (a narrower `cargo test` would resolve
     // other features and compile most of the workspace again).
-    for exe in test_executables(&["e2e_turns", "e2e_safety", "e2e_agents"])? {
+    for exe in test_executables(&["e2e_turns", "e2e_safety", "e2e_agents", "sign_in"])? {
         run(Command::new(exe)
             .current_dir("tests")
             .env("CONFAB_TEST_AWS", "1"))?;
@@ -563,10 +570,25 @@ fn deploy(extra: &[String]) -> Result<()> {
             .with_context(|| format!("the stack has no output {key}"))
     };
     let bucket = output("WebBucketName")?;
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "apiUrl": output("ApiUrl")?,
         "socketUrl": output("SocketUrl")?,
     });
+    // How the web app signs people in (the stack's Cognito user pool, or
+    // the provider the deployer named).
+    let issuer = output("OidcIssuer").unwrap_or_default();
+    if !issuer.is_empty() {
+        let mut auth = serde_json::json!({
+            "issuer": issuer,
+            "clientId": output("OidcClientId")?,
+            "scopes": "openid profile email",
+        });
+        if let Ok(domain) = output("SignInDomain") {
+            // Cognito publishes no end_session_endpoint; its /logout is it.
+            auth["logoutUrl"] = format!("{domain}/logout").into();
+        }
+        config["auth"] = auth;
+    }
     let config_file = root().join("target/config.json");
     std::fs::write(&config_file, serde_json::to_vec_pretty(&config)?)?;
     let aws = || {
@@ -596,10 +618,19 @@ fn deploy(extra: &[String]) -> Result<()> {
         "--paths",
         "/*",
     ]))?;
-    println!("Confab is deployed: {}", output("WebUrl")?);
-    println!(
-        "Users' tokens are HS256, signed with the secret {} (aws secretsmanager get-secret-value --secret-id <it>).",
-        output("JwtSecretArn")?
-    );
+    println!("Confab is deployed. Open {}", output("WebUrl")?);
+    match output("UserPoolId") {
+        Ok(pool) => println!(
+            "People sign in with the stack's Cognito user pool {pool}. Add one with:\n  \
+             aws cognito-idp admin-create-user --user-pool-id {pool} --username you@example.com \\\n    \
+             --user-attributes Name=email,Value=you@example.com Name=email_verified,Value=true Name=name,Value='Your Name'\n\
+             (Cognito emails them a temporary password; they choose their own at first sign-in.)"
+        ),
+        Err(_) if !issuer.is_empty() => println!("People sign in at {issuer}."),
+        Err(_) => println!(
+            "Users' tokens are HS256, signed with the secret {} (aws secretsmanager get-secret-value --secret-id <it>).",
+            output("JwtSecretArn")?
+        ),
+    }
     Ok(())
 }
