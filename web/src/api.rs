@@ -22,6 +22,8 @@ pub use confab_protocol::client::rest::RestError as ApiError;
 pub struct Endpoints {
     pub api_url: String,
     pub socket_url: String,
+    /// How people sign in; absent when they do not.
+    pub auth: Option<crate::auth::AuthSettings>,
 }
 
 thread_local! {
@@ -33,12 +35,15 @@ fn window() -> Option<web_sys::Window> {
 }
 
 /// Reads `/config.json`; without one, the API and socket are on this origin.
-pub async fn load_endpoints() {
+/// Returns how people sign in, if they do.
+pub async fn load_endpoints() -> Option<crate::auth::AuthSettings> {
     let loaded = match Request::get("/config.json").send().await {
         Ok(r) if r.ok() => r.json::<Endpoints>().await.unwrap_or_default(),
         _ => Endpoints::default(),
     };
+    let auth = loaded.auth.clone();
     ENDPOINTS.with(|e| *e.borrow_mut() = loaded);
+    auth
 }
 
 fn api(path: &str) -> String {
@@ -69,8 +74,12 @@ pub async fn socket_url() -> Result<String, ApiError> {
     Ok(format!("{url}?ticket={}", ticket.ticket))
 }
 
-/// A bearer token kept in this browser (`localStorage["confab.token"]`).
+/// The signed-in person's access token; without sign-in, a bearer token
+/// kept in this browser (`localStorage["confab.token"]`, for scripts).
 fn token() -> Option<String> {
+    if crate::auth::enabled() {
+        return crate::auth::access_token();
+    }
     window()?
         .local_storage()
         .ok()??
@@ -92,30 +101,43 @@ struct Fetch;
 impl Transport for Fetch {
     type Error = gloo_net::Error;
 
+    /// A 401 with sign-in on gets one fresh token and one more try.
     async fn send(&self, r: HttpRequest) -> Result<HttpResponse, gloo_net::Error> {
         let url = api(&r.path);
-        let builder = match r.method {
-            Method::Get => Request::get(&url),
-            Method::Post => Request::post(&url),
-            Method::Patch => Request::patch(&url),
-            Method::Delete => Request::delete(&url),
-        };
-        let builder = authorized(builder);
-        let response = match r.body {
-            Some(body) => {
-                builder
-                    .header("Content-Type", "application/json")
-                    .body(body)?
-                    .send()
-                    .await?
+        let mut tried = false;
+        loop {
+            let builder = match r.method {
+                Method::Get => Request::get(&url),
+                Method::Post => Request::post(&url),
+                Method::Patch => Request::patch(&url),
+                Method::Delete => Request::delete(&url),
+            };
+            let builder = authorized(builder);
+            let response = match &r.body {
+                Some(body) => {
+                    builder
+                        .header("Content-Type", "application/json")
+                        .body(body.clone())?
+                        .send()
+                        .await?
+                }
+                None => builder.send().await?,
+            };
+            if response.status() == 401 && !tried && crate::auth::renew_after_refusal().await {
+                tried = true;
+                continue;
             }
-            None => builder.send().await?,
-        };
-        Ok(HttpResponse {
-            status: response.status(),
-            body: response.text().await.unwrap_or_default(),
-        })
+            return Ok(HttpResponse {
+                status: response.status(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
     }
+}
+
+/// A one-use ticket for the socket, for `renew`.
+pub async fn socket_ticket() -> Result<String, ApiError> {
+    Ok(client().socket_ticket().await?.ticket)
 }
 
 fn client() -> RestClient<Fetch> {

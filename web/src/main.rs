@@ -2,6 +2,7 @@
 
 mod actions;
 mod api;
+mod auth;
 mod components;
 mod highlight;
 mod history;
@@ -91,14 +92,32 @@ fn App() -> Element {
             dioxus_history::provide_history_context(std::rc::Rc::new(h));
         }
     });
-    let mut app = use_context_provider(AppState::new);
+    // Sign-in is settled before anything else talks to the API.
+    let start = use_resource(|| async {
+        let settings = api::load_endpoints().await;
+        auth::start(settings).await
+    });
+    match &*start.read() {
+        None => rsx! {},
+        Some(auth::Start::SignIn(why)) => rsx! { pages::sign_in::SignIn { why: why.clone() } },
+        Some(auth::Start::Off) => rsx! { Signed { user: None } },
+        Some(auth::Start::SignedIn(user)) => rsx! { Signed { user: Some(user.clone()) } },
+    }
+}
+
+/// The app proper, once the person is signed in (or sign-in is off).
+#[component]
+fn Signed(user: Option<String>) -> Element {
+    let mut app = use_context_provider(move || AppState::new(user.clone()));
     // The socket coroutine lives here, above the router, for the app's life.
-    socket::use_socket(app);
+    let socket = socket::use_socket(app);
     use_future(move || async move {
-        api::load_endpoints().await;
         if let Ok(c) = api::config().await {
             app.config.set(Some(c));
         }
+    });
+    use_future(move || async move {
+        auth::keep_fresh(move || socket.send(state::SocketCmd::Renew)).await;
     });
     rsx! { Router::<Route> {} }
 }

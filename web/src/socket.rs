@@ -144,7 +144,6 @@ pub fn use_socket(app: AppState) -> Coroutine<SocketCmd> {
         let mut app = app;
         let mut outbox = Outbox::default();
         let mut attempt: u32 = 0;
-        api::load_endpoints().await;
         loop {
             app.conn.with_mut(|c| {
                 c.state = ReadyState::Connecting;
@@ -378,6 +377,14 @@ async fn serve(
                 }
                 Some(SocketCmd::Unsubscribe(session_id)) => to_send.extend(outbox.push(ClientFrame::Unsubscribe { session_id })),
                 Some(SocketCmd::Reconnect) => {}
+                Some(SocketCmd::Renew) => {
+                    // A socket not renewed ends when its token does, and
+                    // is opened again with a fresh ticket: no frame is lost
+                    // either way.
+                    if let Ok(ticket) = api::socket_ticket().await {
+                        to_send.push(ClientFrame::Renew { ticket });
+                    }
+                }
                 None => return Ended::Quit,
             },
             _ = ticks.next() => {

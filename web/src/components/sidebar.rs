@@ -91,7 +91,14 @@ pub fn Sidebar() -> Element {
     let modes = app.allowed_modes();
     rsx! {
         aside { class: "sidebar", aria_label: "Sessions",
-            div { class: "brand", "Confab" }
+            div { class: "brand-row",
+                div { class: "brand", "Confab" }
+                if let Some(user) = (app.user)() {
+                    span { class: "user", id: "user-name", title: "{user}", "{user}" }
+                    button { class: "link", id: "sign-out", r#type: "button",
+                        onclick: move |_| { spawn(crate::auth::sign_out()); }, "Sign out" }
+                }
+            }
             button { class: "new-session", id: "new-session", title: "New session (Ctrl+Shift+O)",
                 onclick: move |_| open_new_session(app, nav), "+ New session" }
             input { class: "search", r#type: "search", aria_label: "Search sessions", placeholder: "Search sessions",

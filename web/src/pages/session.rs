@@ -262,6 +262,8 @@ pub fn Session(project_id: ReadSignal<ProjectId>, id: ReadSignal<SessionId>) -> 
                 }
             }
             Composer {
+                // Each session has its own draft.
+                key: "{id}",
                 restore,
                 disabled: matches!(phase, Phase::Creating | Phase::Loading | Phase::Deleted),
                 running,

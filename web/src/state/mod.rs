@@ -48,10 +48,14 @@ pub enum SocketCmd {
     Unsubscribe(SessionId),
     /// Try again now (the Reconnect button).
     Reconnect,
+    /// The access token was refreshed: carry the socket on with it.
+    Renew,
 }
 
 #[derive(Clone, Copy)]
 pub struct AppState {
+    /// Who is signed in, when sign-in is on.
+    pub user: Signal<Option<String>>,
     /// Every session of the user, newest activity first; always mounted.
     pub sessions: Signal<SessionList>,
     /// The session on screen.
@@ -95,8 +99,9 @@ impl AppState {
         }
     }
 
-    pub fn new() -> AppState {
+    pub fn new(user: Option<String>) -> AppState {
         AppState {
+            user: Signal::new(user),
             sessions: Signal::new(SessionList::new()),
             current: Signal::new(None),
             conn: Signal::new(Conn::default()),
@@ -116,6 +121,11 @@ pub fn use_app() -> AppState {
 }
 
 /// This browser's local storage for the app's settings, when it has one.
+/// This tab's storage.
+pub fn session_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
 pub fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
