@@ -252,8 +252,8 @@ async fn token_request(form: String) -> Result<(), Failed> {
 /// connection, so it is read, not verified again.
 fn person(id_token: &str) -> Option<String> {
     let payload = id_token.split('.').nth(1)?;
-    let bytes = base64url_decode(payload)?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let text = String::from_utf8(base64url_decode(payload)?).ok()?;
+    let claims: Value = serde_json::from_str(&text).ok()?;
     ["name", "email", "preferred_username", "sub"]
         .iter()
         .find_map(|k| claims.get(*k).and_then(Value::as_str))
@@ -303,7 +303,7 @@ pub async fn renew_after_refusal() -> bool {
     match refresh().await {
         Ok(()) => true,
         Err(Failed::Refused) => {
-            sign_in().await;
+            sign_in();
             false
         }
         Err(Failed::Unreachable) => false,
@@ -326,7 +326,7 @@ pub async fn keep_fresh(renewed: impl Fn()) {
         match refresh().await {
             Ok(()) => renewed(),
             Err(Failed::Refused) => {
-                sign_in().await;
+                sign_in();
                 return;
             }
             // Unreachable: try again shortly, while the token lasts.
@@ -353,7 +353,11 @@ async fn sha256(input: &str) -> Option<Vec<u8>> {
 }
 
 /// Goes to the provider to sign in, to come back to this page.
-pub async fn sign_in() {
+pub fn sign_in() {
+    wasm_bindgen_futures::spawn_local(go_sign_in());
+}
+
+async fn go_sign_in() {
     let Some(settings) = SETTINGS.with(|s| s.borrow().clone()) else {
         return;
     };

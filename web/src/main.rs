@@ -93,9 +93,10 @@ fn App() -> Element {
         }
     });
     // Sign-in is settled before anything else talks to the API.
-    let start = use_resource(|| async {
+    let mut start = use_signal(|| None);
+    use_future(move || async move {
         let settings = api::load_endpoints().await;
-        auth::start(settings).await
+        start.set(Some(auth::start(settings).await));
     });
     match &*start.read() {
         None => rsx! {},

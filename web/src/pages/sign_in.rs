@@ -15,7 +15,7 @@ pub fn SignIn(why: Option<String>) -> Element {
                     p { class: "error", id: "sign-in-error", role: "alert", "{why}" }
                 }
                 button { class: "new-session", id: "sign-in", autofocus: true,
-                    onclick: move |_| { spawn(crate::auth::sign_in()); }, "Sign in" }
+                    onclick: move |_| crate::auth::sign_in(), "Sign in" }
             }
         }
     }
