@@ -16,7 +16,8 @@ use base64::Engine as _;
 use confab_functions::api::auth::Auth;
 use confab_functions::api::socket;
 use confab_functions::ports::{Push, Store};
-use confab_protocol::ConnectionId;
+use confab_protocol::socket::parse_client_frame;
+use confab_protocol::{ClientFrame, ConnectionId};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,18 @@ use tower_http::services::{ServeDir, ServeFile};
 /// Largest frame a client may send before the socket is closed (API
 /// Gateway's own limit); frames over the contract's 8 KiB get an error frame.
 const MAX_INCOMING_FRAME: usize = 128 * 1024;
+
+/// What a socket reads into at once. The library's default (128 KiB) is
+/// held by every socket from the start: 10,000 idle sockets held 1.4 GB.
+/// A larger frame still arrives; the buffer grows for it.
+const READ_BUFFER: usize = 4 * 1024;
+/// Written frames are gathered up to this before they go to the socket.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// The answer to `ping`, encoded once.
+static PONG: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+    Bytes::from(serde_json::to_vec(&confab_protocol::ServerEvent::Pong).unwrap_or_default())
+});
 
 /// A write to a socket that takes longer than this closes it: its client is
 /// not reading.
@@ -45,6 +58,8 @@ pub struct Gateway {
     /// stage is on API Gateway. Only this process and its own push client
     /// know it (and the data directory's `management-key`, 0600).
     pub management_key: String,
+    /// The SQLite store's write counter (none on emulated AWS).
+    pub store_writes: Option<Arc<confab_functions::store::sqlite::Counters>>,
 }
 
 /// Lets a management request through only under this process's key
@@ -55,11 +70,38 @@ async fn management_key(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (a, b) = (gw.management_key.as_bytes(), key.as_bytes());
-    if a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0 {
+    if !gw.key_matches(&key) {
         return not_here();
     }
     next.run(req).await
+}
+
+impl Gateway {
+    /// Whether `key` is this process's management key (in constant time).
+    fn key_matches(&self, key: &str) -> bool {
+        let (a, b) = (self.management_key.as_bytes(), key.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+/// `GET /{key}/@stats`: what an operator (and `cargo xtask load`) watches:
+/// open sockets and the store's writes so far.
+async fn stats(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
+    if !gw.key_matches(&key) {
+        return not_here();
+    }
+    axum::Json(serde_json::json!({
+        "sockets": gw.registry.len(),
+        "storeWrites": gw
+            .store_writes
+            .as_ref()
+            .map(|c| c.writes.load(std::sync::atomic::Ordering::Relaxed)),
+        "storeCommits": gw
+            .store_writes
+            .as_ref()
+            .map(|c| c.commits.load(std::sync::atomic::Ordering::Relaxed)),
+    }))
+    .into_response()
 }
 
 /// What a wrong management key gets: the same as any unknown path.
@@ -180,6 +222,10 @@ pub fn router(gw: Arc<Gateway>, api: Router, web_dir: Option<PathBuf>, web: WebA
                     management_key,
                 ))
                 .layer(axum::middleware::from_fn(loopback_only)),
+        )
+        .route(
+            "/{key}/@stats",
+            get(stats).layer(axum::middleware::from_fn(loopback_only)),
         )
         // The old, keyless path: not there.
         .route(
@@ -390,6 +436,8 @@ async fn upgrade(
     let failed = gw.clone();
     let failed_id = id.clone();
     upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_INCOMING_FRAME)
         .max_frame_size(MAX_INCOMING_FRAME)
         .on_failed_upgrade(move |_| {
@@ -446,8 +494,10 @@ async fn serve_socket(gw: Arc<Gateway>, id: ConnectionId, socket: WebSocket, out
                 },
             };
             let msg = match out {
-                Outgoing::Frame(b) => match String::from_utf8(b.to_vec()) {
-                    Ok(s) => WsMessage::Text(s.into()),
+                // The frame encoded once for every subscriber, shared: no
+                // copy per connection.
+                Outgoing::Frame(b) => match axum::extract::ws::Utf8Bytes::try_from(b.clone()) {
+                    Ok(s) => WsMessage::Text(s),
                     Err(_) => WsMessage::Binary(b),
                 },
                 Outgoing::Close(why) => {
@@ -517,6 +567,12 @@ async fn serve_socket(gw: Arc<Gateway>, id: ConnectionId, socket: WebSocket, out
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
         gw.registry.touch(&id);
+        // A ping needs no store: here a socket's token is ended by its own
+        // timer, not checked at each frame as on API Gateway.
+        if matches!(parse_client_frame(&text), Ok(ClientFrame::Ping)) {
+            let _ = gw.registry.send(&id, PONG.clone());
+            continue;
+        }
         if let Err(e) = socket::route(&*gw.store, &*gw.push, &id, &text).await {
             tracing::error!(error = &e as &dyn std::error::Error, "socket route failed");
         }

@@ -230,6 +230,7 @@ pub async fn run(
         local_only: auth_off && !opts.allow_remote_without_auth,
         max_sockets_per_owner: config.max_sockets_per_owner,
         management_key,
+        store_writes: counters.clone(),
     });
     let web = match (&config.auth, &*gw.auth) {
         (confab_functions::config::AuthConfig::Oidc(o), Auth::Oidc(verifier)) => gateway::WebApp {

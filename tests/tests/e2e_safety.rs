@@ -585,6 +585,39 @@ async fn ctrl_c_drains_running_turns_and_exits_cleanly() {
     );
 }
 
+/// The operator's counters (`/{key}/@stats`): open sockets and the
+/// store's writes, under the key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_show_sockets_and_store_writes_under_the_key_only() {
+    if confab_tests::harness::aws_mode() {
+        return;
+    }
+    let gw = Gateway::start(&[]).await;
+    let api = gw.api(None);
+    let key = gw
+        .management_endpoint()
+        .trim_start_matches(&gw.base)
+        .to_string();
+    let before = api.get(&format!("{key}/@stats")).await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    let mut s = gw.socket(None).await;
+    s.hello().await;
+    let sid = id();
+    assert_eq!(api.create(&sid, &id(), "hi").await.status, 201);
+    api.wait_session(&sid, |s| s["session"]["status"] == "idle")
+        .await;
+    let after = api.get(&format!("{key}/@stats")).await;
+    assert_eq!(after.body["sockets"], 1, "{}", after.text);
+    assert!(
+        after.body["storeWrites"].as_u64() > before.body["storeWrites"].as_u64(),
+        "{} then {}",
+        before.text,
+        after.text
+    );
+    assert!(after.body["storeCommits"].as_u64().unwrap() >= 1);
+    assert_eq!(api.get("/not-the-key/@stats").await.status, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_management_endpoint_reaches_live_connections_and_410s_the_rest() {
     let gw = Gateway::start(&[]).await;

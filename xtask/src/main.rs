@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "usage: cargo xtask <dev | test | bench | deploy> [args]
+const USAGE: &str = "usage: cargo xtask <dev | test | bench | load | deploy> [args]
 
   dev     build the web app and run Confab at http://127.0.0.1:8787 (demo agent, SQLite in .data/);
           extra args go to the gateway, e.g. `cargo xtask dev -- --addr 0.0.0.0:8787`;
@@ -13,6 +13,8 @@ const USAGE: &str = "usage: cargo xtask <dev | test | bench | deploy> [args]
   test    formatting, lints, the wasm32 builds, the web app, the SAM template, the Lambda
           builds, and every test (browser tests and emulated AWS included)
   bench   measure the local gateway and emulated AWS, and write docs/benchmarks.md
+  load    many clients against one release `confab` beside a bare broadcast server
+          (`--scenario idle|turns|fanout|sessions` for one); writes docs/benchmarks.md
   deploy  build and deploy to AWS with SAM, upload the web app and its config.json
           (see docs/deploy.md); extra args go to `sam deploy`";
 
@@ -35,6 +37,7 @@ fn main() -> Result<()> {
         "dev" => dev(&rest),
         "test" => test(),
         "bench" => bench(),
+        "load" => load(&rest),
         "deploy" => deploy(&rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -478,6 +481,29 @@ fn bench() -> Result<()> {
             "aws",
         ])
         .env("PATH", aws_path(&aws)?))
+}
+
+/// `cargo xtask load`: builds `confab`, the load tool and the baseline
+/// server for release, and runs the scenarios (docs/benchmarks.md).
+fn load(extra: &[String]) -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "confab-local",
+        "--bin",
+        "confab",
+    ]))?;
+    run(cargo().args(["build", "--release", "-p", "confab-load", "--bins"]))?;
+    let release = root().join("target/release");
+    run(Command::new(release.join("confab-load"))
+        .arg("--confab")
+        .arg(release.join("confab"))
+        .arg("--baseline")
+        .arg(release.join("confab-baseline"))
+        .arg("--docs")
+        .arg(root().join("docs/benchmarks.md"))
+        .args(extra))
 }
 
 /// `cargo xtask deploy`: `sam build` and `sam deploy` of infra/template.yaml,

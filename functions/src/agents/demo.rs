@@ -1,6 +1,7 @@
 //! The demo agent: offline and deterministic. It streams a short reply to
 //! ordinary text and obeys commands at the start of a message: `/words N`
-//! streams N words, `/markdown N` streams N KiB of Markdown (headings,
+//! streams N words, `/clock N` streams N words that are each the time
+//! they were written (in µs, for the load tool), `/markdown N` streams N KiB of Markdown (headings,
 //! lists, a table, code) in 2 KiB pieces, `/tool` adds a tool_use and a
 //! tool_result block, `/approve` asks the person to let a pretend tool run,
 //! `/ask` asks a question with options, `/fail` fails after a few words.
@@ -138,6 +139,10 @@ type Then = Box<dyn FnOnce(&Resolution) -> Vec<Step> + Send>;
 
 enum Step {
     Emit(AgentEvent),
+    /// A word that is the time it is written, in microseconds since the
+    /// epoch (`/clock`): a client that reads it knows how long the word
+    /// took to reach it.
+    Clock,
     Fail(String),
     /// Asks the person (`answer` is filled in when it is asked), then goes
     /// on as the answer says.
@@ -280,6 +285,16 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         }
         return (steps, n);
     }
+    if let Some(rest) = text.strip_prefix("/clock") {
+        let n = rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, MAX_WORDS);
+        steps.extend((0..n).map(|_| Step::Clock));
+        return (steps, n);
+    }
     if let Some(rest) = text.strip_prefix("/markdown") {
         let kib = rest
             .split_whitespace()
@@ -412,7 +427,10 @@ impl DemoAgent {
                     }
                 }
                 let step = q.pop_front()?;
-                if matches!(step, Step::Emit(AgentEvent::Text(_)) | Step::Fail(_)) {
+                if matches!(
+                    step,
+                    Step::Emit(AgentEvent::Text(_)) | Step::Clock | Step::Fail(_)
+                ) {
                     if n % 64 == 63 {
                         tokio::task::yield_now().await;
                     }
@@ -422,6 +440,13 @@ impl DemoAgent {
                 }
                 match step {
                     Step::Emit(e) => Some((Ok(e), (q, n + 1, None))),
+                    Step::Clock => {
+                        let us = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_micros();
+                        Some((Ok(AgentEvent::Text(format!("{us} "))), (q, n + 1, None)))
+                    }
                     Step::Fail(m) => {
                         Some((Err(AgentError::new(m)), (VecDeque::new(), n + 1, None)))
                     }
@@ -607,6 +632,14 @@ mod tests {
 
     #[tokio::test]
     async fn words_streams_exactly_n_words() {
+        let (t, _, err, _) = run("/clock 3").await;
+        assert!(err.is_none());
+        let stamps: Vec<u128> = t.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        assert_eq!(stamps.len(), 3, "{t}");
+        assert!(
+            stamps.windows(2).all(|w| w[0] <= w[1]),
+            "written in order: {t}"
+        );
         let (t, _, err, usage) = run("/words 1000").await;
         assert_eq!(t.split_whitespace().count(), 1000);
         assert!(err.is_none());

@@ -4,7 +4,7 @@
 
 use super::frames::{block_frames, delta_frames, encode, snapshot_frames};
 use super::notify::{send_all, subscribers_of};
-use super::records::{Parked, SessionRef, TurnEnd};
+use super::records::{Parked, SessionRef, Subscriber, TurnEnd};
 use super::requests;
 use super::sessions::{SAVE_FAILED, finish_and_announce, history};
 use crate::clock::now_ms;
@@ -64,6 +64,7 @@ impl RunnerConfig {
     /// hosted model's pace takes about 30 pushes.
     pub fn serverless() -> RunnerConfig {
         RunnerConfig {
+            flush_interval: Duration::from_millis(50),
             max_flush_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
             park_asks: true,
@@ -75,7 +76,7 @@ impl RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
-            flush_interval: Duration::from_millis(50),
+            flush_interval: Duration::from_millis(10),
             max_flush_interval: Duration::from_millis(50),
             flush_bytes: 16 * 1024,
             checkpoint_interval: Duration::from_secs(1),
@@ -279,6 +280,9 @@ pub async fn run_turn(
     };
     // Connection -> the subscription token it last got a snapshot for.
     let mut seen: HashMap<String, String> = HashMap::new();
+    // The subscribers last read (at the last poll).
+    let mut subs: Option<Vec<Subscriber>> = None;
+    let mut started_output = false;
     let mut outcome = TurnOutcome::Completed;
     let mut error: Option<String> = None;
     let mut usage = Usage::default();
@@ -309,9 +313,14 @@ pub async fn run_turn(
             error = Some(e.message);
         }
         Ok(mut stream) => {
-            let mut tick = tokio::time::interval(cfg.flush_interval.min(cfg.poll_interval));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // Wake when output has waited its flush interval, or for the
+                // next poll: at that moment, not at the next tick of a
+                // clock (which made a word wait up to two intervals).
+                let poll_at = last_poll + cfg.poll_interval;
+                let wake_at = reply
+                    .pending_since
+                    .map_or(poll_at, |t| (t + flush_every).min(poll_at));
                 let flow = tokio::select! {
                     biased;
                     _ = shutdown.changed() => {
@@ -322,8 +331,11 @@ pub async fn run_turn(
                     ev = stream.next() => match ev {
                         Some(Ok(AgentEvent::Text(t))) => {
                             reply.push_text(&t);
-                            if reply.pending_bytes >= cfg.flush_bytes {
-                                flush(store, push, &mut reply, &mut seen).await
+                            // The first words go out at once: how soon a
+                            // reply starts is what a person notices most.
+                            if reply.pending_bytes >= cfg.flush_bytes || !started_output {
+                                started_output = true;
+                                flush(store, push, &mut reply, &mut seen, &mut subs, false).await
                             } else {
                                 Flow::Continue
                             }
@@ -343,7 +355,7 @@ pub async fn run_turn(
                         Some(Ok(AgentEvent::Ask(a))) => {
                             // What the agent said before it asked is shown first.
                             if reply.pending_since.is_some()
-                                && let Err(e) = push_frames(store, push, &mut reply, &mut seen).await
+                                && let Err(e) = push_to_current(store, push, &mut reply, &mut seen).await
                             {
                                 tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "frames before a request not sent");
                             }
@@ -379,15 +391,17 @@ pub async fn run_turn(
                         }
                         None => break,
                     },
-                    _ = tick.tick() => {
+                    _ = tokio::time::sleep_until(wake_at) => {
                         let due_output = reply.pending_since.is_some_and(|t| t.elapsed() >= flush_every);
                         let due_poll = last_poll.elapsed() >= cfg.poll_interval;
                         if due_output || due_poll {
-                            last_poll = Instant::now();
+                            if due_poll {
+                                last_poll = Instant::now();
+                            }
                             if due_output {
                                 flush_every = (flush_every * 2).min(cfg.max_flush_interval.max(cfg.flush_interval));
                             }
-                            match flush(store, push, &mut reply, &mut seen).await {
+                            match flush(store, push, &mut reply, &mut seen, &mut subs, due_poll).await {
                                 Flow::Continue if due_poll && !asks.is_empty() => {
                                     answers(store, push, &reply, &mut asks).await
                                 }
@@ -460,7 +474,7 @@ pub async fn run_turn(
 
     // Whatever is still waiting goes out before the stored message.
     if reply.pending_since.is_some()
-        && let Err(e) = push_frames(store, push, &mut reply, &mut seen).await
+        && let Err(e) = push_to_current(store, push, &mut reply, &mut seen).await
     {
         tracing::warn!(error = &e as &dyn std::error::Error, session = %job.session_id, "last frames not sent");
     }
@@ -578,28 +592,65 @@ async fn answers(
     Flow::Continue
 }
 
-/// One flush: is the turn still wanted, then push what waits.
+/// One flush: is the turn still wanted, then push what waits. The turn and
+/// its subscribers are read from the store when `fresh` (at each poll) or
+/// while nobody is known to watch; between polls the subscribers last read are pushed to
+/// (one that came meanwhile gets the whole reply at the next poll, so it
+/// misses nothing), and a stop is seen at the next poll.
 async fn flush(
     store: &dyn Store,
     push: &dyn Push,
     reply: &mut Reply,
     seen: &mut HashMap<String, String>,
+    subs: &mut Option<Vec<Subscriber>>,
+    fresh: bool,
 ) -> Flow {
-    match store.active_turn(&reply.session_id, &reply.turn_id).await {
-        Ok(None) => Flow::Abandon,
-        Ok(Some(t)) if t.stop_requested => Flow::Stop,
-        Ok(Some(_)) => match push_frames(store, push, reply, seen).await {
-            Ok(()) => Flow::Continue,
+    // Nobody known yet: look again at each flush, so that the first
+    // subscriber of a new session sees its reply start at once.
+    if fresh || subs.as_ref().is_none_or(Vec::is_empty) {
+        match store.active_turn(&reply.session_id, &reply.turn_id).await {
+            Ok(None) => return Flow::Abandon,
+            Ok(Some(t)) if t.stop_requested => return Flow::Stop,
+            Ok(Some(_)) => {}
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "pushing frames failed");
-                Flow::Broken
+                tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "reading the turn failed");
+                return Flow::Broken;
             }
-        },
+        }
+        match subscribers_of(store, &reply.session).await {
+            Ok(s) => *subs = Some(s),
+            Err(e) => {
+                tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "reading the subscribers failed");
+                return Flow::Broken;
+            }
+        }
+    }
+    match push_frames(
+        store,
+        push,
+        reply,
+        seen,
+        subs.as_deref().unwrap_or_default(),
+    )
+    .await
+    {
+        Ok(()) => Flow::Continue,
         Err(e) => {
-            tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "reading the turn failed");
+            tracing::error!(error = &e as &dyn std::error::Error, session = %reply.session_id, "pushing frames failed");
             Flow::Broken
         }
     }
+}
+
+/// `push_frames` to the subscribers as they are now.
+async fn push_to_current(
+    store: &dyn Store,
+    push: &dyn Push,
+    reply: &mut Reply,
+    seen: &mut HashMap<String, String>,
+) -> Result<(), ServiceError> {
+    let subs = subscribers_of(store, &reply.session).await?;
+    push_frames(store, push, reply, seen, &subs).await
 }
 
 /// Pushes the increment to subscribers that have the reply so far, and the
@@ -609,12 +660,12 @@ async fn push_frames(
     push: &dyn Push,
     reply: &mut Reply,
     seen: &mut HashMap<String, String>,
+    subs: &[Subscriber],
 ) -> Result<(), ServiceError> {
-    let subs = subscribers_of(store, &reply.session).await?;
     let increment: Vec<Bytes> = reply.take_increment().iter().map(encode).collect();
     let mut snapshot: Option<Vec<Bytes>> = None;
     let mut sends: Vec<(String, Vec<Bytes>)> = Vec::with_capacity(subs.len());
-    for s in &subs {
+    for s in subs {
         if seen.get(&s.connection_id) == Some(&s.token) {
             if !increment.is_empty() {
                 sends.push((s.connection_id.clone(), increment.clone()));

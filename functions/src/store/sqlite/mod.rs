@@ -1,6 +1,13 @@
 //! The embedded store: one SQLite file in the data directory. Every write that
 //! must be atomic is one transaction; seq numbers are given inside it, so they
 //! can neither skip nor repeat.
+//!
+//! Writes go to one writer thread, which commits the writes that arrive
+//! together in one transaction (each in a savepoint of its own, so that one
+//! that fails changes nothing and fails alone), with one `fsync` for all
+//! of them; each caller hears of its write only once it is committed.
+//! Reads go to a few connections of their own, each read a snapshot, so
+//! that they never wait for a commit.
 
 use crate::clock::now_ms;
 use crate::domain::records;
@@ -15,7 +22,7 @@ use confab_protocol::model::{
     LiveReply, Message, PendingRequest, ProjectSummary, Resolution, SessionSummary,
 };
 use confab_protocol::{SessionId, Timestamp};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -25,12 +32,28 @@ pub use schema::{SCHEMA_VERSION, SchemaError};
 /// Counts of what the store was asked, for benchmarks.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Writes committed (each a transaction of its own, as callers see it).
     pub writes: std::sync::atomic::AtomicU64,
+    /// Commits that carried them (one `fsync` each).
+    pub commits: std::sync::atomic::AtomicU64,
 }
+
+/// Connections that serve reads.
+const READERS: usize = 4;
+/// Most writes committed together.
+const MAX_BATCH: usize = 128;
+
+/// A write for the writer thread: it runs against the open transaction and
+/// says whether it succeeded, and how to tell its caller once the commit is
+/// known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Job>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     counters: Arc<Counters>,
     /// `confab.lock`, locked for as long as the store is open: one gateway
     /// per data directory.
@@ -122,18 +145,38 @@ impl SqliteStore {
         for f in ["confab.db", "confab.db-wal", "confab.db-shm"] {
             private(&dir.join(f), 0o600)?;
         }
-        let mut conn = Connection::open(&file).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db)?;
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(&file).map_err(db)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(db)?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(db)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(db)?;
+            Ok(conn)
+        };
+        let mut conn = open()?;
         schema::migrate(&mut conn)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = open()?;
+                r.pragma_update(None, "query_only", "ON").map_err(db)?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let counters: Arc<Counters> = Arc::default();
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        let c = counters.clone();
+        std::thread::Builder::new()
+            .name("confab-sqlite-writer".into())
+            .spawn(move || write_loop(conn, jobs, c))
+            .map_err(StoreError::backend)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            counters: Arc::default(),
+            writer,
+            readers: Arc::new(readers),
+            next_reader: Arc::default(),
+            counters,
             _lock: Arc::new(lock),
         })
     }
@@ -152,40 +195,115 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs `f` on a reader, in a read transaction: one snapshot, which a
+    /// commit meanwhile does not change.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
+        let readers = self.readers.clone();
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len();
         tokio::task::spawn_blocking(move || {
-            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&c)
+            let mut c = readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            let tx = c.transaction().map_err(db)?;
+            let out = f(&tx);
+            // Nothing to keep: a read transaction ends either way.
+            let _ = tx.finish();
+            out
         })
         .await
         .map_err(StoreError::backend)?
     }
 
-    /// Runs `f` in an immediate transaction, committed when it returns Ok.
+    /// Runs `f` as one atomic write, committed (with the writes that came
+    /// with it) before this returns Ok.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        let counters = self.counters.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(db)?;
-            counters
-                .writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(out)
-        })
-        .await
-        .map_err(StoreError::backend)?
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |c: &Connection| {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::backend(std::io::Error::other(
+                        "a store write panicked",
+                    )))
+                });
+            let ok = out.is_ok();
+            let deliver: Deliver = Box::new(move |commit_failed: Option<&str>| {
+                let result = match (out, commit_failed) {
+                    (Ok(v), None) => Ok(v),
+                    (Ok(_), Some(why)) => Err(StoreError::backend(std::io::Error::other(format!(
+                        "the commit failed: {why}"
+                    )))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(result);
+            });
+            (ok, deliver)
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::backend(std::io::Error::other("the store is closed")))?;
+        rx.await
+            .map_err(|_| StoreError::backend(std::io::Error::other("the store's writer stopped")))?
+    }
+}
+
+/// The writer thread: waits for a write, takes every write waiting behind
+/// it (up to `MAX_BATCH`), runs each in a savepoint of one transaction, and
+/// commits them together. Ends when every handle to the store is gone.
+fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, counters: Arc<Counters>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Not run: their callers hear that the writer failed them.
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "a store transaction could not begin"
+                );
+                drop(batch);
+                continue;
+            }
+        };
+        let mut done: Vec<(bool, Deliver)> = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = tx.execute_batch("SAVEPOINT w") {
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "a store savepoint failed"
+                );
+                continue;
+            }
+            let (ok, deliver) = job(&tx);
+            let ended = if ok {
+                tx.execute_batch("RELEASE w")
+            } else {
+                tx.execute_batch("ROLLBACK TO w; RELEASE w")
+            };
+            done.push((ok && ended.is_ok(), deliver));
+        }
+        let committed = tx.commit();
+        counters.commits.fetch_add(1, Relaxed);
+        let why = committed.err().map(|e| e.to_string());
+        for (ok, deliver) in done {
+            if ok && why.is_none() {
+                counters.writes.fetch_add(1, Relaxed);
+            }
+            deliver(why.as_deref());
+        }
     }
 }
 
@@ -1092,5 +1210,67 @@ impl LimitStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes that arrive together are committed together, and one that
+    /// fails changes nothing and fails alone: what it wrote before failing
+    /// is rolled back, what the others wrote is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_in_a_batch_changes_nothing_and_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let writes = (0..64).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |c| {
+                        c.execute(
+                            "INSERT INTO connections (id, owner, connected_ms) VALUES (?1, 'o', 0)",
+                            [format!("c{i}")],
+                        )
+                        .map_err(db)?;
+                        if i % 2 == 1 {
+                            return Err(StoreError::backend(std::io::Error::other("refused")));
+                        }
+                        Ok(i)
+                    })
+                    .await
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_ok(), i % 2 == 0, "write {i}: {r:?}");
+        }
+        let kept: Vec<String> = store
+            .read(|c| {
+                let mut st = c
+                    .prepare("SELECT id FROM connections ORDER BY id")
+                    .map_err(db)?;
+                let rows = st
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(db)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db)?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        let mut want: Vec<String> = (0..64)
+            .filter(|i| i % 2 == 0)
+            .map(|i| format!("c{i}"))
+            .collect();
+        want.sort();
+        assert_eq!(kept, want);
+        let c = store.counters();
+        assert_eq!(c.writes.load(std::sync::atomic::Ordering::Relaxed), 32);
+        assert!(
+            c.commits.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+            "committed"
+        );
     }
 }
