@@ -412,6 +412,14 @@ fn watch(
     })
 }
 
+/// Tells every watcher to stop, and waits until each has.
+async fn stop_all(stop: tokio::sync::watch::Sender<bool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 fn rand_below(n: u64) -> u64 {
     rand::random::<u64>() % n.max(1)
 }
@@ -525,6 +533,13 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A fresh `confab` with `env`, where it answers, and a client for it.
+    async fn confab(&self, env: &[(&str, &str)]) -> Result<(Server, Addr, reqwest::Client)> {
+        let server = Server::confab(&self.confab, env).await?;
+        let at = server.addr();
+        Ok((server, at, self.http.clone()))
+    }
+
     /// A row: Confab's value, the baseline's, and their ratio.
     fn row(
         &mut self,
@@ -561,25 +576,59 @@ impl Ctx {
     }
 }
 
+/// A session for each of `owners` (a name may come more than once), each
+/// with its first reply done: (owner, session id).
+async fn idle_sessions(
+    http: &reqwest::Client,
+    at: &Addr,
+    owners: Vec<String>,
+) -> Result<Vec<(String, String)>> {
+    each(owners, 32, |u| async move {
+        let sid = create(http, at, &u, "hi").await?;
+        wait_idle(http, at, &u, &sid).await?;
+        Ok((u, sid))
+    })
+    .await
+}
+
+/// Watches `sockets` (each pinging every 30 s, as the web app does), lets
+/// them settle, and measures the server: its memory then (KiB), and its
+/// CPU over 15 s (% of a core).
+async fn settle(
+    server: &Server,
+    sockets: Vec<Ws>,
+    seen: &Arc<Seen>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (u64, f64, Vec<tokio::task::JoinHandle<()>>) {
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| {
+            watch(
+                ws,
+                seen.clone(),
+                stop.clone(),
+                Some(Duration::from_secs(30)),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = server.rss_kib();
+    let cpu0 = server.cpu_secs();
+    let window = Duration::from_secs(15);
+    tokio::time::sleep(window).await;
+    let cpu = (server.cpu_secs() - cpu0) / window.as_secs_f64() * 100.0;
+    (rss, cpu, tasks)
+}
+
 /// 10,000 idle sockets, each subscribed to one of 1,000 sessions (ten of
 /// each of 1,000 users), pinging every 30 s as the web app does.
 async fn idle(cx: &mut Ctx) -> Result<()> {
     const PER_USER: usize = 10;
     // 10,000 sockets, or as many as this machine lets each process open.
     let users = (cx.open_files.saturating_sub(500) as usize / PER_USER).clamp(1, 1000);
-    let server = Server::confab(&cx.confab, &[("CONFAB_DEMO_DELAY_MS", "0")]).await?;
-    let at = server.addr();
-    let http = cx.http.clone();
+    let (server, at, http) = cx.confab(&[("CONFAB_DEMO_DELAY_MS", "0")]).await?;
     let users: Vec<String> = (0..users).map(|u| format!("idle-{u}")).collect();
-    let sessions = each(users.clone(), 32, |u| {
-        let (http, server) = (&http, &at);
-        async move {
-            let sid = create(http, server, &u, "hi").await?;
-            wait_idle(http, server, &u, &sid).await?;
-            Ok((u, sid))
-        }
-    })
-    .await?;
+    let sessions = idle_sessions(&http, &at, users.clone()).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = server.rss_kib();
     let seen = Arc::new(Seen::default());
@@ -596,28 +645,9 @@ async fn idle(cx: &mut Ctx) -> Result<()> {
     })
     .await?;
     let connect_secs = started.elapsed().as_secs_f64();
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .map(|ws| {
-            watch(
-                ws,
-                seen.clone(),
-                stop.clone(),
-                Some(Duration::from_secs(30)),
-            )
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = server.rss_kib();
-    let cpu0 = server.cpu_secs();
-    let window = Duration::from_secs(15);
-    tokio::time::sleep(window).await;
-    let idle_cpu = (server.cpu_secs() - cpu0) / window.as_secs_f64() * 100.0;
+    let (after, idle_cpu, tasks) = settle(&server, sockets, &seen, &stop).await;
     let per_socket = after.saturating_sub(before) as f64 / total as f64;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    stop_all(stop_tx, tasks).await;
     server.stop().await;
 
     // The baseline holds the same number of sockets, idle.
@@ -632,27 +662,9 @@ async fn idle(cx: &mut Ctx) -> Result<()> {
     })
     .await?;
     let b_seen = Arc::new(Seen::default());
-    let tasks: Vec<_> = b_sockets
-        .into_iter()
-        .map(|ws| {
-            watch(
-                ws,
-                b_seen.clone(),
-                stop.clone(),
-                Some(Duration::from_secs(30)),
-            )
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let b_after = base.rss_kib();
-    let b_cpu0 = base.cpu_secs();
-    tokio::time::sleep(window).await;
-    let b_idle_cpu = (base.cpu_secs() - b_cpu0) / window.as_secs_f64() * 100.0;
+    let (b_after, b_idle_cpu, tasks) = settle(&base, b_sockets, &b_seen, &stop).await;
     let b_per_socket = b_after.saturating_sub(b_before) as f64 / total as f64;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    stop_all(stop_tx, tasks).await;
     base.stop().await;
 
     cx.row(
@@ -694,25 +706,13 @@ async fn turns(cx: &mut Ctx) -> Result<()> {
     const SESSIONS: usize = 1000;
     const USERS: usize = 250;
     const WORDS: usize = 300;
-    let server = Server::confab(
-        &cx.confab,
-        &[("CONFAB_DEMO_DELAY_MS", "20"), ("CONFAB_MAX_TURNS", "1100")],
-    )
-    .await?;
-    let at = server.addr();
-    let http = cx.http.clone();
+    let (server, at, http) = cx
+        .confab(&[("CONFAB_DEMO_DELAY_MS", "20"), ("CONFAB_MAX_TURNS", "1100")])
+        .await?;
     let jobs: Vec<String> = (0..SESSIONS)
         .map(|i| format!("turns-{}", i % USERS))
         .collect();
-    let sessions = each(jobs, 32, |u| {
-        let (http, server) = (&http, &at);
-        async move {
-            let sid = create(http, server, &u, "hi").await?;
-            wait_idle(http, server, &u, &sid).await?;
-            Ok((u, sid))
-        }
-    })
-    .await?;
+    let sessions = idle_sessions(&http, &at, jobs).await?;
     let seen = Arc::new(Seen::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let subs: Vec<(String, String)> = sessions
@@ -801,10 +801,7 @@ async fn turns(cx: &mut Ctx) -> Result<()> {
     let (w1, c1) = server.store_writes(&http).await;
     let (writes, commits) = (w1.saturating_sub(writes0.0), c1.saturating_sub(writes0.1));
     let cpu = server.cpu_secs() - cpu0;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    stop_all(stop_tx, tasks).await;
     let probes = probe.await.unwrap_or_default();
     server.stop().await;
     let ended = seen.ended.load(Ordering::Relaxed);
@@ -829,8 +826,17 @@ async fn turns(cx: &mut Ctx) -> Result<()> {
     let per_turn = frames as f64 / (2 * SESSIONS) as f64;
     let size = (bytes as f64 / frames.max(1) as f64) as u64;
     let interval = ((WORDS as f64 * 20.0) / per_turn.max(1.0)).round() as u64;
-    let (b50, b99) =
-        baseline_run(cx, 2 * SESSIONS, 2, per_turn.round() as u64, size, interval).await?;
+    let (b50, b99) = baseline_run(
+        cx,
+        Broadcast {
+            sockets: 2 * SESSIONS,
+            group: 2,
+            frames: per_turn.round() as u64,
+            size,
+            interval,
+        },
+    )
+    .await?;
 
     cx.row(
         "1,000 turns at once, 2 subscribers each",
@@ -911,18 +917,20 @@ async fn turns(cx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The baseline's run: `sockets` sockets in groups of `group`, each group
-/// sent `frames` frames of `size` bytes every `interval` ms. Returns the
-/// delay p50 and p99 in ms; checks its frames as Confab's are.
-async fn baseline_run(
-    cx: &mut Ctx,
+/// What the baseline is asked to do: `sockets` sockets in groups of
+/// `group`, each group sent `frames` frames of `size` bytes every
+/// `interval` ms (0: as fast as they go).
+struct Broadcast {
     sockets: usize,
     group: usize,
     frames: u64,
     size: u64,
     interval: u64,
-) -> Result<(f64, f64)> {
-    let (seen, _) = baseline_broadcast(cx, sockets, group, frames, size, interval).await?;
+}
+
+/// The baseline's run of `b`: the delay p50 and p99 in ms.
+async fn baseline_run(cx: &mut Ctx, b: Broadcast) -> Result<(f64, f64)> {
+    let (seen, _) = baseline_broadcast(cx, b).await?;
     let mut d = std::mem::take(&mut *seen.delays.lock().unwrap());
     d.sort_unstable();
     Ok((
@@ -931,14 +939,16 @@ async fn baseline_run(
     ))
 }
 
-async fn baseline_broadcast(
-    cx: &mut Ctx,
-    sockets: usize,
-    group: usize,
-    frames: u64,
-    size: u64,
-    interval: u64,
-) -> Result<(Arc<Seen>, f64)> {
+/// Runs `b` on a fresh baseline server: what its sockets saw (checked as
+/// Confab's are), and the seconds from the first frame to the last.
+async fn baseline_broadcast(cx: &mut Ctx, b: Broadcast) -> Result<(Arc<Seen>, f64)> {
+    let Broadcast {
+        sockets,
+        group,
+        frames,
+        size,
+        interval,
+    } = b;
     let http = cx.http.clone();
     let base = Server::baseline(&cx.baseline).await?;
     let base_at = base.addr();
@@ -972,10 +982,7 @@ async fn baseline_broadcast(
         .load(Ordering::Relaxed)
         .saturating_sub(seen.first_us.load(Ordering::Relaxed))) as f64
         / 1e6;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    stop_all(stop_tx, tasks).await;
     base.stop().await;
     cx.check_frames("baseline", &seen);
     Ok((seen, span))
@@ -985,16 +992,12 @@ async fn baseline_broadcast(
 /// demo agent writes it.
 async fn fanout(cx: &mut Ctx) -> Result<()> {
     const SUBSCRIBERS: usize = 1000;
-    let server = Server::confab(
-        &cx.confab,
-        &[
+    let (server, at, http) = cx
+        .confab(&[
             ("CONFAB_DEMO_DELAY_MS", "0"),
             ("CONFAB_MAX_SOCKETS_PER_OWNER", "1100"),
-        ],
-    )
-    .await?;
-    let at = server.addr();
-    let http = cx.http.clone();
+        ])
+        .await?;
     let user = "fanout";
     let sid = create(&http, &at, user, "hi").await?;
     wait_idle(&http, &at, user, &sid).await?;
@@ -1016,10 +1019,7 @@ async fn fanout(cx: &mut Ctx) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu = server.cpu_secs() - cpu0;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    stop_all(stop_tx, tasks).await;
     server.stop().await;
     if seen.ended.load(Ordering::Relaxed) < SUBSCRIBERS as u64 {
         cx.failures
@@ -1035,8 +1035,17 @@ async fn fanout(cx: &mut Ctx) -> Result<()> {
     let (fps, bps) = (frames as f64 / span, bytes as f64 / span);
     let per_sub = frames / SUBSCRIBERS as u64;
     let size = bytes / frames.max(1);
-    let (b_seen, b_span) =
-        baseline_broadcast(cx, SUBSCRIBERS, SUBSCRIBERS, per_sub, size, 0).await?;
+    let (b_seen, b_span) = baseline_broadcast(
+        cx,
+        Broadcast {
+            sockets: SUBSCRIBERS,
+            group: SUBSCRIBERS,
+            frames: per_sub,
+            size,
+            interval: 0,
+        },
+    )
+    .await?;
     let b_fps = b_seen.frames.load(Ordering::Relaxed) as f64 / b_span;
     let b_bps = b_seen.bytes.load(Ordering::Relaxed) as f64 / b_span;
     cx.row(
@@ -1072,17 +1081,13 @@ async fn fanout(cx: &mut Ctx) -> Result<()> {
 /// it, timed.
 async fn many_sessions(cx: &mut Ctx) -> Result<()> {
     const SESSIONS: usize = 10_000;
-    let server = Server::confab(
-        &cx.confab,
-        &[
+    let (server, at, http) = cx
+        .confab(&[
             ("CONFAB_DEMO_DELAY_MS", "0"),
             ("CONFAB_CREATE_RATE", "1000000"),
             ("CONFAB_MAX_TURNS_PER_OWNER", "64"),
-        ],
-    )
-    .await?;
-    let at = server.addr();
-    let http = cx.http.clone();
+        ])
+        .await?;
     let user = "hoarder";
     let started = Instant::now();
     each((0..SESSIONS).collect(), 16, |i| {

@@ -313,6 +313,13 @@ impl Gateway {
         format!("{}/{}", self.base, key.trim())
     }
 
+    /// The management endpoint's path on this gateway (`/{key}`).
+    pub fn management_path(&self) -> String {
+        self.management_endpoint()
+            .trim_start_matches(&self.base)
+            .to_string()
+    }
+
     pub fn api(&self, token: Option<&str>) -> Api {
         Api {
             http: reqwest::Client::new(),

@@ -303,15 +303,21 @@ impl Provider {
             }
             panic!("signing in took too many steps");
         };
-        let answer: Value = http
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", CLIENT_ID),
+            ("code_verifier", &verifier),
+        ])
+        .await
+    }
+
+    /// A request to the token endpoint, and what it answers.
+    async fn token_request(&self, form: &[(&str, &str)]) -> Tokens {
+        let answer: Value = reqwest::Client::new()
             .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", redirect_uri),
-                ("client_id", CLIENT_ID),
-                ("code_verifier", &verifier),
-            ])
+            .form(form)
             .send()
             .await
             .expect("token endpoint")
@@ -330,27 +336,12 @@ impl Provider {
 
     /// Fresh tokens for a refresh token (which the provider rotates).
     pub async fn refresh(&self, refresh_token: &str) -> Tokens {
-        let answer: Value = reqwest::Client::new()
-            .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-                ("client_id", CLIENT_ID),
-            ])
-            .send()
-            .await
-            .expect("token endpoint")
-            .json()
-            .await
-            .expect("token JSON");
-        Tokens {
-            access: answer["access_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("an access token: {answer}"))
-                .into(),
-            refresh: answer["refresh_token"].as_str().map(str::to_string),
-            id: answer["id_token"].as_str().map(str::to_string),
-        }
+        self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+        ])
+        .await
     }
 
     /// The environment that points a gateway at this provider.

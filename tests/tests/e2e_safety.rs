@@ -594,10 +594,7 @@ async fn the_stats_show_sockets_and_store_writes_under_the_key_only() {
     }
     let gw = Gateway::start(&[]).await;
     let api = gw.api(None);
-    let key = gw
-        .management_endpoint()
-        .trim_start_matches(&gw.base)
-        .to_string();
+    let key = gw.management_path();
     let before = api.get(&format!("{key}/@stats")).await;
     assert_eq!(before.status, 200, "{}", before.text);
     let mut s = gw.socket(None).await;
@@ -623,10 +620,7 @@ async fn the_management_endpoint_reaches_live_connections_and_410s_the_rest() {
     let gw = Gateway::start(&[]).await;
     let api = gw.api(None);
     // Under its key, as API Gateway's is under its stage.
-    let key = gw
-        .management_endpoint()
-        .trim_start_matches(&gw.base)
-        .to_string();
+    let key = gw.management_path();
     let mut s = gw.socket(None).await;
     s.hello().await;
     let conn = s.connection_id.clone().unwrap();

@@ -263,6 +263,15 @@ fn words(n: usize, from: usize) -> impl Iterator<Item = String> {
     })
 }
 
+/// The number after a command, `default` without one, within 1..=`max`.
+fn count(rest: &str, default: usize, max: usize) -> usize {
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(default)
+        .clamp(1, max)
+}
+
 fn plan(text: &str) -> (Vec<Step>, usize) {
     let text = text.trim();
     let mut steps = Vec::new();
@@ -274,34 +283,19 @@ fn plan(text: &str) -> (Vec<Step>, usize) {
         }
     };
     if let Some(rest) = text.strip_prefix("/words") {
-        let n = rest
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(100);
-        let n = n.clamp(1, MAX_WORDS);
+        let n = count(rest, 100, MAX_WORDS);
         for w in words(n, 0) {
             steps.push(Step::Emit(AgentEvent::Text(w)));
         }
         return (steps, n);
     }
     if let Some(rest) = text.strip_prefix("/clock") {
-        let n = rest
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(100)
-            .clamp(1, MAX_WORDS);
+        let n = count(rest, 100, MAX_WORDS);
         steps.extend((0..n).map(|_| Step::Clock));
         return (steps, n);
     }
     if let Some(rest) = text.strip_prefix("/markdown") {
-        let kib = rest
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(4)
-            .clamp(1, MAX_MARKDOWN_KIB);
+        let kib = count(rest, 4, MAX_MARKDOWN_KIB);
         for piece in markdown(kib) {
             out_words += piece.split_whitespace().count();
             steps.push(Step::Emit(AgentEvent::Text(piece)));
