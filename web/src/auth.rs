@@ -73,24 +73,10 @@ pub fn access_token() -> Option<String> {
     TOKENS.with(|t| t.borrow().as_ref().map(|t| t.access.clone()))
 }
 
-fn session() -> Option<web_sys::Storage> {
-    web_sys::window()?.session_storage().ok()?
-}
-
-fn get(key: &str) -> Option<String> {
-    session()?.get_item(key).ok()?.filter(|v| !v.is_empty())
-}
-
-fn set(key: &str, value: &str) {
-    if let Some(s) = session() {
-        let _ = s.set_item(key, value);
-    }
-}
+use crate::state::{tab_get as get, tab_set as set};
 
 fn remove(key: &str) {
-    if let Some(s) = session() {
-        let _ = s.remove_item(key);
-    }
+    set(key, "");
 }
 
 fn location() -> Option<web_sys::Location> {

@@ -138,6 +138,14 @@ impl Oidc {
         &self.settings
     }
 
+    /// Where the provider's discovery document is.
+    fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        )
+    }
+
     /// How many times the key set has been fetched.
     pub fn key_fetches(&self) -> u64 {
         self.fetch_count.load(Ordering::Relaxed)
@@ -255,10 +263,7 @@ impl Oidc {
         let jwks_uri = match &fetches.jwks_uri {
             Some(u) => u.clone(),
             None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.settings.issuer.trim_end_matches('/')
-                );
+                let url = self.discovery_url();
                 let body = self.get(&url, "the discovery document").await?;
                 let doc: Discovery =
                     serde_json::from_slice(&body).map_err(|source| FetchError::Invalid {
@@ -303,10 +308,7 @@ impl Oidc {
     /// issuer's alone when the provider cannot be asked.
     pub async fn browser_origins(&self) -> Vec<String> {
         let mut origins = vec![origin(&self.settings.issuer)];
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.settings.issuer.trim_end_matches('/')
-        );
+        let url = self.discovery_url();
         match self.get(&url, "the discovery document").await {
             Ok(body) => {
                 let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -10,22 +10,6 @@ fn draft_key() -> String {
     format!("confab.draft:{path}")
 }
 
-fn load_draft(key: &str) -> String {
-    crate::state::session_storage()
-        .and_then(|s| s.get_item(key).ok().flatten())
-        .unwrap_or_default()
-}
-
-fn save_draft(key: &str, text: &str) {
-    if let Some(s) = crate::state::session_storage() {
-        let _ = if text.is_empty() {
-            s.remove_item(key)
-        } else {
-            s.set_item(key, text)
-        };
-    }
-}
-
 #[component]
 pub fn Composer(
     /// Text given back after a failed send, so nothing typed is lost.
@@ -39,9 +23,9 @@ pub fn Composer(
     // What is typed is kept in this tab as it is typed, so that a reload or
     // a trip to sign in again loses none of it.
     let key = use_hook(draft_key);
-    let mut draft = use_signal(|| load_draft(&key));
+    let mut draft = use_signal(|| crate::state::tab_get(&key).unwrap_or_default());
     let saving = key.clone();
-    use_effect(move || save_draft(&saving, &draft()));
+    use_effect(move || crate::state::tab_set(&saving, &draft()));
     // Focus lands in the message box when the page opens.
     use_effect(|| crate::focus("composer-input"));
     let mut restore = restore;

@@ -122,8 +122,27 @@ pub fn use_app() -> AppState {
 
 /// This browser's local storage for the app's settings, when it has one.
 /// This tab's storage.
-pub fn session_storage() -> Option<web_sys::Storage> {
+fn session_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.session_storage().ok()?
+}
+
+/// A value kept in this tab (`sessionStorage`); None when empty or absent.
+pub fn tab_get(key: &str) -> Option<String> {
+    session_storage()?
+        .get_item(key)
+        .ok()?
+        .filter(|v| !v.is_empty())
+}
+
+/// Keeps `value` in this tab; an empty one removes the key.
+pub fn tab_set(key: &str, value: &str) {
+    if let Some(s) = session_storage() {
+        let _ = if value.is_empty() {
+            s.remove_item(key)
+        } else {
+            s.set_item(key, value)
+        };
+    }
 }
 
 pub fn storage() -> Option<web_sys::Storage> {
